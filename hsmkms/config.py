@@ -1,0 +1,152 @@
+"""One typed settings object, loaded once: defaults < TOML file < ``HSMKMS_*`` variables < flags.
+
+Every setting named here can be given in the TOML file (``--config FILE``, top-level keys named
+as the fields below) or as an environment variable ``HSMKMS_<FIELD>`` in upper case.
+The PIN is never a setting's value in a file: it comes from ``HSMKMS_PIN`` or from a 0600 file
+named by ``pin_file``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PKCS11_MODULES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+def default_pkcs11_module() -> str:
+    for candidate in DEFAULT_PKCS11_MODULES:
+        if os.path.exists(candidate):
+            return candidate
+    return DEFAULT_PKCS11_MODULES[0]
+
+
+@dataclass
+class Settings:
+    home: Path = field(default_factory=lambda: Path(os.environ.get("HSMKMS_HOME", "var")))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    region: str = "us-east-1"
+    # The token.
+    pkcs11_module: str = field(default_factory=default_pkcs11_module)
+    token_label: str = "hsmkms"
+    pin_file: str | None = None  # default: <home>/user.pin
+    softhsm_conf: str | None = None  # default: <home>/softhsm2.conf when the home is embedded
+    # The store: a SQLite path (default <home>/hsmkms.sqlite3) or a postgresql:// URL.
+    store: str | None = None
+    # Identities: an AWS shared-credentials INI file (default <home>/credentials).
+    credentials_file: str | None = None
+    # Data key pairs: "host" (cryptography/OpenSSL) or "token" (generated on the HSM).
+    keypair_source: str = "host"
+    # Pre-generated RSA pairs kept per spec (0 disables the pool).
+    rsa_pool_size: int = 0
+    # Largest request body accepted, in bytes.
+    max_body_bytes: int = 1024 * 1024
+    # Seconds between deletion sweeps in the server.
+    sweep_interval: float = 60.0
+    log_level: str = "info"
+
+    # -- derived paths -------------------------------------------------------------------
+    @property
+    def store_path(self) -> str:
+        return self.store or str(self.home / "hsmkms.sqlite3")
+
+    @property
+    def credentials_path(self) -> Path:
+        return Path(self.credentials_file) if self.credentials_file else self.home / "credentials"
+
+    @property
+    def pin_path(self) -> Path:
+        return Path(self.pin_file) if self.pin_file else self.home / "user.pin"
+
+    @property
+    def softhsm_conf_path(self) -> Path:
+        return Path(self.softhsm_conf) if self.softhsm_conf else self.home / "softhsm2.conf"
+
+    def read_pin(self) -> str:
+        """The user PIN: ``HSMKMS_PIN`` if set, else the PIN file, which must be mode 0600."""
+        pin = os.environ.get("HSMKMS_PIN")
+        if pin:
+            return pin
+        path = self.pin_path
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"no token PIN: set HSMKMS_PIN or write the PIN to {path} (mode 0600)"
+            ) from None
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise ConfigError(
+                f"the PIN file {path} is readable by others: run chmod 600 {path}"
+            )
+        return path.read_text().strip()
+
+    # -- loading ------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        config_file: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        config_file = config_file or env.get("HSMKMS_CONFIG")
+        if config_file:
+            try:
+                with open(config_file, "rb") as fh:
+                    values.update(tomllib.load(fh))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+        for f in fields(cls):
+            name = f"HSMKMS_{f.name.upper()}"
+            if name in env and f.name != "pin":
+                values[f.name] = env[name]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)} - {"pin"}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.pop("pin", None)
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in values:
+                continue
+            kwargs[f.name] = _coerce(f, values[f.name])
+        settings = cls(**kwargs)
+        if settings.keypair_source not in ("host", "token"):
+            raise ConfigError('keypair_source must be "host" or "token"')
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    kind = str(f.type)
+    try:
+        if "Path" in kind:
+            return Path(value)
+        if kind.startswith("int"):
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {f.name}: {value!r} is not a {kind}") from None
+    return value

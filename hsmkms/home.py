@@ -1,0 +1,168 @@
+"""The embedded default: a state directory holding a SoftHSM2 token, the SQLite store and the
+credentials, created on first run and reused after.
+
+Layout of ``<home>`` (mode 0700)::
+
+    softhsm2.conf    SoftHSM2 configuration pointing at tokens/
+    tokens/          the SoftHSM2 token directory
+    user.pin         the token user PIN (0600)
+    so.pin           the token security officer PIN (0600)
+    credentials      AWS shared-credentials INI, profile [hsmkms] (0600); also read by the
+                     server for access key id -> secret, account and principal
+    hsmkms.sqlite3   the metadata store
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import secrets
+import shutil
+import string
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from hsmkms.config import ConfigError, Settings
+
+PROFILE = "hsmkms"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One access key of the credentials file and who it is."""
+
+    access_key_id: str
+    secret_access_key: str
+    account_id: str
+    principal_arn: str
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def _random_token(n: int, alphabet: str = string.ascii_letters + string.digits) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def new_identity(account_id: str | None = None, name: str = "admin") -> Identity:
+    account = account_id or "".join(secrets.choice(string.digits) for _ in range(12))
+    return Identity(
+        access_key_id="AKIA" + _random_token(16, string.ascii_uppercase + "234567"),
+        secret_access_key=_random_token(40, string.ascii_letters + string.digits + "+/"),
+        account_id=account,
+        principal_arn=f"arn:aws:iam::{account}:user/{name}",
+    )
+
+
+def write_credentials(path: Path, identities: dict[str, Identity], region: str) -> None:
+    """Write an AWS shared-credentials file that boto3/the AWS CLI read and the server trusts."""
+    parser = configparser.ConfigParser(interpolation=None)
+    for profile, ident in identities.items():
+        parser[profile] = {
+            "aws_access_key_id": ident.access_key_id,
+            "aws_secret_access_key": ident.secret_access_key,
+            "region": region,
+            "hsmkms_account_id": ident.account_id,
+            "hsmkms_principal_arn": ident.principal_arn,
+        }
+    lines: list[str] = []
+    for section in parser.sections():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {v}" for k, v in parser[section].items())
+        lines.append("")
+    _write_private(path, "\n".join(lines))
+
+
+def read_credentials(path: Path) -> dict[str, Identity]:
+    """access key id -> Identity, from an AWS shared-credentials INI with hsmkms_* members."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
+    out: dict[str, Identity] = {}
+    for section in parser.sections():
+        sec = parser[section]
+        akid = sec.get("aws_access_key_id")
+        secret = sec.get("aws_secret_access_key")
+        if not akid or not secret:
+            continue
+        account = sec.get("hsmkms_account_id", "000000000000")
+        principal = sec.get("hsmkms_principal_arn", f"arn:aws:iam::{account}:root")
+        out[akid] = Identity(akid, secret, account, principal)
+    if not out:
+        raise ConfigError(f"credentials file {path} holds no access key")
+    return out
+
+
+def softhsm_util() -> str:
+    path = shutil.which("softhsm2-util")
+    if not path:
+        raise ConfigError(
+            "softhsm2-util not found: install SoftHSM2 (Debian: apt-get install softhsm2) "
+            "or point --pkcs11-module/--token-label at your HSM"
+        )
+    return path
+
+
+def ensure_home(settings: Settings) -> Settings:
+    """Create the embedded default under ``settings.home`` if missing; point SoftHSM2 at it.
+
+    Idempotent: a second run reuses the token, PINs, store and credentials. Sets
+    ``SOFTHSM2_CONF`` in this process's environment (before the PKCS#11 library is loaded)
+    unless the settings name an explicit configuration.
+    """
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+
+    conf = settings.softhsm_conf_path
+    embedded = settings.softhsm_conf is None and "softhsm" in settings.pkcs11_module
+    if embedded:
+        tokens = home / "tokens"
+        tokens.mkdir(exist_ok=True)
+        os.chmod(tokens, 0o700)
+        if not conf.exists():
+            _write_private(
+                conf,
+                f"directories.tokendir = {tokens.resolve()}\n"
+                "objectstore.backend = file\n"
+                "log.level = ERROR\n"
+                "slots.removable = false\n",
+            )
+        os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+        pin_path = settings.pin_path
+        if not any(tokens.iterdir()):
+            user_pin = _random_token(24)
+            so_pin = _random_token(24)
+            _write_private(pin_path, user_pin + "\n")
+            _write_private(home / "so.pin", so_pin + "\n")
+            init_softhsm_token(settings.token_label, so_pin, user_pin)
+    elif settings.softhsm_conf:
+        os.environ["SOFTHSM2_CONF"] = str(Path(settings.softhsm_conf).resolve())
+
+    creds = settings.credentials_path
+    if not creds.exists():
+        write_credentials(creds, {PROFILE: new_identity()}, settings.region)
+    return settings
+
+
+def init_softhsm_token(label: str, so_pin: str, user_pin: str) -> None:
+    """Initialise a free SoftHSM2 slot as token ``label`` (uses SOFTHSM2_CONF)."""
+    result = subprocess.run(
+        [softhsm_util(), "--init-token", "--free", "--label", label,
+         "--so-pin", so_pin, "--pin", user_pin],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        # softhsm2-util does not echo PINs in its messages.
+        raise ConfigError(f"softhsm2-util could not initialise token {label!r}: "
+                          f"{result.stderr.strip() or result.stdout.strip()}")

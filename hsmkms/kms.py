@@ -1,0 +1,95 @@
+"""The library face: ``hsmkms.KMS``, with boto3's method names, parameters and response shapes.
+
+    kms = hsmkms.KMS(home="var")                       # the embedded default
+    kms.generate_data_key_pair(KeyId="alias/app", KeyPairSpec="ECC_NIST_P256")
+
+Every method is ``call(<Operation>, kwargs)``: input is validated against botocore's KMS
+service model (so the library and the HTTP server answer the same ValidationException), then
+handed to the operation layer. Errors are :class:`hsmkms.errors.KMSError`, a botocore
+``ClientError``, so boto3 code catches them unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hsmkms import errors, model
+from hsmkms.config import Settings
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request: the verified principal and its account."""
+
+    account_id: str
+    principal_arn: str
+    access_key_id: str = ""
+    source_ip: str = ""
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class KMS:
+    """One process's KMS: a token session, a store and the operation layer behind them."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        caller: Caller | None = None,
+        **overrides: Any,
+    ) -> None:
+        from hsmkms.service import Service
+
+        self.settings = settings or Settings.load(**overrides)
+        self.service = Service.open(self.settings)
+        self.caller = caller or self.service.default_caller()
+
+    # -- generic entry, used by the wire layer ------------------------------------------
+    def call(self, operation: str, params: dict[str, Any], caller: Caller | None = None) -> dict:
+        """Run one KMS operation; raise :class:`KMSError` named as AWS names it."""
+        try:
+            model.validate_input(operation, params)
+            return self.service.dispatch(operation, params, caller or self.caller)
+        except errors.KMSError as exc:
+            if not exc.operation_name or exc.operation_name == "operation":
+                raise exc.with_operation(operation) from None
+            raise
+
+    def health(self) -> dict[str, Any]:
+        return self.service.health()
+
+    def close(self) -> None:
+        self.service.close()
+
+    def as_caller(self, caller: Caller) -> KMS:
+        """A view of this KMS that acts as ``caller`` (shares the token and store)."""
+        view = object.__new__(KMS)
+        view.settings = self.settings
+        view.service = self.service
+        view.caller = caller
+        return view
+
+    def __enter__(self) -> KMS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        operation = model.operation_for_method(name)
+        if operation is None:
+            raise AttributeError(name)
+
+        def method(**kwargs: Any) -> dict:
+            return self.call(operation, kwargs)
+
+        method.__name__ = name
+        return method
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | {_snake(op) for op in model.operations()})
