@@ -49,6 +49,15 @@ class KMS:
         self.service = Service.open(self.settings)
         self.caller = caller or self.service.default_caller()
 
+    @classmethod
+    def from_service(cls, service: Any, caller: Caller | None = None) -> KMS:
+        """A KMS over an already open operation layer (shares its token and store)."""
+        kms = object.__new__(cls)
+        kms.settings = service.settings
+        kms.service = service
+        kms.caller = caller or service.default_caller()
+        return kms
+
     # -- generic entry, used by the wire layer ------------------------------------------
     def call(self, operation: str, params: dict[str, Any], caller: Caller | None = None) -> dict:
         """Run one KMS operation; raise :class:`KMSError` named as AWS names it."""
@@ -68,11 +77,7 @@ class KMS:
 
     def as_caller(self, caller: Caller) -> KMS:
         """A view of this KMS that acts as ``caller`` (shares the token and store)."""
-        view = object.__new__(KMS)
-        view.settings = self.settings
-        view.service = self.service
-        view.caller = caller
-        return view
+        return KMS.from_service(self.service, caller)
 
     def __enter__(self) -> KMS:
         return self

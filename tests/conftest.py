@@ -35,3 +35,42 @@ def token(settings: Settings):
     tok = open_token(settings.pkcs11_module, settings.token_label, settings.read_pin())
     yield tok
     tok.close()
+
+
+@pytest.fixture(scope="session")
+def service(settings: Settings, token):
+    """The operation layer over the session's token and a SQLite store in the home."""
+    from hsmkms.service import Service
+    from hsmkms.store import open_store
+
+    svc = Service(settings, token, open_store(settings.store_path))
+    yield svc
+    svc.pool.close()
+    svc.store.close()
+
+
+@pytest.fixture(scope="session")
+def library(service):
+    """The in-process library face, acting as the home's admin."""
+    from hsmkms.kms import KMS
+
+    return KMS.from_service(service)
+
+
+@pytest.fixture(scope="session", params=["library"])
+def kms(request: pytest.FixtureRequest):
+    """Every face of hsmkms a user calls with boto3's names: the library, and boto3 over HTTP.
+
+    Tests written against this fixture run once per face with the same assertions."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def token_pairs_kms(settings: Settings, token, service):
+    """The library face with keypair_source = "token": data key pairs made on the HSM."""
+    from hsmkms.kms import KMS
+    from hsmkms.service import Service
+
+    svc = Service(settings.replace(keypair_source="token"), token, service.store)
+    yield KMS.from_service(svc)
+    svc.pool.close()

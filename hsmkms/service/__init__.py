@@ -1,0 +1,262 @@
+"""The operation layer: KMS semantics over a token (``hsmkms.hsm``) and a store.
+
+One module per family of operations (keys, aliases, crypto, tags) registers its handlers in
+``core.OPERATIONS``; :meth:`Service.dispatch` runs them and turns token and store failures into
+AWS's errors. Nothing here knows HTTP; nothing here names a PKCS#11 session or mechanism.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from hsmkms import blob as blobfmt
+from hsmkms import errors, hsm, keypairs, model
+from hsmkms.config import Settings
+from hsmkms.service import aliases, crypto, keys, policy, tags  # noqa: F401  (register handlers)
+from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
+from hsmkms.store import KeyRecord, MaterialRecord, Store, StoreError, open_store
+
+if TYPE_CHECKING:
+    from hsmkms.kms import Caller
+
+log = logging.getLogger("hsmkms.service")
+
+_INVALID_CIPHERTEXT = (
+    "The ciphertext is not valid, was altered, or was encrypted under another encryption "
+    "context."
+)
+
+
+class Service:
+    """One process's operation layer. Thread-safe: the token layer serialises token calls
+    and the store uses a connection per thread."""
+
+    def __init__(self, settings: Settings, token: Any, store: Store) -> None:
+        self.settings = settings
+        self.region = settings.region
+        self.token = token
+        self.store = store
+        token_specs = frozenset(getattr(token, "keypair_specs", frozenset()))
+        self.keypair_specs = frozenset(keypairs.SUPPORTED_SPECS)
+        self._token_specs = token_specs if settings.keypair_source == "token" else frozenset()
+        self.pool = keypairs.PairPool(
+            tuple(s for s in keypairs.RSA_BITS if s not in self._token_specs),
+            settings.rsa_pool_size,
+            keypairs.generate,
+        )
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @classmethod
+    def open(cls, settings: Settings) -> Service:
+        from hsmkms.home import ensure_home
+
+        ensure_home(settings)
+        try:
+            token = hsm.open_token(
+                settings.pkcs11_module, settings.token_label, settings.read_pin()
+            )
+        except hsm.TokenError as exc:
+            raise errors.KMSInternalException(f"cannot open the token: {exc}") from None
+        return cls(settings, token, open_store(settings.store_path))
+
+    def default_caller(self) -> Caller:
+        """The first identity of the credentials file: the embedded default's admin."""
+        from hsmkms.home import read_credentials
+        from hsmkms.kms import Caller
+
+        ident = next(iter(read_credentials(self.settings.credentials_path).values()))
+        return Caller(ident.account_id, ident.principal_arn, ident.access_key_id)
+
+    # -- dispatch --------------------------------------------------------------------------
+    def dispatch(self, operation: str, params: dict[str, Any], caller: Caller) -> dict:
+        handler = OPERATIONS.get(operation)
+        if handler is None:
+            if operation in model.operations():
+                raise errors.UnsupportedOperationException(
+                    f"{operation} is not supported by hsmkms yet."
+                )
+            raise errors.UnknownOperationException(f"Unknown operation {operation}.")
+        try:
+            return handler(self, Request(operation, params, caller))
+        except errors.KMSError:
+            raise
+        except hsm.IntegrityError:
+            raise errors.InvalidCiphertextException(_INVALID_CIPHERTEXT) from None
+        except hsm.TokenUnavailable:
+            raise errors.KeyUnavailableException(
+                "The HSM that holds the key material is not available now; retry later."
+            ) from None
+        except hsm.KeyNotFound:
+            raise errors.KeyUnavailableException(
+                "The key material of this KMS key is missing from the HSM."
+            ) from None
+        except hsm.MechanismUnsupported as exc:
+            raise errors.UnsupportedOperationException(f"The HSM cannot do this: {exc}") from None
+        except hsm.TokenError:
+            log.exception("token failure in %s", operation)
+            raise errors.KMSInternalException("The HSM failed; see the server log.") from None
+        except StoreError:
+            log.exception("store failure in %s", operation)
+            raise errors.KMSInternalException(
+                "The metadata store failed; see the server log."
+            ) from None
+
+    # -- helpers for the operation modules ---------------------------------------------
+    def authorized_key(
+        self, req: Request, key_id: str, *, allow_alias: bool = True, action: str | None = None
+    ) -> KeyRecord:
+        key = keys.resolve_key(self, req.caller, key_id, allow_alias)
+        policy.authorize(key, req.caller, action or req.operation)
+        return key
+
+    def random(self, n: int) -> bytes:
+        return bytes(self.token.random(n))
+
+    def new_material(self, key_id: str, created: datetime, rotation_type: str | None = None
+                     ) -> MaterialRecord:
+        """A new master key object on the token; its CKA_ID is the KeyMaterialId."""
+        material = self.random(blobfmt.MATERIAL_LEN)
+        self.token.create_master_key(material, f"hsmkms:{key_id}:{material.hex()[:16]}")
+        return MaterialRecord(material.hex(), key_id, created, rotation_type)
+
+    def destroy_material(self, material_hex: str) -> None:
+        try:
+            self.token.destroy_master_key(bytes.fromhex(material_hex))
+        except hsm.KeyNotFound:
+            pass  # already gone: a sweep interrupted after this step
+
+    def seal(self, key: KeyRecord, plaintext: bytes, context: dict[str, str] | None
+             ) -> tuple[bytes, str]:
+        """Encrypt under the key's current material: (blob, KeyMaterialId)."""
+        material_hex = key.current_material_id
+        assert material_hex is not None
+        material = bytes.fromhex(material_hex)
+        header = blobfmt.sealed_header(key.key_id, material)
+        iv = self.random(blobfmt.IV_LEN)
+        aad = header + blobfmt.encode_context(context)
+        sealed = self.token.encrypt(material, iv, plaintext, aad)
+        return blobfmt.seal(header, iv, sealed), material_hex
+
+    def unseal(
+        self,
+        req: Request,
+        data: bytes,
+        context: dict[str, str] | None,
+        *,
+        expected_key_id: str | None,
+        algorithm: str | None,
+        action: str | None = None,
+    ) -> tuple[KeyRecord, bytes, str]:
+        """Decrypt a blob: (key, plaintext, KeyMaterialId), with AWS's checks in AWS's order."""
+        try:
+            parsed = blobfmt.parse(data)
+        except blobfmt.MalformedBlob:
+            raise errors.InvalidCiphertextException(_INVALID_CIPHERTEXT) from None
+        key = self.store.get_key(parsed.key_id)
+        if key is None or key.region != self.region:
+            if self.store.was_deleted(parsed.key_id):
+                raise errors.NotFoundException(
+                    f"The KMS key {parsed.key_id} that encrypted this ciphertext was deleted."
+                )
+            raise errors.InvalidCiphertextException(_INVALID_CIPHERTEXT)
+        if expected_key_id is not None:
+            named = keys.resolve_key(self, req.caller, expected_key_id)
+            if named.key_id != key.key_id:
+                raise errors.IncorrectKeyException(
+                    "The key ID in the request does not identify a CMK that can perform this "
+                    "operation."
+                )
+        policy.authorize(key, req.caller, action or req.operation)
+        check_usable(key)
+        check_algorithm(key, algorithm)
+        material_hex = parsed.material_hex
+        if not any(m.material_id == material_hex for m in self.store.materials(key.key_id)):
+            raise errors.InvalidCiphertextException(_INVALID_CIPHERTEXT)
+        if req.dry_run:
+            raise errors.DryRunOperationException(
+                "The request would have succeeded, but the DryRun option is set."
+            )
+        aad = parsed.aad(context)
+        if parsed.kind == blobfmt.KIND_SEALED:
+            plaintext = self.token.decrypt(parsed.material_id, parsed.iv, parsed.body, aad)
+        else:
+            # Check the binding tag (header, context, wrapped bytes) before unwrapping.
+            self.token.decrypt(parsed.material_id, parsed.iv, parsed.tag, aad)
+            assert parsed.wrap_mechanism is not None and parsed.spec is not None
+            plaintext = self.token.unwrap_private_key(
+                parsed.material_id,
+                hsm.WrappedKey(parsed.wrap_mechanism, parsed.spec, parsed.body),
+            )
+        return key, bytes(plaintext), material_hex
+
+    def key_pair(self, spec: str) -> tuple[bytes, bytes]:
+        """A fresh (SPKI DER, PKCS#8 DER), from the token or the host as configured."""
+        if spec in self._token_specs:
+            public, private = self.token.generate_key_pair(spec)
+            return bytes(public), bytes(private)
+        return self.pool.take(spec) or keypairs.generate(spec)
+
+    def key_pair_sealed(
+        self, key: KeyRecord, spec: str, context: dict[str, str] | None
+    ) -> tuple[bytes, bytes, str]:
+        """A fresh pair whose private key leaves only as a blob: (SPKI, blob, KeyMaterialId).
+
+        On the token, the private key is wrapped there and never enters host memory."""
+        if spec not in self._token_specs:
+            public, private = self.key_pair(spec)
+            blob, sealed_under = self.seal(key, private, context)
+            return public, blob, sealed_under
+        material_hex = key.current_material_id
+        assert material_hex is not None
+        material = bytes.fromhex(material_hex)
+        public, wrapped = self.token.generate_wrapped_key_pair(spec, material)
+        header = blobfmt.wrapped_header(key.key_id, material, wrapped.mechanism, spec)
+        iv = self.random(blobfmt.IV_LEN)
+        aad = header + blobfmt.encode_context(context) + wrapped.data
+        tag = self.token.encrypt(material, iv, b"", aad)
+        return bytes(public), blobfmt.wrapped(header, iv, wrapped.data, tag), material_hex
+
+    # -- life of the process -----------------------------------------------------------
+    def sweep(self) -> list[str]:
+        return keys.sweep(self)
+
+    def start_sweeper(self, interval: float | None = None) -> None:
+        """Run deletion sweeps in the background every ``interval`` seconds."""
+        period = interval if interval is not None else self.settings.sweep_interval
+
+        def run() -> None:
+            while not self._stop.wait(period):
+                try:
+                    self.sweep()
+                except Exception:  # keep sweeping; the next round retries
+                    log.exception("deletion sweep failed")
+
+        self._sweeper = threading.Thread(target=run, name="sweeper", daemon=True)
+        self._sweeper.start()
+
+    def health(self) -> dict[str, Any]:
+        token: dict[str, Any]
+        try:
+            status = self.token.status()
+            token = {"ok": status.ok, "label": status.label, "manufacturer": status.manufacturer,
+                     "model": status.model, "detail": status.detail}
+        except hsm.TokenError as exc:
+            token = {"ok": False, "detail": str(exc)}
+        out: dict[str, Any] = {"ok": bool(token["ok"]), "token": token}
+        if self.pool.size:
+            out["keypair_pool"] = self.pool.stock()
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self.pool.close()
+        self.store.close()
+        try:
+            self.token.close()
+        except hsm.TokenError:
+            pass
+

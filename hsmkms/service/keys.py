@@ -1,0 +1,232 @@
+"""Keys: CreateKey, DescribeKey, ListKeys, Enable/DisableKey, Schedule/CancelKeyDeletion,
+UpdateKeyDescription, and the sweeper that deletes keys after their waiting period."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from hsmkms import errors
+from hsmkms.service import policy
+from hsmkms.service.core import (
+    ENCRYPT_DECRYPT,
+    SYMMETRIC_DEFAULT,
+    Request,
+    check_grant_tokens,
+    check_not_pending_deletion,
+    new_key_id,
+    now,
+    operation,
+    resolve_key,
+    validation,
+)
+from hsmkms.service.tags import validate_tags
+from hsmkms.store import KeyRecord
+
+if TYPE_CHECKING:
+    from hsmkms.service import Service
+
+log = logging.getLogger("hsmkms.service")
+
+_UUID_MARKER = re.compile(r"^[0-9a-f-]{36}$")
+
+
+def key_metadata(key: KeyRecord) -> dict[str, Any]:
+    """KeyMetadata as DescribeKey answers it."""
+    meta: dict[str, Any] = {
+        "AWSAccountId": key.account_id,
+        "KeyId": key.key_id,
+        "Arn": key.arn,
+        "CreationDate": key.created_at,
+        "Enabled": key.state == "Enabled",
+        "Description": key.description,
+        "KeyUsage": key.key_usage,
+        "KeyState": key.state,
+        "Origin": key.origin,
+        "KeyManager": key.key_manager,
+        "CustomerMasterKeySpec": key.key_spec,
+        "KeySpec": key.key_spec,
+        "EncryptionAlgorithms": [SYMMETRIC_DEFAULT],
+        "MultiRegion": key.multi_region,
+    }
+    if key.current_material_id:
+        meta["CurrentKeyMaterialId"] = key.current_material_id
+    if key.state == "PendingDeletion":
+        meta["DeletionDate"] = key.deletion_date
+        meta["PendingDeletionWindowInDays"] = key.pending_window_days
+    return meta
+
+
+@operation("CreateKey")
+def create_key(svc: Service, req: Request) -> dict[str, Any]:
+    spec = req.get("KeySpec")
+    legacy = req.get("CustomerMasterKeySpec")
+    if spec and legacy and spec != legacy:
+        raise errors.ValidationException(
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. "
+            "CustomerMasterKeySpec parameter is deprecated. Use KeySpec parameter instead."
+        )
+    spec = spec or legacy or SYMMETRIC_DEFAULT
+    usage = req.get("KeyUsage", ENCRYPT_DECRYPT)
+    origin = req.get("Origin", "AWS_KMS")
+    if spec != SYMMETRIC_DEFAULT:
+        raise errors.UnsupportedOperationException(
+            f"KeySpec {spec} is not supported by hsmkms yet: only SYMMETRIC_DEFAULT "
+            f"(AES-256-GCM) KMS keys can be created."
+        )
+    if usage != ENCRYPT_DECRYPT:
+        raise errors.ValidationException(
+            f"KeyUsage {usage} is not compatible with KeySpec {spec}."
+        )
+    if origin != "AWS_KMS":
+        raise errors.UnsupportedOperationException(
+            f"Origin {origin} is not supported by hsmkms: key material is always generated "
+            f"inside the HSM (Origin AWS_KMS)."
+        )
+    if req.get("CustomKeyStoreId") or req.get("XksKeyId"):
+        raise errors.UnsupportedOperationException(
+            "Custom key stores are not supported by hsmkms: every key lives in its HSM."
+        )
+    if req.get("MultiRegion"):
+        raise errors.UnsupportedOperationException(
+            "Multi-Region keys are not supported by hsmkms."
+        )
+    caller = req.caller
+    policy_text = req.get("Policy")
+    if policy_text is not None:
+        policy.parse_policy(policy_text)
+    else:
+        policy_text = policy.default_policy(caller.account_id)
+    tags = validate_tags(req.get("Tags", []))
+
+    key_id = new_key_id()
+    created = now()
+    material = svc.new_material(key_id, created)
+    key = KeyRecord(
+        key_id=key_id,
+        account_id=caller.account_id,
+        region=svc.region,
+        key_usage=usage,
+        key_spec=spec,
+        origin=origin,
+        key_manager="CUSTOMER",
+        state="Enabled",
+        created_at=created,
+        policy=policy_text,
+        description=req.get("Description", ""),
+        current_material_id=material.material_id,
+    )
+    # The token object exists before the record: a crash in between leaves an orphan
+    # material (reported by `hsmkms doctor`), never a key without material.
+    svc.store.create_key(key, material, tags)
+    return {"KeyMetadata": key_metadata(key)}
+
+
+@operation("DescribeKey")
+def describe_key(svc: Service, req: Request) -> dict[str, Any]:
+    check_grant_tokens(req)
+    key = svc.authorized_key(req, req.params["KeyId"])
+    return {"KeyMetadata": key_metadata(key)}
+
+
+def page_limit(req: Request, default: int = 100) -> int:
+    return int(req.get("Limit", default))
+
+
+def check_marker(marker: str | None) -> str | None:
+    if marker is not None and not _UUID_MARKER.match(marker) and not marker.startswith("alias/"):
+        raise errors.InvalidMarkerException("The marker is invalid.")
+    return marker
+
+
+@operation("ListKeys")
+def list_keys(svc: Service, req: Request) -> dict[str, Any]:
+    limit = page_limit(req)
+    marker = check_marker(req.get("Marker"))
+    keys = svc.store.list_keys(req.caller.account_id, svc.region, marker, limit + 1)
+    out: dict[str, Any] = {
+        "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in keys[:limit]],
+        "Truncated": len(keys) > limit,
+    }
+    if len(keys) > limit:
+        out["NextMarker"] = keys[limit - 1].key_id
+    return out
+
+
+@operation("EnableKey")
+def enable_key(svc: Service, req: Request) -> dict[str, Any]:
+    key = svc.authorized_key(req, req.params["KeyId"])
+    check_not_pending_deletion(key)
+    if key.state != "Enabled":
+        svc.store.update_key(key.key_id, state="Enabled")
+    return {}
+
+
+@operation("DisableKey")
+def disable_key(svc: Service, req: Request) -> dict[str, Any]:
+    key = svc.authorized_key(req, req.params["KeyId"])
+    check_not_pending_deletion(key)
+    if key.state != "Disabled":
+        svc.store.update_key(key.key_id, state="Disabled")
+    return {}
+
+
+@operation("ScheduleKeyDeletion")
+def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
+    window = int(req.get("PendingWindowInDays", 30))
+    if window < 7:
+        raise validation("pendingWindowInDays", window,
+                         "Member must have value greater than or equal to 7")
+    if window > 30:
+        raise validation("pendingWindowInDays", window,
+                         "Member must have value less than or equal to 30")
+    key = svc.authorized_key(req, req.params["KeyId"])
+    check_not_pending_deletion(key)
+    deletion = now() + timedelta(days=window)
+    key = svc.store.update_key(
+        key.key_id, state="PendingDeletion", deletion_date=deletion, pending_window_days=window
+    )
+    return {
+        "KeyId": key.arn,
+        "DeletionDate": deletion,
+        "KeyState": "PendingDeletion",
+        "PendingWindowInDays": window,
+    }
+
+
+@operation("CancelKeyDeletion")
+def cancel_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
+    key = svc.authorized_key(req, req.params["KeyId"])
+    if key.state != "PendingDeletion":
+        raise errors.KMSInvalidStateException(f"{key.arn} is not pending deletion.")
+    svc.store.update_key(
+        key.key_id, state="Disabled", deletion_date=None, pending_window_days=None
+    )
+    return {"KeyId": key.arn}
+
+
+@operation("UpdateKeyDescription")
+def update_key_description(svc: Service, req: Request) -> dict[str, Any]:
+    key = svc.authorized_key(req, req.params["KeyId"])
+    check_not_pending_deletion(key)
+    svc.store.update_key(key.key_id, description=req.params["Description"])
+    return {}
+
+
+def sweep(svc: Service) -> list[str]:
+    """Delete every key whose waiting period has ended: its token objects first, then its
+    record (a crash in between is finished by the next sweep). Returns the deleted key ids."""
+    deleted = []
+    for key in svc.store.keys_due_for_deletion(now()):
+        for material in svc.store.materials(key.key_id):
+            svc.destroy_material(material.material_id)
+        svc.store.delete_key(key.key_id)
+        log.info("deleted KMS key %s after its waiting period", key.arn)
+        deleted.append(key.key_id)
+    return deleted
+
+
+# Resolution errors name the key as AWS does; re-exported for other modules.
+__all__ = ["key_metadata", "resolve_key", "sweep"]

@@ -1,0 +1,160 @@
+"""The metadata store's records and interface. No key material is ever stored here.
+
+Records are immutable values; a change is a new record written through the store. Times are
+timezone-aware UTC datetimes in Python and epoch seconds (REAL) in SQL, which both SQLite and
+PostgreSQL hold without dialect-specific types.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class StoreError(Exception):
+    """The store failed (locked past its timeout, disk full, corrupt)."""
+
+
+class Conflict(StoreError):
+    """A unique constraint was violated (e.g. an alias name already taken)."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: str
+    account_id: str
+    region: str
+    key_usage: str
+    key_spec: str
+    origin: str
+    key_manager: str
+    state: str
+    created_at: datetime
+    policy: str
+    description: str = ""
+    current_material_id: str | None = None
+    deletion_date: datetime | None = None
+    pending_window_days: int | None = None
+    multi_region: bool = False
+    rotation_enabled: bool = False
+    rotation_period_days: int | None = None
+    next_rotation: datetime | None = None
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:key/{self.key_id}"
+
+
+@dataclass(frozen=True)
+class MaterialRecord:
+    """One key material of a KMS key: a master key object on the token with CKA_ID = id."""
+
+    material_id: str  # 64 lowercase hex characters (32 bytes)
+    key_id: str
+    created_at: datetime
+    rotation_type: str | None = None  # None for the first material; AUTOMATIC / ON_DEMAND
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    account_id: str
+    region: str
+    alias_name: str
+    key_id: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:{self.alias_name}"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list = field(default_factory=list)
+    next_marker: str | None = None
+
+
+class Store(ABC):
+    """What the operation layer needs from a metadata store. Every write is durable on return."""
+
+    # keys
+    @abstractmethod
+    def create_key(
+        self, key: KeyRecord, material: MaterialRecord, tags: dict[str, str]
+    ) -> None: ...
+
+    @abstractmethod
+    def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    @abstractmethod
+    def update_key(self, key_id: str, **changes: object) -> KeyRecord: ...
+
+    @abstractmethod
+    def list_keys(
+        self, account_id: str, region: str, after: str | None, limit: int
+    ) -> list[KeyRecord]: ...
+
+    @abstractmethod
+    def delete_key(self, key_id: str) -> None:
+        """Remove the key with its materials, aliases and tags."""
+
+    @abstractmethod
+    def was_deleted(self, key_id: str) -> bool:
+        """Whether a key with this id existed and was deleted (its tombstone)."""
+
+    @abstractmethod
+    def keys_due_for_deletion(self, now: datetime) -> list[KeyRecord]: ...
+
+    # materials
+    @abstractmethod
+    def materials(self, key_id: str) -> list[MaterialRecord]: ...
+
+    @abstractmethod
+    def add_material(self, material: MaterialRecord, make_current: bool = True) -> None: ...
+
+    @abstractmethod
+    def all_material_ids(self) -> set[str]: ...
+
+    # aliases
+    @abstractmethod
+    def create_alias(self, alias: AliasRecord) -> None:
+        """Raise :class:`Conflict` when (account, region, name) exists."""
+
+    @abstractmethod
+    def get_alias(self, account_id: str, region: str, alias_name: str) -> AliasRecord | None: ...
+
+    @abstractmethod
+    def update_alias(
+        self, account_id: str, region: str, alias_name: str, key_id: str, now: datetime
+    ) -> None: ...
+
+    @abstractmethod
+    def delete_alias(self, account_id: str, region: str, alias_name: str) -> None: ...
+
+    @abstractmethod
+    def list_aliases(
+        self,
+        account_id: str,
+        region: str,
+        key_id: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[AliasRecord]: ...
+
+    @abstractmethod
+    def aliases_of(self, key_id: str) -> list[AliasRecord]: ...
+
+    # tags
+    @abstractmethod
+    def get_tags(self, key_id: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    def set_tags(self, key_id: str, tags: dict[str, str]) -> None: ...
+
+    @abstractmethod
+    def remove_tags(self, key_id: str, tag_keys: list[str]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,66 @@
+"""Schema migrations, applied in order once each; portable SQL (SQLite and PostgreSQL).
+
+Append new migrations; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    # 1: keys, their materials, aliases and tags.
+    [
+        """CREATE TABLE keys (
+            key_id TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL,
+            region TEXT NOT NULL,
+            key_usage TEXT NOT NULL,
+            key_spec TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            key_manager TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            policy TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            current_material_id TEXT,
+            deletion_date REAL,
+            pending_window_days INTEGER,
+            multi_region INTEGER NOT NULL DEFAULT 0,
+            rotation_enabled INTEGER NOT NULL DEFAULT 0,
+            rotation_period_days INTEGER,
+            next_rotation REAL
+        )""",
+        "CREATE INDEX keys_by_account ON keys (account_id, region, key_id)",
+        "CREATE INDEX keys_by_state ON keys (state, deletion_date)",
+        """CREATE TABLE key_materials (
+            material_id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL REFERENCES keys (key_id),
+            created_at REAL NOT NULL,
+            rotation_type TEXT
+        )""",
+        "CREATE INDEX key_materials_by_key ON key_materials (key_id, created_at)",
+        """CREATE TABLE aliases (
+            account_id TEXT NOT NULL,
+            region TEXT NOT NULL,
+            alias_name TEXT NOT NULL,
+            key_id TEXT NOT NULL REFERENCES keys (key_id),
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (account_id, region, alias_name)
+        )""",
+        "CREATE INDEX aliases_by_key ON aliases (key_id)",
+        """CREATE TABLE tags (
+            key_id TEXT NOT NULL REFERENCES keys (key_id),
+            tag_key TEXT NOT NULL,
+            tag_value TEXT NOT NULL,
+            PRIMARY KEY (key_id, tag_key)
+        )""",
+        # Tombstones: a blob of a deleted key is NotFoundException, an unknown key id in a
+        # blob is InvalidCiphertextException (it was never ours, or it was tampered with).
+        """CREATE TABLE deleted_keys (
+            key_id TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL,
+            region TEXT NOT NULL,
+            deleted_at REAL NOT NULL
+        )""",
+    ],
+]

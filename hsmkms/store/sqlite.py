@@ -1,0 +1,342 @@
+"""The embedded store: SQLite in WAL mode, synchronous=FULL so a commit is on disk on return.
+
+One connection per thread (sqlite3 connections are not shared across threads); several
+processes share the file, serialised by SQLite's own locking with a busy timeout. The SQL is
+kept portable (no SQLite-only types or upserts beyond the standard) for the PostgreSQL backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from hsmkms.store.base import (
+    AliasRecord,
+    Conflict,
+    KeyRecord,
+    MaterialRecord,
+    Store,
+    StoreError,
+)
+from hsmkms.store.migrations import MIGRATIONS
+
+_KEY_COLUMNS = (
+    "key_id account_id region key_usage key_spec origin key_manager state created_at policy "
+    "description current_material_id deletion_date pending_window_days multi_region "
+    "rotation_enabled rotation_period_days next_rotation"
+).split()
+_TIME_COLUMNS = {"created_at", "deletion_date", "next_rotation", "updated_at"}
+_BOOL_COLUMNS = {"multi_region", "rotation_enabled"}
+
+
+def _to_sql(name: str, value: Any) -> Any:
+    if name in _TIME_COLUMNS:
+        return None if value is None else value.timestamp()
+    if name in _BOOL_COLUMNS:
+        return int(bool(value))
+    return value
+
+
+def _from_sql(name: str, value: Any) -> Any:
+    if name in _TIME_COLUMNS:
+        return None if value is None else datetime.fromtimestamp(value, UTC)
+    if name in _BOOL_COLUMNS:
+        return bool(value)
+    return value
+
+
+def _key(row: sqlite3.Row) -> KeyRecord:
+    return KeyRecord(**{c: _from_sql(c, row[c]) for c in _KEY_COLUMNS})
+
+
+def _alias(row: sqlite3.Row) -> AliasRecord:
+    return AliasRecord(
+        account_id=row["account_id"],
+        region=row["region"],
+        alias_name=row["alias_name"],
+        key_id=row["key_id"],
+        created_at=datetime.fromtimestamp(row["created_at"], UTC),
+        updated_at=datetime.fromtimestamp(row["updated_at"], UTC),
+    )
+
+
+def _material(row: sqlite3.Row) -> MaterialRecord:
+    return MaterialRecord(
+        material_id=row["material_id"],
+        key_id=row["key_id"],
+        created_at=datetime.fromtimestamp(row["created_at"], UTC),
+        rotation_type=row["rotation_type"],
+    )
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, busy_timeout_s: float = 10.0) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if path != ":memory:":
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade
+        deadlocks between processes), COMMIT makes it durable before we answer."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store is unavailable: {exc}") from None
+        try:
+            yield conn
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            raise Conflict(str(exc)) from None
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"the store failed: {exc}") from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"the store could not commit: {exc}") from None
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store failed: {exc}") from None
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, statements in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, datetime.now(UTC).timestamp()),
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- keys --------------------------------------------------------------------------
+    def create_key(self, key: KeyRecord, material: MaterialRecord, tags: dict[str, str]) -> None:
+        cols = ", ".join(_KEY_COLUMNS)
+        marks = ", ".join("?" for _ in _KEY_COLUMNS)
+        with self._tx() as conn:
+            conn.execute(
+                f"INSERT INTO keys ({cols}, updated_at) VALUES ({marks}, ?)",
+                (*(_to_sql(c, getattr(key, c)) for c in _KEY_COLUMNS),
+                 key.created_at.timestamp()),
+            )
+            self._insert_material(conn, material)
+            conn.executemany(
+                "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?, ?, ?)",
+                [(key.key_id, k, v) for k, v in tags.items()],
+            )
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        rows = self._query("SELECT * FROM keys WHERE key_id = ?", (key_id,))
+        return _key(rows[0]) if rows else None
+
+    def update_key(self, key_id: str, **changes: object) -> KeyRecord:
+        unknown = set(changes) - set(_KEY_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown key columns: {unknown}")
+        sets = ", ".join(f"{c} = ?" for c in changes)
+        with self._tx() as conn:
+            conn.execute(
+                f"UPDATE keys SET {sets}, updated_at = ? WHERE key_id = ?",
+                (*(_to_sql(c, v) for c, v in changes.items()),
+                 datetime.now(UTC).timestamp(), key_id),
+            )
+            row = conn.execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"key {key_id} vanished during update")
+        return _key(row)
+
+    def list_keys(
+        self, account_id: str, region: str, after: str | None, limit: int
+    ) -> list[KeyRecord]:
+        rows = self._query(
+            "SELECT * FROM keys WHERE account_id = ? AND region = ? AND key_id > ? "
+            "ORDER BY key_id LIMIT ?",
+            (account_id, region, after or "", limit),
+        )
+        return [_key(r) for r in rows]
+
+    def delete_key(self, key_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM tags WHERE key_id = ?", (key_id,))
+            conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
+            conn.execute("DELETE FROM key_materials WHERE key_id = ?", (key_id,))
+            conn.execute(
+                "INSERT INTO deleted_keys (key_id, account_id, region, deleted_at) "
+                "SELECT key_id, account_id, region, ? FROM keys WHERE key_id = ?",
+                (datetime.now(UTC).timestamp(), key_id),
+            )
+            conn.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
+
+    def was_deleted(self, key_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM deleted_keys WHERE key_id = ?", (key_id,)))
+
+    def keys_due_for_deletion(self, now: datetime) -> list[KeyRecord]:
+        rows = self._query(
+            "SELECT * FROM keys WHERE state = 'PendingDeletion' AND deletion_date <= ?",
+            (now.timestamp(),),
+        )
+        return [_key(r) for r in rows]
+
+    # -- materials ---------------------------------------------------------------------
+    @staticmethod
+    def _insert_material(conn: sqlite3.Connection, m: MaterialRecord) -> None:
+        conn.execute(
+            "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type) "
+            "VALUES (?, ?, ?, ?)",
+            (m.material_id, m.key_id, m.created_at.timestamp(), m.rotation_type),
+        )
+
+    def materials(self, key_id: str) -> list[MaterialRecord]:
+        rows = self._query(
+            "SELECT * FROM key_materials WHERE key_id = ? ORDER BY created_at, material_id",
+            (key_id,),
+        )
+        return [_material(r) for r in rows]
+
+    def add_material(self, material: MaterialRecord, make_current: bool = True) -> None:
+        with self._tx() as conn:
+            self._insert_material(conn, material)
+            if make_current:
+                conn.execute(
+                    "UPDATE keys SET current_material_id = ?, updated_at = ? WHERE key_id = ?",
+                    (material.material_id, datetime.now(UTC).timestamp(), material.key_id),
+                )
+
+    def all_material_ids(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT material_id FROM key_materials")}
+
+    # -- aliases -----------------------------------------------------------------------
+    def create_alias(self, alias: AliasRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO aliases (account_id, region, alias_name, key_id, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (alias.account_id, alias.region, alias.alias_name, alias.key_id,
+                 alias.created_at.timestamp(), alias.updated_at.timestamp()),
+            )
+
+    def get_alias(self, account_id: str, region: str, alias_name: str) -> AliasRecord | None:
+        rows = self._query(
+            "SELECT * FROM aliases WHERE account_id = ? AND region = ? AND alias_name = ?",
+            (account_id, region, alias_name),
+        )
+        return _alias(rows[0]) if rows else None
+
+    def update_alias(
+        self, account_id: str, region: str, alias_name: str, key_id: str, now: datetime
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE aliases SET key_id = ?, updated_at = ? "
+                "WHERE account_id = ? AND region = ? AND alias_name = ?",
+                (key_id, now.timestamp(), account_id, region, alias_name),
+            )
+
+    def delete_alias(self, account_id: str, region: str, alias_name: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "DELETE FROM aliases WHERE account_id = ? AND region = ? AND alias_name = ?",
+                (account_id, region, alias_name),
+            )
+
+    def list_aliases(
+        self,
+        account_id: str,
+        region: str,
+        key_id: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[AliasRecord]:
+        sql = "SELECT * FROM aliases WHERE account_id = ? AND region = ? AND alias_name > ?"
+        args: tuple[Any, ...] = (account_id, region, after or "")
+        if key_id is not None:
+            sql += " AND key_id = ?"
+            args += (key_id,)
+        rows = self._query(sql + " ORDER BY alias_name LIMIT ?", (*args, limit))
+        return [_alias(r) for r in rows]
+
+    def aliases_of(self, key_id: str) -> list[AliasRecord]:
+        rows = self._query(
+            "SELECT * FROM aliases WHERE key_id = ? ORDER BY alias_name", (key_id,)
+        )
+        return [_alias(r) for r in rows]
+
+    # -- tags --------------------------------------------------------------------------
+    def get_tags(self, key_id: str) -> dict[str, str]:
+        rows = self._query(
+            "SELECT tag_key, tag_value FROM tags WHERE key_id = ? ORDER BY tag_key", (key_id,)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def set_tags(self, key_id: str, tags: dict[str, str]) -> None:
+        with self._tx() as conn:
+            for k, v in tags.items():
+                conn.execute("DELETE FROM tags WHERE key_id = ? AND tag_key = ?", (key_id, k))
+                conn.execute(
+                    "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?, ?, ?)",
+                    (key_id, k, v),
+                )
+
+    def remove_tags(self, key_id: str, tag_keys: list[str]) -> None:
+        with self._tx() as conn:
+            conn.executemany(
+                "DELETE FROM tags WHERE key_id = ? AND tag_key = ?",
+                [(key_id, k) for k in tag_keys],
+            )
