@@ -1,0 +1,5 @@
+"""``python -m hsmkms`` is the ``hsmkms`` command."""
+
+from hsmkms.cli import main
+
+raise SystemExit(main())

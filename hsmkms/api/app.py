@@ -1,0 +1,355 @@
+"""The AWS JSON 1.1 wire, as a plain ASGI application (no framework: one route, and every
+microsecond it does not spend is one the token can use).
+
+    POST /        X-Amz-Target: TrentService.<Operation>, SigV4-signed, JSON body
+    GET  /health  200 with the service's health when ok, 503 when not
+    GET  /metrics Prometheus text: requests by operation and error code, time spent
+
+A request goes: size limit -> target -> SigV4 -> JSON -> :func:`model.from_wire` ->
+``kms.call`` on a worker thread -> :func:`model.to_wire`. The order of the checks is AWS's: an
+unknown target is answered before authentication, a signature before the body is parsed.
+Errors are AWS's envelope ``{"__type": "<Name>", "message": "..."}`` with the status of the
+error's class. Anything unexpected is a 500 ``KMSInternalException`` with a fixed message; the
+traceback goes to the server log under the request id, never the parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from hsmkms import errors, model
+from hsmkms.api.sigv4 import SignedRequest, Verifier
+from hsmkms.config import Settings
+from hsmkms.home import Identity
+from hsmkms.kms import Caller
+
+log = logging.getLogger("hsmkms.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CONTENT_TYPE = b"application/x-amz-json-1.1"
+TARGET_PREFIX = model.TARGET_PREFIX + "."
+INTERNAL_MESSAGE = (
+    "The request was rejected because an internal exception occurred. The request can be retried."
+)
+# Worker threads for KMS.call. Token calls are serialised inside the token layer, so more
+# threads than this only queue; a few let store reads and host-side work (key pairs)
+# overlap with a token call.
+DEFAULT_THREADS = 8
+HEALTH_TIMEOUT = 5.0
+
+
+class KMSLike(Protocol):
+    """What the wire needs of :class:`hsmkms.kms.KMS`."""
+
+    def call(
+        self, operation: str, params: dict[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class _Refused(Exception):
+    """A response decided before the operation runs (carries the KMSError to answer)."""
+
+    def __init__(self, error: errors.KMSError, close: bool = False) -> None:
+        super().__init__(error.code)
+        self.error = error
+        self.close = close
+
+
+class Metrics:
+    """Per-process counters, kept on the event loop thread (so no lock)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str], int] = defaultdict(int)
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def observe(self, operation: str, code: str, seconds: float) -> None:
+        self.requests[(operation, code)] += 1
+        self.seconds[operation] += seconds
+
+    def render(self) -> bytes:
+        lines = [
+            "# HELP hsmkms_requests_total KMS requests answered, by operation and error code.",
+            "# TYPE hsmkms_requests_total counter",
+        ]
+        for (op, code), n in sorted(self.requests.items()):
+            lines.append(f'hsmkms_requests_total{{operation="{op}",code="{code}"}} {n}')
+        lines += [
+            "# HELP hsmkms_request_seconds_total Seconds spent answering, by operation.",
+            "# TYPE hsmkms_request_seconds_total counter",
+        ]
+        for op, s in sorted(self.seconds.items()):
+            lines.append(f'hsmkms_request_seconds_total{{operation="{op}"}} {s:.6f}')
+        return ("\n".join(lines) + "\n").encode()
+
+
+class App:
+    """The ASGI application. Build it with :func:`create_app`."""
+
+    def __init__(
+        self,
+        kms: KMSLike,
+        identities: Mapping[str, Identity],
+        settings: Settings,
+        *,
+        threads: int = DEFAULT_THREADS,
+        owns_kms: bool = False,
+    ) -> None:
+        self.kms = kms
+        self.settings = settings
+        self.verifier = Verifier(identities, settings.region)
+        self.max_body = settings.max_body_bytes
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hsmkms-op")
+        self.metrics = Metrics()
+        self.owns_kms = owns_kms
+        self.operations = model.operations()  # also compiles the model before the 1st request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- lifespan ---------------------------------------------------------------------------
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.owns_kms:
+                    _start_background(self.kms)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.get_running_loop().run_in_executor(None, self.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        if self.owns_kms:
+            self.kms.close()
+
+    # -- http -------------------------------------------------------------------------------
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        path = scope["path"]
+        if path == "/health" and method in ("GET", "HEAD"):
+            await self._health(send)
+            return
+        if path == "/metrics" and method == "GET":
+            await _respond(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+            return
+
+        request_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        operation = "-"
+        close = False
+        try:
+            if method != "POST":
+                raise _Refused(
+                    errors.UnknownOperationException(
+                        "hsmkms answers the AWS JSON 1.1 protocol: POST / with "
+                        "X-Amz-Target: TrentService.<Operation>"
+                    )
+                )
+            headers = _headers(scope)
+            body = await self._read_body(headers, receive)
+            if body is None:
+                return  # the client went away: nobody to answer
+            operation = self._operation(headers)
+            identity = self.verifier.verify(
+                SignedRequest(
+                    method=method,
+                    raw_path=scope.get("raw_path", path.encode()).decode("latin-1"),
+                    query_string=scope.get("query_string", b"").decode("latin-1"),
+                    headers=headers,
+                    body=body,
+                )
+            )
+            params = model.from_wire(operation, _parse_json(body))
+            client = scope.get("client")
+            caller = Caller(
+                account_id=identity.account_id,
+                principal_arn=identity.principal_arn,
+                access_key_id=identity.access_key_id,
+                source_ip=client[0] if client else "",
+            )
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.pool, self.kms.call, operation, params, caller)
+            payload = _dumps(model.to_wire(operation, result))
+            code, status = "OK", 200
+        except _Refused as refused:
+            close = refused.close
+            code, status, payload = _envelope(refused.error)
+        except errors.KMSError as exc:
+            code, status, payload = _envelope(exc)
+        except Exception:
+            # Never the parameters or the exception text in the answer: they may hold secrets.
+            log.exception("internal error answering %s (request %s)", operation, request_id)
+            code, status, payload = _envelope(errors.KMSInternalException(INTERNAL_MESSAGE))
+        self.metrics.observe(operation, code, time.perf_counter() - started)
+        await _respond(send, status, payload, CONTENT_TYPE, request_id, close)
+
+    async def _read_body(self, headers: Mapping[str, list[str]], receive: Receive) -> bytes | None:
+        """The body, refused before reading when Content-Length says it is too big, and
+        counted while reading (a chunked body has no Content-Length)."""
+        length = headers.get("content-length")
+        if length:
+            try:
+                declared = int(length[0])
+            except ValueError:
+                declared = -1
+            if declared > self.max_body:
+                raise _Refused(self._too_large(), close=True)
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _Refused(self._too_large(), close=True)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    def _too_large(self) -> errors.KMSError:
+        return errors.RequestEntityTooLargeException(
+            f"The request body is larger than the limit of {self.max_body} bytes."
+        )
+
+    def _operation(self, headers: Mapping[str, list[str]]) -> str:
+        """``TrentService.<Operation>`` -> the operation; AWS answers UnknownOperationException
+        (with no message) for anything else."""
+        target = headers.get("x-amz-target")
+        if target and target[0].startswith(TARGET_PREFIX):
+            operation = target[0][len(TARGET_PREFIX) :]
+            if operation in self.operations:
+                return operation
+        raise _Refused(errors.UnknownOperationException(""))
+
+    async def _health(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            report = await asyncio.wait_for(
+                loop.run_in_executor(self.pool, self.kms.health), HEALTH_TIMEOUT
+            )
+        except TimeoutError:
+            report = {"ok": False, "error": f"no answer within {HEALTH_TIMEOUT:g} s"}
+        except Exception as exc:
+            log.exception("health check failed")
+            report = {"ok": False, "error": type(exc).__name__}
+        status = 200 if report.get("ok") else 503
+        await _respond(send, status, _dumps(report, default=str), b"application/json")
+
+
+def _start_background(kms: KMSLike) -> None:
+    """The operation layer's process-lifetime jobs (the deletion sweeper), where it has them."""
+    start = getattr(getattr(kms, "service", None), "start_sweeper", None)
+    if callable(start):
+        start()
+
+
+def _headers(scope: Scope) -> dict[str, list[str]]:
+    """Lower-case name -> values in arrival order; latin-1 is how HTTP bytes map to text."""
+    out: dict[str, list[str]] = {}
+    for name, value in scope["headers"]:
+        out.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _parse_json(body: bytes) -> Any:
+    """The JSON body; AWS answers a bare SerializationException (no message) when it is not
+    JSON. NaN and Infinity are not JSON, whatever Python's parser allows."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise errors.SerializationException("") from None
+
+
+def _dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=default).encode("utf-8")
+
+
+def _envelope(error: errors.KMSError) -> tuple[str, int, bytes]:
+    """AWS JSON 1.1 error body: ``__type`` and, when there is one, ``message``."""
+    body: dict[str, str] = {"__type": error.code}
+    if error.message:
+        body["message"] = error.message
+    return error.code, error.status, _dumps(body)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    request_id: str | None = None,
+    close: bool = False,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if request_id:
+        headers.append((b"x-amzn-requestid", request_id.encode()))
+    if close:
+        # The body was not read: the connection cannot carry another request.
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    kms: KMSLike,
+    identities: Mapping[str, Identity],
+    settings: Settings,
+    *,
+    threads: int = DEFAULT_THREADS,
+    owns_kms: bool = False,
+) -> App:
+    """The ASGI app serving ``kms`` to the holders of ``identities`` (access key id -> Identity)."""
+    return App(
+        kms,
+        identities,
+        settings,
+        threads=threads,
+        owns_kms=owns_kms,
+    )
+
+
+def app_from_env() -> App:
+    """uvicorn factory (``hsmkms.api:app_from_env``): one KMS per worker process.
+
+    Settings come from ``HSMKMS_*`` variables (and ``HSMKMS_CONFIG``), which ``hsmkms serve``
+    exports before it starts the workers, so ``--workers N`` gives N processes, each with its
+    own token session and login.
+    """
+    from hsmkms.home import ensure_home, read_credentials
+    from hsmkms.kms import KMS
+
+    settings = ensure_home(Settings.load())
+    identities = read_credentials(settings.credentials_path)
+    return create_app(KMS(settings), identities, settings, owns_kms=True)

@@ -1,0 +1,263 @@
+"""``hsmkms`` command line.
+
+    hsmkms serve [--host 127.0.0.1] [--port 8080] [--home DIR] [--config FILE]
+                 [--pkcs11-module PATH] [--token-label L] [--workers N]
+                 [--tls-cert F --tls-key F] [--log-level LEVEL] [--access-log]
+
+``serve`` loads the settings (defaults < TOML file < ``HSMKMS_*`` < flags), creates the embedded
+home if needed, opens the token once in this process so that a wrong PIN or a missing token or
+module fails now with a message saying how to fix it, then serves. Workers are separate
+processes (one token session each) that read their settings from the ``HSMKMS_*`` variables
+exported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from dataclasses import fields
+from typing import Any
+from urllib.parse import urlsplit
+
+from hsmkms import __version__
+from hsmkms.config import ConfigError, Settings
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why and what to do."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hsmkms",
+        description="An AWS KMS-compatible service whose master keys live in a PKCS#11 HSM.",
+    )
+    parser.add_argument("--version", action="version", version=f"hsmkms {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the AWS KMS API over HTTP(S)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--home",
+        help="state directory: token, store, credentials (default $HSMKMS_HOME or ./var)",
+    )
+    serve.add_argument("--config", metavar="FILE", help="TOML settings file")
+    serve.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
+    serve.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
+    serve.add_argument("--workers", type=int, help="server processes (default 1)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: serve HTTPS")
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="log level (default info)",
+    )
+    serve.add_argument(
+        "--access-log", action="store_true", help="log every HTTP request (off: it costs time)"
+    )
+    serve.set_defaults(handler=cmd_serve)
+    # Room for more: doctor (store <-> token cross-check), keys (list/inspect), ...
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(handler(args))
+    except ConfigError as exc:
+        print(f"hsmkms: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StartupError as exc:
+        print(f"hsmkms: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+# -- serve -----------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hsmkms.home import ensure_home, read_credentials
+
+    settings = Settings.load(
+        args.config,
+        home=args.home,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        pkcs11_module=args.pkcs11_module,
+        token_label=args.token_label,
+        log_level=args.log_level,
+    )
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    if settings.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    for path in (settings.tls_cert, settings.tls_key):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"TLS file {path} not found")
+    if not os.path.exists(settings.pkcs11_module):
+        raise StartupError(
+            f"PKCS#11 module {settings.pkcs11_module} not found: install SoftHSM2 "
+            "(Debian/Ubuntu: apt-get install softhsm2) or pass --pkcs11-module PATH "
+            "to your HSM vendor's library"
+        )
+    settings = ensure_home(settings)
+    identities = read_credentials(settings.credentials_path)
+    kms = open_kms(settings)
+    export_settings(settings)  # before the workers start: they read HSMKMS_*
+
+    import uvicorn
+
+    from hsmkms.api import create_app
+
+    app: Any
+    if settings.workers == 1:
+        # One process: serve the KMS opened above rather than logging in twice.
+        app = create_app(kms, identities, settings, owns_kms=True)
+    else:
+        kms.close()  # each worker opens its own session
+        app = "hsmkms.api:app_from_env"
+    config = uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+        log_config=log_config(settings.log_level),
+        log_level=settings.log_level,
+        access_log=bool(args.access_log),
+        server_header=False,
+        lifespan="on",
+    )
+    sock = config.bind_socket()  # exits with uvicorn's message if the port is taken
+    print_banner(settings)
+    if settings.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        server = uvicorn.Server(config)
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        if not server.started:
+            return EXIT_FAILURE
+    return 0
+
+
+def open_kms(settings: Settings) -> Any:
+    """Open the KMS (token login, store) here, turning each failure into advice."""
+    from hsmkms import hsm
+    from hsmkms.kms import KMS
+
+    label, module = settings.token_label, settings.pkcs11_module
+    try:
+        return KMS(settings)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        # The operation layer answers AWS errors and keeps the token's error as the context.
+        cause = _token_error(exc, hsm.TokenError)
+        if isinstance(cause, hsm.LoginFailed):
+            pin_file = f"the PIN file {settings.pin_path}"
+            source = "HSMKMS_PIN" if os.environ.get("HSMKMS_PIN") else pin_file
+            raise StartupError(
+                f"token '{label}' refused the user PIN from {source}: put the right PIN there. "
+                "Not retried: HSMs lock a token after a few wrong PINs."
+            ) from None
+        if isinstance(cause, hsm.TokenUnavailable):
+            raise StartupError(
+                f"cannot reach token '{label}' through {module}: {cause}. Check --token-label "
+                "and --pkcs11-module (list the tokens: softhsm2-util --show-slots, or "
+                f"pkcs11-tool --module {module} --list-token-slots)"
+            ) from None
+        if cause is not None:
+            raise StartupError(f"token '{label}' ({module}): {cause}") from None
+        raise StartupError(f"cannot open the KMS: {type(exc).__name__}: {exc}") from None
+
+
+def _token_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` in ``exc``'s chain of causes and contexts."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def export_settings(settings: Settings) -> None:
+    """Every setting as ``HSMKMS_<FIELD>`` in this process's environment, for the workers."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            os.environ[f"HSMKMS_{f.name.upper()}"] = str(value)
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus our ``hsmkms`` loggers on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["hsmkms"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def endpoint(settings: Settings) -> str:
+    scheme = "https" if settings.tls_cert else "http"
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # what a client on this machine dials
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{settings.port}"
+
+
+def _store_display(store: str) -> str:
+    """The store location without any password a URL may carry."""
+    if "://" not in store:
+        return store
+    parts = urlsplit(store)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def print_banner(settings: Settings) -> None:
+    url = endpoint(settings)
+    creds = settings.credentials_path.resolve()
+    workers = f"{settings.workers} worker{'s' if settings.workers != 1 else ''}"
+    softhsm = os.environ.get("SOFTHSM2_CONF")
+    token = f"'{settings.token_label}' via {settings.pkcs11_module}"
+    if softhsm:
+        token += f" (SOFTHSM2_CONF={softhsm})"
+    lines = [
+        f"hsmkms listening on {url} ({workers}, region {settings.region})",
+        f"  credentials  {creds} (profile hsmkms)",
+        f"  store        {_store_display(settings.store_path)}",
+        f"  token        {token}",
+        "  try:",
+        f"    AWS_SHARED_CREDENTIALS_FILE={creds} AWS_PROFILE=hsmkms "
+        f"aws kms list-keys --endpoint-url {url}",
+    ]
+    print("\n".join(lines), flush=True)
