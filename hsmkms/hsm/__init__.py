@@ -17,6 +17,18 @@ no sessions, handles or mechanisms:
     token.status() -> TokenStatus
     token.close()
 
+Added by the token layer (not needed on the request path):
+
+    token.check_master_key(material_id) -> MasterKeyCheck        # for doctor: is it sealed?
+    token.wrap_mechanism -> str | None                           # "AES_GCM" / "AES_KEY_WRAP_PAD"
+    token.label -> str;  token.os_locking -> bool
+
+Options of :func:`open_token`: ``reinit_interval`` (float seconds, default 1.0: the least time
+between two library re-initialisations after token loss), ``session_copies`` (bool, default
+False: compute with C_CopyObject session copies of the master keys; 2x faster AES-GCM on
+SoftHSM2, but a key destroyed by another process keeps working here until re-initialisation),
+``os_locking`` (bool, default True: initialise the library with CKF_OS_LOCKING_OK).
+
 ``material_id`` is the 32-byte CKA_ID of a master key (its hex is AWS's KeyMaterialId).
 ``spec`` is a KMS DataKeyPairSpec string (``"RSA_2048"``, ``"ECC_NIST_P256"``, ...).
 Every CKR_* that reaches this layer becomes one of the exceptions below.
@@ -25,6 +37,10 @@ Every CKR_* that reaches this layer becomes one of the exceptions below.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hsmkms.hsm.token import Token
 
 
 class TokenError(Exception):
@@ -65,6 +81,46 @@ class WrappedKey:
 
 
 @dataclass(frozen=True)
+class MasterKeyCheck:
+    """What the token says about one master key, and whether it let it out when asked.
+
+    ``value_readable`` and ``wrappable`` are the results of actually trying (reading CKA_VALUE,
+    C_WrapKey of the key under itself); a sealed key answers False to both.
+    """
+
+    label: str
+    bits: int
+    token: bool
+    private: bool
+    sensitive: bool
+    always_sensitive: bool
+    extractable: bool
+    never_extractable: bool
+    modifiable: bool
+    encrypt: bool
+    decrypt: bool
+    wrap: bool
+    unwrap: bool
+    value_readable: bool
+    wrappable: bool
+
+    @property
+    def sealed(self) -> bool:
+        """Stored, secret, never extractable, unchangeable, and nothing came out."""
+        return (
+            self.token
+            and self.private
+            and self.sensitive
+            and self.always_sensitive
+            and not self.extractable
+            and self.never_extractable
+            and not self.modifiable
+            and not self.value_readable
+            and not self.wrappable
+        )
+
+
+@dataclass(frozen=True)
 class TokenStatus:
     ok: bool
     label: str
@@ -77,6 +133,7 @@ __all__ = [
     "IntegrityError",
     "KeyNotFound",
     "LoginFailed",
+    "MasterKeyCheck",
     "MechanismUnsupported",
     "TokenError",
     "TokenStatus",
@@ -86,7 +143,7 @@ __all__ = [
 ]
 
 
-def open_token(module: str, label: str, pin: str, **options: object):  # type: ignore[no-untyped-def]
+def open_token(module: str, label: str, pin: str, **options: object) -> Token:
     """Load ``module``, find the token by ``label``, log in once; return a :class:`Token`."""
     from hsmkms.hsm.token import Token
 

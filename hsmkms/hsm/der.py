@@ -1,0 +1,150 @@
+"""Standard DER for key pairs read out of a token: pure functions, no token calls.
+
+What a PKCS#11 token gives back is components (CKA_MODULUS, CKA_EC_POINT, CKA_VALUE, ...),
+and what SoftHSM2 puts in a wrap is its own PKCS#8 (zero-padded, EC keys without the public
+key). We never pass either on: every key leaves this layer rebuilt by cryptography as
+
+* SubjectPublicKeyInfo (RFC 5280 section 4.1): ``rsaEncryption`` with NULL parameters
+  (RFC 3279 section 2.3.1) or ``id-ecPublicKey`` with a named curve and an uncompressed point
+  (RFC 5480 section 2);
+* PKCS#8 PrivateKeyInfo, i.e. RFC 5958 OneAsymmetricKey version 1 (v1 = 0): RSAPrivateKey of
+  RFC 8017 appendix A.1.2, or ECPrivateKey of RFC 5915 carrying its public key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asn1crypto import core
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+_PKCS8 = (
+    serialization.Encoding.DER,
+    serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption(),
+)
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A KMS DataKeyPairSpec as the token sees it."""
+
+    name: str
+    kind: str  # "RSA" or "EC"
+    bits: int  # RSA modulus bits, or the curve's field size
+    curve_name: str = ""  # asn1crypto/OpenSSL name, for CKA_EC_PARAMS
+    curve_der: bytes = b""  # CKA_EC_PARAMS: the namedCurve OID, DER (RFC 5480 section 2.1.1.1)
+
+    def curve(self) -> ec.EllipticCurve:
+        return _CURVES[self.curve_name]
+
+
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "secp256r1": ec.SECP256R1(),
+    "secp384r1": ec.SECP384R1(),
+    "secp521r1": ec.SECP521R1(),
+    "secp256k1": ec.SECP256K1(),
+}
+
+# ECC_NIST_EDWARDS25519 is left out on purpose: SoftHSM2 2.6.1 generates Ed25519 pairs but its
+# C_WrapKey answers CKR_KEY_NOT_WRAPPABLE for them, so the token cannot keep the promise of
+# GenerateDataKeyPairWithoutPlaintext. SM2 and ML-KEM are not PKCS#11 v2.40 key types at all.
+PAIR_SPECS: dict[str, PairSpec] = {
+    spec.name: spec
+    for spec in (
+        PairSpec("RSA_2048", "RSA", 2048),
+        PairSpec("RSA_3072", "RSA", 3072),
+        PairSpec("RSA_4096", "RSA", 4096),
+        PairSpec("ECC_NIST_P256", "EC", 256, "secp256r1", bytes.fromhex("06082a8648ce3d030107")),
+        PairSpec("ECC_NIST_P384", "EC", 384, "secp384r1", bytes.fromhex("06052b81040022")),
+        PairSpec("ECC_NIST_P521", "EC", 521, "secp521r1", bytes.fromhex("06052b81040023")),
+        PairSpec("ECC_SECG_P256K1", "EC", 256, "secp256k1", bytes.fromhex("06052b8104000a")),
+    )
+}
+
+
+class DerError(ValueError):
+    """Components that do not make a valid key (a token bug or a tampered wrap)."""
+
+
+def _int(value: bytes) -> int:
+    return int.from_bytes(value, "big")
+
+
+def rsa_public_spki(modulus: bytes, public_exponent: bytes) -> bytes:
+    """SubjectPublicKeyInfo for rsaEncryption (RFC 3279 2.3.1) from CKA_MODULUS/EXPONENT.
+
+    python-pkcs11's ``encode_rsa_public_key`` stops at PKCS#1 RSAPublicKey; KMS and every
+    client expect it inside SubjectPublicKeyInfo.
+    """
+    try:
+        public = rsa.RSAPublicNumbers(_int(public_exponent), _int(modulus)).public_key()
+    except ValueError as exc:
+        raise DerError(f"invalid RSA public key: {exc}") from None
+    return public.public_bytes(*_SPKI)
+
+
+def rsa_private_pkcs8(
+    *,
+    modulus: bytes,
+    public_exponent: bytes,
+    private_exponent: bytes,
+    prime_1: bytes,
+    prime_2: bytes,
+    exponent_1: bytes,
+    exponent_2: bytes,
+    coefficient: bytes,
+) -> tuple[bytes, bytes]:
+    """(SPKI, PKCS#8) from the CRT attributes of a PKCS#11 RSA private key (RFC 8017 A.1.2)."""
+    try:
+        numbers = rsa.RSAPrivateNumbers(
+            p=_int(prime_1),
+            q=_int(prime_2),
+            d=_int(private_exponent),
+            dmp1=_int(exponent_1),
+            dmq1=_int(exponent_2),
+            iqmp=_int(coefficient),
+            public_numbers=rsa.RSAPublicNumbers(_int(public_exponent), _int(modulus)),
+        )
+        # cryptography checks the CRT values are consistent before it builds the key.
+        private = numbers.private_key()
+    except ValueError as exc:
+        raise DerError(f"invalid RSA private key: {exc}") from None
+    return private.public_key().public_bytes(*_SPKI), private.private_bytes(*_PKCS8)
+
+
+def ec_point(ec_point_attribute: bytes) -> bytes:
+    """The X9.62 point inside CKA_EC_POINT, which PKCS#11 v2.40 wraps in a DER OCTET STRING."""
+    try:
+        return bytes(core.OctetString.load(ec_point_attribute).native)
+    except (ValueError, TypeError):
+        # A few tokens return the bare point; an uncompressed point starts with 0x04.
+        if ec_point_attribute[:1] == b"\x04":
+            return ec_point_attribute
+        raise DerError("CKA_EC_POINT is neither an OCTET STRING nor an X9.62 point") from None
+
+
+def ec_public_spki(spec: PairSpec, ec_point_attribute: bytes) -> bytes:
+    """SubjectPublicKeyInfo for id-ecPublicKey with a named curve (RFC 5480 section 2)."""
+    try:
+        public = ec.EllipticCurvePublicKey.from_encoded_point(
+            spec.curve(), ec_point(ec_point_attribute)
+        )
+    except ValueError as exc:
+        raise DerError(f"invalid {spec.name} public point: {exc}") from None
+    return public.public_bytes(*_SPKI)
+
+
+def ec_private_pkcs8(spec: PairSpec, value: bytes) -> tuple[bytes, bytes]:
+    """(SPKI, PKCS#8) from the private scalar CKA_VALUE of a PKCS#11 EC private key.
+
+    The ECPrivateKey (RFC 5915) that cryptography writes carries the public key, which the
+    PKCS#8 inside a SoftHSM2 wrap leaves out; the curve goes in the AlgorithmIdentifier.
+    """
+    try:
+        private = ec.derive_private_key(_int(value), spec.curve())
+    except ValueError as exc:
+        raise DerError(f"invalid {spec.name} private scalar: {exc}") from None
+    return private.public_key().public_bytes(*_SPKI), private.private_bytes(*_PKCS8)
