@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aws_encryption_sdk
+import boto3.session
 import botocore.session
 import pytest
 from aws_encryption_sdk.exceptions import DecryptKeyError, MasterKeyProviderError
@@ -199,3 +200,36 @@ def test_the_default_session_reaches_hsmkms_through_aws_endpoint_url_kms(
     decrypted, decrypted_header = esdk.decrypt(source=ciphertext, key_provider=keys)
     assert decrypted == message
     assert CONTEXT.items() <= decrypted_header.encryption_context.items()
+
+
+def test_an_aws_kms_keyring_encrypts_and_decrypts_through_hsmkms(
+    esdk: Any, session: botocore.session.Session, key_arns: list[str]
+) -> None:
+    """The keyring path of Encryption SDK 4 (needs aws-cryptographic-material-providers)."""
+    mpl = pytest.importorskip(
+        "aws_cryptographic_material_providers.mpl",
+        reason="the AWS KMS keyring needs aws-cryptographic-material-providers",
+    )
+    from aws_cryptographic_material_providers.mpl.config import MaterialProvidersConfig
+    from aws_cryptographic_material_providers.mpl.models import CreateAwsKmsKeyringInput
+
+    kms_client = boto3.session.Session(botocore_session=session).client("kms")
+    providers = mpl.AwsCryptographicMaterialProviders(config=MaterialProvidersConfig())
+    keyring = providers.create_aws_kms_keyring(
+        input=CreateAwsKmsKeyringInput(kms_key_id=key_arns[0], kms_client=kms_client)
+    )
+    for plaintext in (b"a small message", os.urandom(ONE_MIB)):
+        ciphertext, header = esdk.encrypt(
+            source=plaintext, keyring=keyring, encryption_context=CONTEXT
+        )
+        assert [edk.key_provider.key_info.decode() for edk in header.encrypted_data_keys] == [
+            key_arns[0]
+        ]
+        decrypted, decrypted_header = esdk.decrypt(
+            source=ciphertext, keyring=keyring, encryption_context=CONTEXT
+        )
+        assert decrypted == plaintext
+        assert CONTEXT.items() <= decrypted_header.encryption_context.items()
+        # A message made by the keyring opens with the master key provider too, and back.
+        reopened, _ = esdk.decrypt(source=ciphertext, key_provider=provider(session, key_arns[0]))
+        assert reopened == plaintext
