@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
 
 import aws_encryption_sdk
 import boto3.session
@@ -81,7 +80,9 @@ def account_of(arn: str) -> str:
 
 
 def test_a_1_mib_message_round_trips_with_its_encryption_context_under_two_hsmkms_keys(
-    esdk: Any, session: botocore.session.Session, key_arns: list[str]
+    esdk: aws_encryption_sdk.EncryptionSDKClient,
+    session: botocore.session.Session,
+    key_arns: list[str],
 ) -> None:
     plaintext = os.urandom(ONE_MIB)
     keys = provider(session, key_arns[0], key_arns[1])
@@ -101,7 +102,9 @@ def test_a_1_mib_message_round_trips_with_its_encryption_context_under_two_hsmkm
 
 
 def test_a_small_message_opens_with_either_key_alone(
-    esdk: Any, session: botocore.session.Session, key_arns: list[str]
+    esdk: aws_encryption_sdk.EncryptionSDKClient,
+    session: botocore.session.Session,
+    key_arns: list[str],
 ) -> None:
     plaintext = b"attack at dawn"
     ciphertext, _ = esdk.encrypt(
@@ -119,7 +122,9 @@ def test_a_small_message_opens_with_either_key_alone(
 
 
 def test_an_empty_message_round_trips(
-    esdk: Any, session: botocore.session.Session, key_arns: list[str]
+    esdk: aws_encryption_sdk.EncryptionSDKClient,
+    session: botocore.session.Session,
+    key_arns: list[str],
 ) -> None:
     keys = provider(session, key_arns[0])
     ciphertext, _ = esdk.encrypt(source=b"", key_provider=keys, encryption_context=CONTEXT)
@@ -128,7 +133,9 @@ def test_an_empty_message_round_trips(
 
 
 def test_a_provider_that_knows_none_of_the_message_keys_cannot_decrypt_it(
-    esdk: Any, session: botocore.session.Session, key_arns: list[str]
+    esdk: aws_encryption_sdk.EncryptionSDKClient,
+    session: botocore.session.Session,
+    key_arns: list[str],
 ) -> None:
     ciphertext, _ = esdk.encrypt(
         source=b"not for key three",
@@ -140,7 +147,9 @@ def test_a_provider_that_knows_none_of_the_message_keys_cannot_decrypt_it(
 
 
 def test_a_message_whose_data_key_blob_was_altered_cannot_be_decrypted(
-    esdk: Any, session: botocore.session.Session, key_arns: list[str]
+    esdk: aws_encryption_sdk.EncryptionSDKClient,
+    session: botocore.session.Session,
+    key_arns: list[str],
 ) -> None:
     keys = provider(session, key_arns[0])
     ciphertext, header = esdk.encrypt(
@@ -155,7 +164,9 @@ def test_a_message_whose_data_key_blob_was_altered_cannot_be_decrypted(
 
 
 def test_a_discovery_provider_decrypts_only_for_a_trusted_account(
-    esdk: Any, session: botocore.session.Session, key_arns: list[str]
+    esdk: aws_encryption_sdk.EncryptionSDKClient,
+    session: botocore.session.Session,
+    key_arns: list[str],
 ) -> None:
     ciphertext, _ = esdk.encrypt(
         source=b"discovered",
@@ -181,7 +192,7 @@ def test_a_discovery_provider_decrypts_only_for_a_trusted_account(
 
 
 def test_the_default_session_reaches_hsmkms_through_aws_endpoint_url_kms(
-    esdk: Any,
+    esdk: aws_encryption_sdk.EncryptionSDKClient,
     server: ServerProcess,
     key_arns: list[str],
     tmp_path: Path,
@@ -203,7 +214,9 @@ def test_the_default_session_reaches_hsmkms_through_aws_endpoint_url_kms(
 
 
 def test_an_aws_kms_keyring_encrypts_and_decrypts_through_hsmkms(
-    esdk: Any, session: botocore.session.Session, key_arns: list[str]
+    esdk: aws_encryption_sdk.EncryptionSDKClient,
+    session: botocore.session.Session,
+    key_arns: list[str],
 ) -> None:
     """The keyring path of Encryption SDK 4 (needs aws-cryptographic-material-providers)."""
     mpl = pytest.importorskip(
