@@ -74,3 +74,25 @@ def token_pairs_kms(settings: Settings, token, service):
     svc = Service(settings.replace(keypair_source="token"), token, service.store)
     yield KMS.from_service(svc)
     svc.pool.close()
+
+
+# -- a real server -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """One ``python -m hsmkms serve`` per test session: its own temporary home (token, store,
+    credentials), a free port, healthy before the first test; stopped at the end, and its log
+    printed if any test failed (see tests/server.py)."""
+    from server import ServerProcess
+
+    srv = ServerProcess(tmp_path_factory.mktemp("hsmkms-server"))
+    srv.start()
+    yield srv
+    srv.stop()
+    if request.session.testsfailed:
+        # Straight to the terminal: output of a session fixture's teardown is otherwise captured.
+        text = f"--- hsmkms server log ({srv.log_path}) ---\n{srv.log()[-20000:]}"
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(text)
+        else:
+            print(text)
