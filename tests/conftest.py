@@ -96,3 +96,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
             reporter.write_line(text)
         else:
             print(text)
+
+
+@pytest.fixture(scope="session")
+def http(server):
+    """boto3's KMS client against the session's server: the face to add to ``kms``'s params
+    (``params=["library", "http"]``) so the operation tests also run over the wire."""
+    return server.client()

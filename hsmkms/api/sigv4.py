@@ -173,6 +173,24 @@ def _parse_authorization(header: str) -> tuple[str, dict[str, str]]:
     return algorithm, params
 
 
+def _parse_iso_basic(text: str) -> datetime | None:
+    """``20240101T001000Z`` -> an aware datetime; None if not exactly that form.
+
+    By hand: ``datetime.strptime`` costs a tenth of a whole verification."""
+    if len(text) != 16 or text[8] != "T" or text[15] != "Z":
+        return None
+    digits = text[:8] + text[9:15]
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    try:
+        return datetime(
+            int(text[0:4]), int(text[4:6]), int(text[6:8]),
+            int(text[9:11]), int(text[11:13]), int(text[13:15]), tzinfo=UTC,
+        )  # fmt: skip
+    except ValueError:
+        return None
+
+
 def _expired(date: datetime, now: datetime) -> str | None:
     """AWS's wording for a request date outside the +-5 minute window, else None."""
     if date < now - SKEW:
@@ -289,10 +307,7 @@ class Verifier:
         source = "x-amz-date"
         date: datetime | None = None
         if raw is not None:
-            try:
-                date = datetime.strptime(raw.strip(), _ISO_BASIC).replace(tzinfo=UTC)
-            except ValueError:
-                date = None
+            date = _parse_iso_basic(raw.strip())
         else:
             raw = request.header("date") or ""
             source = "date"
@@ -309,7 +324,9 @@ class Verifier:
         stale = _expired(date, now)
         if stale:
             raise errors.InvalidSignatureException(stale)
-        return date.strftime(_ISO_BASIC), source
+        # The header as sent when it is the ISO form (it is then its own canonical text).
+        text = raw.strip() if source == "x-amz-date" else date.strftime(_ISO_BASIC)
+        return text, source
 
     def _check_scope(
         self, amz_date: str, date: str, region: str, service: str, terminator: str
