@@ -24,10 +24,8 @@ Added by the token layer (not needed on the request path):
     token.label -> str;  token.os_locking -> bool
 
 Options of :func:`open_token`: ``reinit_interval`` (float seconds, default 1.0: the least time
-between two library re-initialisations after token loss), ``session_copies`` (bool, default
-False: compute with C_CopyObject session copies of the master keys; 2x faster AES-GCM on
-SoftHSM2, but a key destroyed by another process keeps working here until re-initialisation),
-``os_locking`` (bool, default True: initialise the library with CKF_OS_LOCKING_OK).
+between two library re-initialisations after token loss), ``os_locking`` (bool, default True:
+initialise the library with CKF_OS_LOCKING_OK; False serialises every call in the process).
 
 ``material_id`` is the 32-byte CKA_ID of a master key (its hex is AWS's KeyMaterialId).
 ``spec`` is a KMS DataKeyPairSpec string (``"RSA_2048"``, ``"ECC_NIST_P256"``, ...).

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from hsmkms.hsm.token import MATERIAL_ID_BYTES, Token, _Master
+from hsmkms.hsm.token import MATERIAL_ID_BYTES, Token
 
 
 @contextlib.contextmanager
@@ -35,7 +35,7 @@ def known_key(token: Token, value: bytes) -> Iterator[bytes]:
                 Attribute.DECRYPT: True,
             }
         )
-        token._keys[mid] = _Master(obj, want_copy=False)
+        token._keys[mid] = obj
 
     token._run("create a test key", create)
     try:
@@ -43,8 +43,19 @@ def known_key(token: Token, value: bytes) -> Iterator[bytes]:
     finally:
 
         def destroy() -> None:
-            entry = token._keys.pop(mid, None)
-            if entry is not None:
-                Token._destroy(entry.obj)
+            Token._destroy(token._keys.pop(mid, None))
 
         token._run("destroy a test key", destroy)
+
+
+def key_pair_objects(token: Token) -> int:
+    """How many public or private key objects the process sees: key pair calls leave none."""
+
+    def count() -> int:
+        return sum(
+            1
+            for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+            for _ in token._session.get_objects({Attribute.CLASS: cls})
+        )
+
+    return token._run("count key pair objects", count)

@@ -12,6 +12,10 @@ in ``scripts/bench_token.py``):
   behind one RSA-4096 generation; with OS locking they kept running (max 4 ms).
 * Master-key handles are cached by CKA_ID; C_FindObjects (a linear scan in SoftHSM2) runs
   once at start-up to fill the cache and afterwards only on a miss or a dead handle.
+* AES-GCM runs on the token objects themselves, not on C_CopyObject session copies: a copy
+  was 1.7x faster on SoftHSM2, but SoftHSM2 refuses to copy a CKA_MODIFIABLE=false object
+  with any attribute changed (CKR_ATTRIBUTE_READ_ONLY, so the copy could only be another
+  token object), and a copy would keep working after another process destroyed the key.
 * Token loss is absorbed here: C_Finalize + C_Initialize, login again, forget every handle,
   retry the call once, at most one re-initialisation per ``reinit_interval``.
 * An ambiguous failure (SoftHSM2's CKR_GENERAL_ERROR is both "GCM tag mismatch" and "token
@@ -89,12 +93,11 @@ _REFUSED = (
 @dataclass(frozen=True)
 class _Options:
     reinit_interval: float = 1.0
-    session_copies: bool = False
     os_locking: bool = True
 
     @classmethod
     def parse(cls, options: dict[str, object]) -> _Options:
-        unknown = set(options) - {"reinit_interval", "session_copies", "os_locking"}
+        unknown = set(options) - {"reinit_interval", "os_locking"}
         if unknown:
             raise TypeError(f"unknown token option(s): {', '.join(sorted(unknown))}")
         interval = options.get("reinit_interval", cls.reinit_interval)
@@ -102,7 +105,6 @@ class _Options:
             raise TypeError("reinit_interval must be a number of seconds >= 0")
         return cls(
             reinit_interval=float(interval),
-            session_copies=bool(options.get("session_copies", cls.session_copies)),
             os_locking=bool(options.get("os_locking", cls.os_locking)),
         )
 
@@ -170,36 +172,6 @@ class _Module:
         self.initialized = True
 
 
-class _Master:
-    """A cached master key: the token object and, if enabled, its session copy."""
-
-    __slots__ = ("obj", "copy", "want_copy")
-
-    def __init__(self, obj: Any, want_copy: bool) -> None:
-        self.obj = obj
-        self.copy: Any = None
-        self.want_copy = want_copy
-
-    def fast(self) -> Any:
-        """The object to compute with: the session copy when enabled (2x faster on SoftHSM2,
-        which re-checks a token object's file on every use), else the token object."""
-        if self.want_copy and self.copy is None:
-            try:
-                # C_CopyObject can only tighten CKA_SENSITIVE/CKA_EXTRACTABLE (PKCS#11 v2.40
-                # 4.4.1): the copy stays sensitive and unextractable; it dies with the session.
-                self.copy = self.obj.copy({Attribute.TOKEN: False})
-            except errors.PKCS11Error:
-                self.want_copy = False  # e.g. CKA_COPYABLE false: use the token object
-                raise
-        return self.copy if self.copy is not None else self.obj
-
-    def forget_copy(self) -> None:
-        if self.copy is not None:
-            with contextlib.suppress(errors.PKCS11Error):
-                self.copy.destroy()
-            self.copy = None
-
-
 def _check_material_id(material_id: bytes) -> bytes:
     if not isinstance(material_id, bytes | bytearray) or len(material_id) != MATERIAL_ID_BYTES:
         raise ValueError(f"a key material id is {MATERIAL_ID_BYTES} bytes")
@@ -223,7 +195,7 @@ class Token:
         self._gen = -1
         self._ptoken: Any = None  # python-pkcs11 Token of our slot
         self._session: Any = None  # the logged-in session every request uses
-        self._keys: dict[bytes, _Master] = {}
+        self._keys: dict[bytes, Any] = {}  # CKA_ID -> python-pkcs11 key object
         self._closed = False
         self._described = False
         self._wrap_mechanism: str | None = None
@@ -237,15 +209,14 @@ class Token:
         """Load ``module``, find the token labelled ``label``, log in once with ``pin``.
 
         Options: ``reinit_interval`` (seconds between two re-initialisations of the library
-        after token loss, default 1.0), ``session_copies`` (compute with session copies of the
-        master keys, default False), ``os_locking`` (default True).
+        after token loss, default 1.0), ``os_locking`` (default True).
         """
         opts = _Options.parse(dict(options))
         mod = _Module.get(module, opts.os_locking)
         token = cls(mod, label, pin, opts)
         # No recovery at start-up: a token missing now is a configuration error to report.
         token._run("open the token", lambda: None, recover=False)
-        with token._lock:
+        with _Module._registry_lock:
             mod.users[label] = mod.users.get(label, 0) + 1
         log.info(
             "token %r open (%s), %d master keys, wrap %s, os locking %s",
@@ -262,11 +233,10 @@ class Token:
                 if self._closed:
                     return
                 self._closed = True
-                left = mod.users.get(self._label, 1) - 1
-                mod.users[self._label] = left
+                with _Module._registry_lock:
+                    left = mod.users.get(self._label, 1) - 1
+                    mod.users[self._label] = left
                 session = self._session if self._gen == mod.generation else None
-                for entry in self._keys.values():
-                    entry.forget_copy()
                 if session is not None:
                     if left <= 0:
                         mod.cryptoki.logout(session.handle)
@@ -334,7 +304,7 @@ class Token:
                     Attribute.MODIFIABLE: False,
                 },
             )
-            self._keys[mid] = _Master(obj, self._options.session_copies)
+            self._keys[mid] = obj
 
         self._run("create a master key", op)
 
@@ -342,9 +312,8 @@ class Token:
         """Destroy the token object; :class:`KeyNotFound` if there is none."""
         mid = _check_material_id(material_id)
 
-        def destroy(entry: _Master) -> None:
-            entry.forget_copy()
-            entry.obj.destroy()
+        def destroy(obj: Any) -> None:
+            obj.destroy()
 
         def op() -> None:
             self._with_master(mid, destroy)
@@ -356,13 +325,13 @@ class Token:
         mid = _check_material_id(material_id)
 
         def op() -> bool:
-            entry = self._keys.get(mid)
-            if entry is not None:
+            obj = self._keys.get(mid)
+            if obj is not None:
                 try:
-                    entry.obj[Attribute.CLASS]  # cheap: is the handle still an object?
+                    obj[Attribute.CLASS]  # cheap: is the handle still an object?
                     return True
                 except errors.HANDLE:
-                    self._drop(mid)
+                    self._keys.pop(mid, None)
             try:
                 self._master(mid)
             except KeyNotFound:
@@ -383,7 +352,7 @@ class Token:
         """
         mid = _check_material_id(material_id)
         return self._run(
-            "check a master key", lambda: self._with_master(mid, lambda e: self._check(e.obj))
+            "check a master key", lambda: self._with_master(mid, self._check)
         )
 
     # -- AES-GCM and random -----------------------------------------------------------------
@@ -397,10 +366,8 @@ class Token:
         param = self._gcm(iv, aad)
         data = bytes(plaintext)
 
-        def encrypt(entry: _Master) -> bytes:
-            return bytes(
-                entry.fast().encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=param)
-            )
+        def encrypt(key: Any) -> bytes:
+            return bytes(key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=param))
 
         return self._run("encrypt", lambda: self._with_master(mid, encrypt))
 
@@ -414,10 +381,8 @@ class Token:
         if len(data) < TAG_BYTES:
             raise IntegrityError("the ciphertext is shorter than its 16-byte GCM tag")
 
-        def decrypt(entry: _Master) -> bytes:
-            return bytes(
-                entry.fast().decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=param)
-            )
+        def decrypt(key: Any) -> bytes:
+            return bytes(key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=param))
 
         return self._run(
             "decrypt", lambda: self._with_master(mid, decrypt), integrity=errors.INTEGRITY
@@ -510,8 +475,8 @@ class Token:
         if wrapped.mechanism == GCM and len(data) < IV_BYTES + TAG_BYTES:
             raise IntegrityError("a GCM wrapped key is at least its IV and tag long")
 
-        def unwrap(entry: _Master) -> bytes:
-            return self._unwrap(entry, pair, wrapped.mechanism, data)
+        def unwrap(key: Any) -> bytes:
+            return self._unwrap(key, pair, wrapped.mechanism, data)
 
         return self._run(
             "unwrap a private key",
@@ -676,7 +641,7 @@ class Token:
             raise failure from None
 
     def _forget(self) -> None:
-        """Drop the session and every cached handle and copy, without calling the token:
+        """Drop the session and every cached handle, without calling the token:
         after C_Finalize they are void, and their numbers may already name other objects."""
         self._session = None
         self._ptoken = None
@@ -717,27 +682,23 @@ class Token:
     def _scan(self) -> list[tuple[bytes, str]]:
         """One C_FindObjects over the AES secret keys: refreshes the cache, lists the keys."""
         found: list[tuple[bytes, str]] = []
-        fresh: dict[bytes, _Master] = {}
+        fresh: dict[bytes, Any] = {}
         for obj in self._session.get_objects({**_AES_SEARCH, Attribute.TOKEN: True}):
             attrs = obj.get_attributes([Attribute.ID, Attribute.LABEL])
             mid = bytes(attrs.get(Attribute.ID, b""))
             if len(mid) != MATERIAL_ID_BYTES:
                 continue  # not one of ours
             found.append((mid, str(attrs.get(Attribute.LABEL, ""))))
-            kept = self._keys.get(mid)
-            fresh[mid] = kept if kept is not None else _Master(obj, self._options.session_copies)
-        for mid, entry in self._keys.items():
-            if mid not in fresh:
-                entry.forget_copy()
+            fresh[mid] = obj
         self._keys = fresh
         found.sort()
         return found
 
-    def _master(self, mid: bytes) -> _Master:
+    def _master(self, mid: bytes) -> Any:
         """The cached key, or one C_FindObjects on a miss. Holds self._lock."""
-        entry = self._keys.get(mid)
-        if entry is not None:
-            return entry
+        obj = self._keys.get(mid)
+        if obj is not None:
+            return obj
         objs = list(self._session.get_objects({**_AES_SEARCH, Attribute.ID: mid}))
         if not objs:
             # SoftHSM2 finds nothing, without an error, once its token directory is gone.
@@ -746,23 +707,17 @@ class Token:
             raise KeyNotFound(f"no master key with material id {mid.hex()} on {self._label!r}")
         if len(objs) > 1:
             log.warning("%d objects share CKA_ID %s; using the first", len(objs), mid.hex())
-        entry = _Master(objs[0], self._options.session_copies)
-        self._keys[mid] = entry
-        return entry
+        self._keys[mid] = objs[0]
+        return objs[0]
 
-    def _drop(self, mid: bytes) -> None:
-        entry = self._keys.pop(mid, None)
-        if entry is not None:
-            entry.forget_copy()
-
-    def _with_master(self, mid: bytes, fn: Callable[[_Master], T]) -> T:
+    def _with_master(self, mid: bytes, fn: Callable[[Any], T]) -> T:
         """``fn`` on the cached key; on a dead handle (another process destroyed the key, or
         the token went) look the key up once more. Holds self._lock."""
-        entry = self._master(mid)
+        key = self._master(mid)
         try:
-            return fn(entry)
+            return fn(key)
         except errors.HANDLE:
-            self._drop(mid)
+            self._keys.pop(mid, None)
         return fn(self._master(mid))
 
     def _check(self, obj: Any) -> MasterKeyCheck:
@@ -966,18 +921,18 @@ class Token:
             raise TokenError(f"the token's {pair.name} public key does not match its private key")
         return spki, pkcs8
 
-    def _wrap(self, entry: _Master, pair: der.PairSpec, private: Any) -> WrappedKey:
+    def _wrap(self, master: Any, pair: der.PairSpec, private: Any) -> WrappedKey:
         name = self._wrap_mechanism
         assert name is not None  # checked by the caller before generating
         iv = bytes(self._session.generate_random(8 * IV_BYTES)) if name == GCM else b""
         mechanism, param = self._wrap_params(name, iv)
-        data = entry.fast().wrap_key(private, mechanism=mechanism, mechanism_param=param)
+        data = master.wrap_key(private, mechanism=mechanism, mechanism_param=param)
         return WrappedKey(mechanism=name, spec=pair.name, data=iv + bytes(data))
 
-    def _unwrap(self, entry: _Master, pair: der.PairSpec, name: str, data: bytes) -> bytes:
+    def _unwrap(self, master: Any, pair: der.PairSpec, name: str, data: bytes) -> bytes:
         iv, blob = (data[:IV_BYTES], data[IV_BYTES:]) if name == GCM else (b"", data)
         mechanism, param = self._wrap_params(name, iv)
-        obj = entry.fast().unwrap_key(
+        obj = master.unwrap_key(
             ObjectClass.PRIVATE_KEY,
             KeyType.RSA if pair.kind == "RSA" else KeyType.EC,
             blob,
