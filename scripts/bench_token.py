@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Measure the token layer's choices on a throwaway SoftHSM2 token.
+
+    .venv/bin/python scripts/bench_token.py [--seconds 2]
+
+1. AES-256-GCM (32 bytes) on a token object, on a C_CopyObject session copy, and through
+   Token.encrypt (which computes on the token object: SoftHSM2 refuses to copy a
+   CKA_MODIFIABLE=false master key into a session object, see hsmkms/hsm/token.py).
+2. Token.encrypt from 1, 2 and 4 threads, library initialised with CKF_OS_LOCKING_OK versus
+   one lock around every call.
+3. Token.encrypt latency while another thread generates RSA-4096 pairs on the token.
+
+Each case runs in a fresh process on a fresh token, since a process loads the library once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _open(home: Path, **options: object):  # type: ignore[no-untyped-def]
+    from hsmkms.config import Settings
+    from hsmkms.home import ensure_home
+    from hsmkms.hsm import open_token
+
+    settings = Settings.load(home=home, env={})
+    ensure_home(settings)
+    return open_token(settings.pkcs11_module, settings.token_label, settings.read_pin(), **options)
+
+
+def _rate(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(200):
+            fn()
+        n += 200
+    return n / elapsed
+
+
+def case_objects(home: Path, seconds: float) -> dict[str, float]:
+    """ops/s: token object, session copy, Token.encrypt (all single-threaded)."""
+    from pkcs11 import Attribute, KeyType, Mechanism
+    from pkcs11.mechanisms import GCMParams
+
+    tok = _open(home)
+    mid = os.urandom(32)
+    tok.create_master_key(mid, "bench")
+    session = tok._session
+    # A modifiable twin of a master key: the only kind SoftHSM2 lets us copy to a session.
+    twin = session.generate_key(
+        KeyType.AES, 256, store=True, label="bench-twin",
+        template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+    )
+    copy = twin.copy({Attribute.TOKEN: False})
+    param = GCMParams(bytes(12), b"aad", 128)
+    data = os.urandom(32)
+
+    def on(key):  # type: ignore[no-untyped-def]
+        return lambda: key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=param)
+
+    out = {
+        "token object": _rate(on(twin), seconds),
+        "session copy": _rate(on(copy), seconds),
+        "Token.encrypt": _rate(lambda: tok.encrypt(mid, bytes(12), data, b"aad"), seconds),
+        "Token.decrypt": 0.0,
+    }
+    ct = tok.encrypt(mid, bytes(12), data, b"aad")
+    out["Token.decrypt"] = _rate(lambda: tok.decrypt(mid, bytes(12), ct, b"aad"), seconds)
+    copy.destroy()
+    twin.destroy()
+    tok.destroy_master_key(mid)
+    tok.close()
+    return out
+
+
+def case_threads(home: Path, seconds: float, os_locking: bool) -> dict[str, float]:
+    """Total Token.encrypt ops/s from 1, 2 and 4 threads."""
+    tok = _open(home, os_locking=os_locking)
+    mid = os.urandom(32)
+    tok.create_master_key(mid, "bench")
+    out: dict[str, float] = {}
+    for n in (1, 2, 4):
+        counts = [0] * n
+        stop = time.perf_counter() + seconds
+
+        def work(i: int, counts: list[int], stop: float) -> None:
+            while time.perf_counter() < stop:
+                for _ in range(100):
+                    tok.encrypt(mid, bytes(12), b"x" * 32, b"aad")
+                counts[i] += 100
+
+        threads = [
+            threading.Thread(target=work, args=(i, counts, stop)) for i in range(n)
+        ]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out[f"{n} threads"] = sum(counts) / (time.perf_counter() - start)
+    tok.destroy_master_key(mid)
+    tok.close()
+    return out
+
+
+def case_keygen_latency(home: Path, os_locking: bool) -> dict[str, float]:
+    """Token.encrypt latency while RSA-4096 pairs are generated on the token beside it."""
+    tok = _open(home, os_locking=os_locking)
+    mid = os.urandom(32)
+    tok.create_master_key(mid, "bench")
+    done = threading.Event()
+
+    def keygen() -> None:
+        for _ in range(2):
+            tok.generate_key_pair("RSA_4096")
+        done.set()
+
+    latencies = []
+    thread = threading.Thread(target=keygen)
+    thread.start()
+    while not done.is_set():
+        start = time.perf_counter()
+        tok.encrypt(mid, bytes(12), b"x" * 32, b"aad")
+        latencies.append(time.perf_counter() - start)
+    thread.join()
+    tok.destroy_master_key(mid)
+    tok.close()
+    latencies.sort()
+    return {
+        "encrypts during 2 RSA-4096": len(latencies),
+        "p50 ms": 1000 * statistics.median(latencies),
+        "max ms": 1000 * latencies[-1],
+    }
+
+
+def _child(case: str, seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        if case == "objects":
+            result = case_objects(home, seconds)
+        elif case.startswith("threads-"):
+            result = case_threads(home, seconds, case == "threads-os")
+        else:
+            result = case_keygen_latency(home, case == "keygen-os")
+    print(json.dumps(result))
+
+
+def _run(case: str, seconds: float) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SOFTHSM2_CONF", "HSMKMS_PIN")}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", case, "--seconds", str(seconds)],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.seconds)
+        return
+
+    print("AES-256-GCM, 32 bytes, one thread (ops/s)")
+    for name, rate in _run("objects", args.seconds).items():
+        print(f"  {name:<16} {rate:>9,.0f}")
+    print("Token.encrypt, 32 bytes, total over threads (ops/s)")
+    for case, title in (("threads-os", "CKF_OS_LOCKING_OK"), ("threads-lock", "one lock")):
+        rates = _run(case, args.seconds)
+        print(f"  {title:<18}" + "".join(f"  {k}: {v:>8,.0f}" for k, v in rates.items()))
+    print("Token.encrypt latency while RSA-4096 pairs generate on the token")
+    for case, title in (("keygen-os", "CKF_OS_LOCKING_OK"), ("keygen-lock", "one lock")):
+        r = _run(case, args.seconds)
+        print(
+            f"  {title:<18}  {r['encrypts during 2 RSA-4096']:>8,.0f} encrypts, "
+            f"p50 {r['p50 ms']:.3f} ms, max {r['max ms']:.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
