@@ -270,3 +270,31 @@ def test_a_content_sha256_header_that_does_not_match_the_body_is_refused(verifie
     exc = error_of(verifier, request)
     assert exc.code == "InvalidSignatureException"
     assert "x-amz-content-sha256" in exc.message
+
+
+def test_a_date_header_may_stand_in_for_x_amz_date(verifier):
+    """SigV4 allows the HTTP Date header when X-Amz-Date is absent (RFC 1123 form)."""
+    import hashlib
+    import hmac
+
+    from hsmkms.api.sigv4 import canonical_request, signing_key, string_to_sign
+
+    headers = {
+        "host": ["localhost:8080"],
+        "date": ["Mon, 01 Jan 2024 00:10:00 GMT"],
+        "x-amz-target": ["TrentService.ListKeys"],
+    }
+    unsigned = SignedRequest("POST", "/", "", headers, b"{}")
+    names = ("date", "host", "x-amz-target")
+    scope = "20240101/us-east-1/kms/aws4_request"
+    canonical = canonical_request(unsigned, names, hashlib.sha256(b"{}").hexdigest())
+    key = signing_key(ALICE.secret_access_key, "20240101", "us-east-1", "kms")
+    signature = hmac.new(
+        key, string_to_sign("20240101T001000Z", scope, canonical).encode(), hashlib.sha256
+    ).hexdigest()
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={ALICE.access_key_id}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    request = with_header(unsigned, "authorization", authorization)
+    assert verifier.verify(request) == ALICE
