@@ -57,7 +57,7 @@ def library(service):
     return KMS.from_service(service)
 
 
-@pytest.fixture(scope="session", params=["library"])
+@pytest.fixture(scope="session", params=["library", "http"])
 def kms(request: pytest.FixtureRequest):
     """Every face of hsmkms a user calls with boto3's names: the library, and boto3 over HTTP.
 
