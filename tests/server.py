@@ -6,9 +6,6 @@
 
 The server's output goes to ``<home>/server.log``; :meth:`ServerProcess.log` reads it, and a
 server that does not come up raises with that log in the message.
-
-Until the operation and token layers can run (:func:`real_service_available`), the server runs
-with tests/stub_site on its PYTHONPATH, which installs a test-only stand-in Service.
 """
 
 from __future__ import annotations
@@ -35,24 +32,8 @@ from botocore.credentials import Credentials
 
 from hsmkms.home import PROFILE, Identity
 
-STUB_SITE = Path(__file__).parent / "stub_site"
 REPO = Path(__file__).resolve().parent.parent
 CONTENT_TYPE = "application/x-amz-json-1.1"
-
-
-def real_service_available() -> bool:
-    """Whether the real operation and token layers can serve (HSMKMS_TEST_SERVICE=stub|real
-    forces the answer). Temporary: the stub goes once both layers have landed."""
-    forced = os.environ.get("HSMKMS_TEST_SERVICE")
-    if forced in ("stub", "real"):
-        return forced == "real"
-    import importlib.util
-
-    try:
-        from hsmkms.service import Service  # noqa: F401
-    except ImportError:
-        return False
-    return importlib.util.find_spec("hsmkms.hsm.token") is not None
 
 
 def free_port() -> int:
@@ -116,7 +97,6 @@ class ServerProcess:
         self.env = dict(env or {})
         self.log_path = self.home / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.stub = not real_service_available()
 
     @property
     def url(self) -> str:
@@ -143,11 +123,6 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
         env.update(self.env)
         env["HSMKMS_REGION"] = self.region
-        if self.stub:
-            env["HSMKMS_TEST_STUB"] = "1"
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(STUB_SITE), str(REPO), env.get("PYTHONPATH", "")) if p
-            )
         cmd = [
             sys.executable, "-m", "hsmkms", "serve",
             "--home", str(self.home),

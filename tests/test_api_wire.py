@@ -409,8 +409,6 @@ def test_a_port_in_use_fails_after_the_checks(tmp_path: Path, busy_port):
 
 
 def test_a_wrong_pin_fails_fast_without_retrying(server: ServerProcess, tmp_path: Path, busy_port):
-    if server.stub:
-        pytest.skip("needs the real token layer")
     make_home(tmp_path / "home")
     result = serve(tmp_path / "home", busy_port, env={"HSMKMS_PIN": "not-the-pin"})
     assert result.returncode == 1
@@ -420,8 +418,6 @@ def test_a_wrong_pin_fails_fast_without_retrying(server: ServerProcess, tmp_path
 def test_an_unknown_token_label_fails_fast_and_names_it(
     server: ServerProcess, tmp_path: Path, busy_port
 ):
-    if server.stub:
-        pytest.skip("needs the real token layer")
     make_home(tmp_path / "home")
     result = serve(tmp_path / "home", busy_port, "--token-label", "nosuch")
     assert result.returncode == 1
