@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from hsmkms.hsm import IntegrityError, MechanismUnsupported, WrappedKey
+from hsmkms.hsm import IntegrityError, KeyNotFound, MechanismUnsupported, WrappedKey
 from hsmkms.hsm.testing import key_pair_objects
 
 ALL_SPECS = [
@@ -160,3 +160,10 @@ def test_unsupported_mechanisms_and_specs_fail_clearly(token, master, wrapped_pa
             token.generate_key_pair(spec)
         with pytest.raises(MechanismUnsupported):
             token.generate_wrapped_key_pair(spec, master)
+
+
+def test_wrapping_under_a_missing_master_key_is_key_not_found(token, wrapped_pairs) -> None:
+    with pytest.raises(KeyNotFound):
+        token.generate_wrapped_key_pair("RSA_4096", os.urandom(32))  # fails before generating
+    with pytest.raises(KeyNotFound):
+        token.unwrap_private_key(os.urandom(32), wrapped_pairs["ECC_NIST_P256"][1])

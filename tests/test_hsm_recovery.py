@@ -130,6 +130,32 @@ tok.close()
 print(json.dumps(out))
 """
 
+FORK = PRELUDE + r"""
+tok = open_token(settings.pkcs11_module, settings.token_label, settings.read_pin())
+mid = os.urandom(32)
+tok.create_master_key(mid, "forked")
+ct = tok.encrypt(mid, bytes(12), b"parent", b"")
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    child = {}
+    child["inherited token"] = outcome(lambda: tok.encrypt(mid, bytes(12), b"x", b""))
+    tok.close()
+    own = open_token(settings.pkcs11_module, settings.token_label, settings.read_pin())
+    child["own token"] = own.decrypt(mid, bytes(12), ct, b"").decode()
+    own.close()
+    os.write(write, json.dumps(child).encode())
+    os._exit(0)
+os.close(write)
+_, status = os.waitpid(pid, 0)
+out["child"] = json.loads(os.read(read, 65536) or b"{}")
+out["child exit"] = status
+# The child's C_Finalize and logout did not touch the parent's library or login.
+out["parent after child"] = tok.decrypt(mid, bytes(12), ct, b"").decode()
+tok.destroy_master_key(mid)
+print(json.dumps(out))
+"""
+
 
 def run(script: str, home: Path, *args: str, timeout: float = 60) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k not in ("SOFTHSM2_CONF", "HSMKMS_PIN")}
@@ -177,3 +203,10 @@ def test_wrong_pin_missing_label_and_missing_module_fail_clearly(tmp_path: Path)
     assert "/nonexistent/libpkcs11.so" in str(out["missing module"])
     assert out["right pin after wrong"] is True
     assert out["reinits"] == 0  # opening never re-initialises: a bad setting is reported
+
+
+def test_a_forked_child_opens_its_own_token_and_leaves_the_parents_alone(tmp_path: Path) -> None:
+    out = run(FORK, tmp_path / "home")
+    assert out["child"] == {"inherited token": "TokenError", "own token": "parent"}
+    assert out["child exit"] == 0
+    assert out["parent after child"] == "parent"

@@ -1,8 +1,8 @@
 """The few Cryptoki calls python-pkcs11 does not let us make the way we need them.
 
-python-pkcs11 0.10 always calls ``C_Initialize(NULL)``. PKCS#11 v2.40 section 5.4 says that a
-NULL argument means "the application will not access Cryptoki from multiple threads", and
-SoftHSM2 takes it at its word: it disables its own mutexes, and two threads crash it. We
+python-pkcs11 0.10 always calls ``C_Initialize(NULL)``. Under PKCS#11 v2.40 (C_Initialize,
+section 5.4) a NULL argument lets the library assume it is not called from several threads at
+once, and SoftHSM2 does: it disables its own mutexes, and two threads crash it. We
 therefore re-initialise the module ourselves with ``CKF_OS_LOCKING_OK`` through the module's
 own function list (``C_GetFunctionList``), which python-pkcs11 shares: the function list
 stays valid across ``C_Finalize``/``C_Initialize``, so every python-pkcs11 object created

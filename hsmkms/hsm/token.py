@@ -1,19 +1,21 @@
 """The token: one PKCS#11 library, one login, master keys by CKA_ID, and the verbs of
 :mod:`hsmkms.hsm` on top.
 
-How calls meet the library (measured on SoftHSM2 2.6.1 + python-pkcs11 0.10.1, see the report
-in ``scripts/bench_token.py``):
+How calls meet the library (measured on SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with
+``scripts/bench_token.py``):
 
 * The library is initialised with ``CKF_OS_LOCKING_OK`` (PKCS#11 v2.40 section 5.4) so that it
   guards itself, and the request path runs on one logged-in session behind one lock per
   process (a PKCS#11 session is not for concurrent use, and python-pkcs11 binds every key
   object to one session). Key pair generation, which takes up to seconds for RSA-4096, runs
-  on a session of its own outside that lock: a lock alone left AES-GCM calls waiting 1.6 s
-  behind one RSA-4096 generation; with OS locking they kept running (max 4 ms).
+  on a session of its own outside that lock: with one lock alone, AES-GCM calls waited up to
+  1.9 s behind an RSA-4096 generation; with OS locking they kept running (max 4 ms). More
+  threads do not add throughput either way (the GIL): scale with processes.
 * Master-key handles are cached by CKA_ID; C_FindObjects (a linear scan in SoftHSM2) runs
   once at start-up to fill the cache and afterwards only on a miss or a dead handle.
 * AES-GCM runs on the token objects themselves, not on C_CopyObject session copies: a copy
-  was 1.7x faster on SoftHSM2, but SoftHSM2 refuses to copy a CKA_MODIFIABLE=false object
+  is 2x faster on SoftHSM2 (67k vs 31k ops/s, 32 bytes), which re-reads a token object's
+  file state on every use; but SoftHSM2 refuses to copy a CKA_MODIFIABLE=false object
   with any attribute changed (CKR_ATTRIBUTE_READ_ONLY, so the copy could only be another
   token object), and a copy would keep working after another process destroyed the key.
 * Token loss is absorbed here: C_Finalize + C_Initialize, login again, forget every handle,
@@ -124,7 +126,9 @@ class _Module:
         real = os.path.realpath(path)
         with cls._registry_lock:
             module = cls._registry.get(real)
-            if module is None:
+            # A forked child inherits the parent's library state, which PKCS#11 says it must
+            # not use ("Applications and processes"): it starts over with its own C_Initialize.
+            if module is None or module.pid != os.getpid():
                 module = cls(real, os_locking)
                 cls._registry[real] = module
             return module
@@ -140,25 +144,24 @@ class _Module:
             raise TokenUnavailable(
                 f"cannot load the PKCS#11 module {path}: {errors.name(exc)} {exc}{hint}".rstrip()
             ) from None
+        self.pid = os.getpid()
         self.gate = Gate()
         self.generation = 0  # bumped by every C_Finalize: all sessions and handles are void
         self.initialized = True
         self.last_reinit = float("-inf")
         self.users: dict[str, int] = {}  # token label -> open Tokens (the last one logs out)
         self.pins: dict[str, str] = {}  # token label -> the PIN that logged in
-        self.os_locking = False
-        if os_locking:
-            # ... which tells SoftHSM2 we are single-threaded. Start again with OS locking.
-            self.cryptoki.finalize()
-            rv = self.cryptoki.initialize(os_locking=True)
-            if rv == native.CKR_OK:
-                self.os_locking = True
-            else:
-                # CKR_CANT_LOCK: the module cannot lock; every call goes through one lock.
-                rv = self.cryptoki.initialize(os_locking=False)
-                if rv != native.CKR_OK:
-                    self.initialized = False
-                    raise TokenUnavailable(f"C_Initialize of {path} failed: CK_RV 0x{rv:x}")
+        # ... which tells SoftHSM2 we are single-threaded (and, after fork(), is the parent's
+        # state). Start again, with OS locking unless told not to.
+        self.cryptoki.finalize()
+        rv = self.cryptoki.initialize(os_locking) if os_locking else native.CKR_CANT_LOCK
+        self.os_locking = os_locking and rv == native.CKR_OK
+        if not self.os_locking:
+            # CKR_CANT_LOCK: the module cannot lock; every call goes through one lock.
+            rv = self.cryptoki.initialize(os_locking=False)
+            if rv != native.CKR_OK:
+                self.initialized = False
+                raise TokenUnavailable(f"C_Initialize of {path} failed: CK_RV 0x{rv:x}")
 
     def reinitialize(self) -> None:
         """C_Finalize + C_Initialize. The caller holds the gate exclusively."""
@@ -227,6 +230,10 @@ class Token:
     def close(self) -> None:
         """Forget the handles; the last Token of a label logs the process out."""
         mod = self._module
+        if mod.pid != os.getpid():
+            self._closed = True  # the parent's session: not ours to log out or close
+            self._forget()
+            return
         mod.gate.enter()
         try:
             with self._lock:
@@ -282,7 +289,10 @@ class Token:
             # The cache holds every key of this token (filled at open, kept by this process),
             # so this check costs no C_FindObjects; ids are random, so other processes cannot
             # collide in practice.
-            if mid in self._keys:
+            existing = self._keys.get(mid)
+            if existing is not None:
+                if existing[Attribute.LABEL] == label:
+                    return  # made by our first attempt before the token went: done
                 raise TokenError(f"a master key with material id {mid.hex()} already exists")
             obj = self._session.generate_key(
                 KeyType.AES,
@@ -442,6 +452,8 @@ class Token:
                     f"token {self._label!r} wraps with neither CKM_AES_GCM nor "
                     "CKM_AES_KEY_WRAP_PAD: it cannot export private keys under a master key"
                 )
+            with self._lock:
+                self._master(mid)  # KeyNotFound now, not after seconds of RSA generation
             with self._side_session() as session:
                 public, private = self._generate(session, pair, sensitive=True)
                 try:
@@ -516,6 +528,11 @@ class Token:
         """Run ``op`` against a ready token, turn every CKR_* into our errors, and after token
         loss re-initialise and run it once more."""
         mod = self._module
+        if mod.pid != os.getpid():
+            raise TokenError(
+                f"token {self._label!r} was opened in process {mod.pid}, and a PKCS#11 library "
+                "does not survive fork(): open the token again in this process"
+            )
         detail = ""
         for attempt in (1, 2):
             generation = mod.generation
