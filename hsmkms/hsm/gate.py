@@ -27,7 +27,7 @@ class Gate:
     def leave(self) -> None:
         with self._cond:
             self._inside -= 1
-            if not self._inside:
+            if not self._inside and self._waiting:  # only a writer waits for an empty gate
                 self._cond.notify_all()
 
     def enter_exclusive(self) -> None:
@@ -36,8 +36,11 @@ class Gate:
             try:
                 while self._exclusive or self._inside:
                     self._cond.wait()
-            finally:
+            except BaseException:
                 self._waiting -= 1
+                self._cond.notify_all()  # readers held back for us may go on
+                raise
+            self._waiting -= 1
             self._exclusive = True
 
     def leave_exclusive(self) -> None:
