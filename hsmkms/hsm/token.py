@@ -217,8 +217,11 @@ class Token:
         opts = _Options.parse(dict(options))
         mod = _Module.get(module, opts.os_locking)
         token = cls(mod, label, pin, opts)
-        # No recovery at start-up: a token missing now is a configuration error to report.
-        token._run("open the token", lambda: None, recover=False)
+        # No recovery on a fresh library: a token missing now is a configuration error to
+        # report. A library other Tokens of this process use may just be recovering.
+        with _Module._registry_lock:
+            in_use = any(mod.users.values())
+        token._run("open the token", lambda: None, recover=in_use)
         with _Module._registry_lock:
             mod.users[label] = mod.users.get(label, 0) + 1
         log.info(
