@@ -51,6 +51,9 @@ class Settings:
     softhsm_conf: str | None = None  # default: <home>/softhsm2.conf when the home is embedded
     # The store: a SQLite path (default <home>/hsmkms.sqlite3) or a postgresql:// URL.
     store: str | None = None
+    # Seconds a store write waits for another writer's lock before answering
+    # DependencyTimeoutException.
+    store_busy_timeout: float = 10.0
     # Identities: an AWS shared-credentials INI file (default <home>/credentials).
     credentials_file: str | None = None
     # Data key pairs: "host" (cryptography/OpenSSL) or "token" (generated on the HSM).

@@ -17,7 +17,17 @@ from hsmkms import errors, hsm, keypairs, model
 from hsmkms.config import Settings
 from hsmkms.service import aliases, crypto, keys, policy, tags  # noqa: F401  (register handlers)
 from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
-from hsmkms.store import KeyRecord, MaterialRecord, Store, StoreError, open_store
+from hsmkms.store import (
+    KeyRecord,
+    MaterialRecord,
+    StateChanged,
+    Store,
+    StoreBusy,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    open_store,
+)
 
 if TYPE_CHECKING:
     from hsmkms.kms import Caller
@@ -61,7 +71,8 @@ class Service:
             )
         except hsm.TokenError as exc:
             raise errors.KMSInternalException(f"cannot open the token: {exc}") from None
-        return cls(settings, token, open_store(settings.store_path))
+        store = open_store(settings.store_path, busy_timeout=settings.store_busy_timeout)
+        return cls(settings, token, store)
 
     def default_caller(self) -> Caller:
         """The first identity of the credentials file: the embedded default's admin."""
@@ -99,6 +110,31 @@ class Service:
         except hsm.TokenError:
             log.exception("token failure in %s", operation)
             raise errors.KMSInternalException("The HSM failed; see the server log.") from None
+        except StoreBusy as exc:
+            # Conditions that pass, not faults: one log line each, no traceback.
+            log.warning("%s refused: %s", operation, exc)
+            raise errors.DependencyTimeoutException(
+                "The metadata store is busy: another writer held its lock too long. Nothing "
+                "was changed; retry the request."
+            ) from None
+        except StoreFull as exc:
+            log.error("%s refused: %s", operation, exc)
+            raise errors.KMSInternalException(
+                "The metadata store is out of disk space. Nothing was changed; retry when "
+                "space has been freed."
+            ) from None
+        except StoreUnavailable as exc:
+            log.error("%s refused: %s", operation, exc)
+            raise errors.KMSInternalException(
+                "The metadata store cannot be read or written now. Nothing was changed; "
+                "retry later."
+            ) from None
+        except StateChanged:
+            # Handlers that write conditionally decide again on a lost race; one that
+            # did not still must not answer a stale decision.
+            raise errors.KMSInvalidStateException(
+                "The KMS key changed while this request ran; describe it and retry."
+            ) from None
         except StoreError:
             log.exception("store failure in %s", operation)
             raise errors.KMSInternalException(
@@ -122,6 +158,24 @@ class Service:
         material = self.random(blobfmt.MATERIAL_LEN)
         self.token.create_master_key(material, f"hsmkms:{key_id}:{material.hex()[:16]}")
         return MaterialRecord(material.hex(), key_id, created, rotation_type)
+
+    def discard_new_material(self, material: MaterialRecord) -> None:
+        """Undo :meth:`new_material` after the store refused the record that names it.
+
+        Only once the store answers that no record names the material: a write that failed
+        ambiguously (a lost connection during COMMIT) may have landed, and destroying the
+        material of a key that exists would lose every ciphertext under it. Whatever is left
+        is an orphan, which ``hsmkms doctor`` reports (and ``--fix`` destroys)."""
+        try:
+            recorded = self.store.materials(material.key_id)
+            if any(m.material_id == material.material_id for m in recorded):
+                return
+            self.token.destroy_master_key(bytes.fromhex(material.material_id))
+        except (StoreError, hsm.TokenError) as exc:
+            log.warning(
+                "left an orphan master key %s of key %s on the token: %s",
+                material.material_id, material.key_id, exc,
+            )
 
     def destroy_material(self, material_hex: str) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from hsmkms.service.core import (
     validation,
 )
 from hsmkms.service.tags import validate_tags
-from hsmkms.store import KeyRecord
+from hsmkms.store import KeyRecord, StateChanged, StoreError
 
 if TYPE_CHECKING:
     from hsmkms.service import Service
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("hsmkms.service")
 
 _UUID_MARKER = re.compile(r"^[0-9a-f-]{36}$")
+# How many times a state change that lost a race to another request reads and decides again.
+_DECIDE_AGAIN = 4
 
 
 def key_metadata(key: KeyRecord) -> dict[str, Any]:
@@ -120,7 +123,11 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
     )
     # The token object exists before the record: a crash in between leaves an orphan
     # material (reported by `hsmkms doctor`), never a key without material.
-    svc.store.create_key(key, material, tags)
+    try:
+        svc.store.create_key(key, material, tags)
+    except StoreError:
+        svc.discard_new_material(material)  # no key, so no orphan either (when it can tell)
+        raise
     return {"KeyMetadata": key_metadata(key)}
 
 
@@ -155,21 +162,48 @@ def list_keys(svc: Service, req: Request) -> dict[str, Any]:
     return out
 
 
+def _change(
+    svc: Service, req: Request, decide: Callable[[KeyRecord], dict[str, Any] | None]
+) -> KeyRecord:
+    """Read the key, let ``decide`` check it and name the changes (None: nothing to write),
+    and write them only while the key is still in the state that was read.
+
+    Requests that change one key (maybe in several processes) would otherwise each decide on
+    what they read and the last write would win: an EnableKey that read the key just before a
+    ScheduleKeyDeletion committed would silently cancel the acknowledged deletion. A request
+    that loses such a race reads again and decides again: succeeds, or answers what the key's
+    new state calls for."""
+    for _ in range(_DECIDE_AGAIN):
+        key = svc.authorized_key(req, req.params["KeyId"])
+        changes = decide(key)
+        if not changes:
+            return key
+        try:
+            return svc.store.update_key(key.key_id, if_state=(key.state,), **changes)
+        except StateChanged:
+            continue
+    raise errors.KMSInvalidStateException(
+        f"{key.arn} kept changing state while this request ran; retry."
+    )
+
+
 @operation("EnableKey")
 def enable_key(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"])
-    check_not_pending_deletion(key)
-    if key.state != "Enabled":
-        svc.store.update_key(key.key_id, state="Enabled")
+    def decide(key: KeyRecord) -> dict[str, Any] | None:
+        check_not_pending_deletion(key)
+        return {"state": "Enabled"} if key.state != "Enabled" else None
+
+    _change(svc, req, decide)
     return {}
 
 
 @operation("DisableKey")
 def disable_key(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"])
-    check_not_pending_deletion(key)
-    if key.state != "Disabled":
-        svc.store.update_key(key.key_id, state="Disabled")
+    def decide(key: KeyRecord) -> dict[str, Any] | None:
+        check_not_pending_deletion(key)
+        return {"state": "Disabled"} if key.state != "Disabled" else None
+
+    _change(svc, req, decide)
     return {}
 
 
@@ -182,12 +216,15 @@ def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
     if window > 30:
         raise validation("pendingWindowInDays", window,
                          "Member must have value less than or equal to 30")
-    key = svc.authorized_key(req, req.params["KeyId"])
-    check_not_pending_deletion(key)
     deletion = now() + timedelta(days=window)
-    key = svc.store.update_key(
-        key.key_id, state="PendingDeletion", deletion_date=deletion, pending_window_days=window
-    )
+
+    def decide(key: KeyRecord) -> dict[str, Any] | None:
+        check_not_pending_deletion(key)
+        return {
+            "state": "PendingDeletion", "deletion_date": deletion, "pending_window_days": window
+        }
+
+    key = _change(svc, req, decide)
     return {
         "KeyId": key.arn,
         "DeletionDate": deletion,
@@ -198,20 +235,27 @@ def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
 
 @operation("CancelKeyDeletion")
 def cancel_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"])
-    if key.state != "PendingDeletion":
-        raise errors.KMSInvalidStateException(f"{key.arn} is not pending deletion.")
-    svc.store.update_key(
-        key.key_id, state="Disabled", deletion_date=None, pending_window_days=None
-    )
+    def decide(key: KeyRecord) -> dict[str, Any] | None:
+        if key.state != "PendingDeletion":
+            raise errors.KMSInvalidStateException(f"{key.arn} is not pending deletion.")
+        if key.deletion_date is not None and key.deletion_date <= now():
+            # The deletion sweep may be destroying its material right now: too late.
+            raise errors.KMSInvalidStateException(
+                f"{key.arn} is being deleted: its waiting period has ended."
+            )
+        return {"state": "Disabled", "deletion_date": None, "pending_window_days": None}
+
+    key = _change(svc, req, decide)
     return {"KeyId": key.arn}
 
 
 @operation("UpdateKeyDescription")
 def update_key_description(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"])
-    check_not_pending_deletion(key)
-    svc.store.update_key(key.key_id, description=req.params["Description"])
+    def decide(key: KeyRecord) -> dict[str, Any] | None:
+        check_not_pending_deletion(key)
+        return {"description": req.params["Description"]}
+
+    _change(svc, req, decide)
     return {}
 
 

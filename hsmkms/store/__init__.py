@@ -7,18 +7,25 @@ from hsmkms.store.base import (
     Conflict,
     KeyRecord,
     MaterialRecord,
+    StateChanged,
     Store,
+    StoreBusy,
     StoreError,
+    StoreFull,
+    StoreUnavailable,
 )
 
 
-def open_store(location: str) -> Store:
-    """A store for ``location``: a SQLite file path (PostgreSQL URLs come later)."""
+def open_store(location: str, *, busy_timeout: float = 10.0) -> Store:
+    """A store for ``location``: a SQLite file path (PostgreSQL URLs come later).
+
+    ``busy_timeout``: seconds a write waits for another writer's lock before it fails with
+    :class:`StoreBusy`."""
     if location.startswith(("postgres://", "postgresql://")):
         raise StoreError("the PostgreSQL store is not built yet: use a SQLite path")
     from hsmkms.store.sqlite import SQLiteStore
 
-    return SQLiteStore(location)
+    return SQLiteStore(location, busy_timeout_s=busy_timeout)
 
 
 __all__ = [
@@ -26,7 +33,11 @@ __all__ = [
     "Conflict",
     "KeyRecord",
     "MaterialRecord",
+    "StateChanged",
     "Store",
+    "StoreBusy",
     "StoreError",
+    "StoreFull",
+    "StoreUnavailable",
     "open_store",
 ]

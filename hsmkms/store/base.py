@@ -20,6 +20,23 @@ class Conflict(StoreError):
     """A unique constraint was violated (e.g. an alias name already taken)."""
 
 
+class StateChanged(StoreError):
+    """A conditional write found the record changed since it was read (another request, maybe
+    in another process, got there first). Nothing was written; read again and decide again."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot serve now, and the request changed nothing: retrying later may work."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Another writer held the store's write lock past the busy timeout."""
+
+
+class StoreFull(StoreUnavailable):
+    """The store's disk (or file size limit) is full: no write can be made until space returns."""
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     key_id: str
@@ -89,7 +106,12 @@ class Store(ABC):
     def get_key(self, key_id: str) -> KeyRecord | None: ...
 
     @abstractmethod
-    def update_key(self, key_id: str, **changes: object) -> KeyRecord: ...
+    def update_key(
+        self, key_id: str, *, if_state: tuple[str, ...] | None = None, **changes: object
+    ) -> KeyRecord:
+        """Write ``changes``; with ``if_state``, only while the key's state is one of those
+        (else :class:`StateChanged`): a state transition decided on a read must not overwrite
+        one that another request made since."""
 
     @abstractmethod
     def list_keys(

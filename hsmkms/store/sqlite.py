@@ -7,6 +7,7 @@ kept portable (no SQLite-only types or upserts beyond the standard) for the Post
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -20,8 +21,12 @@ from hsmkms.store.base import (
     Conflict,
     KeyRecord,
     MaterialRecord,
+    StateChanged,
     Store,
+    StoreBusy,
     StoreError,
+    StoreFull,
+    StoreUnavailable,
 )
 from hsmkms.store.migrations import MIGRATIONS
 
@@ -32,6 +37,10 @@ _KEY_COLUMNS = (
 ).split()
 _TIME_COLUMNS = {"created_at", "deletion_date", "next_rotation", "updated_at"}
 _BOOL_COLUMNS = {"multi_region", "rotation_enabled"}
+
+# SQLite's primary result codes (the low byte of the extended code sqlite3 errors carry).
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 8, 10, 13, 14
 
 
 def _to_sql(name: str, value: Any) -> Any:
@@ -100,7 +109,7 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+                raise self._failure(exc, f"open {self.path}") from None
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -114,30 +123,55 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"the store is unavailable: {exc}") from None
+            raise self._failure(exc, "begin a write") from None
         try:
             yield conn
         except sqlite3.IntegrityError as exc:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise Conflict(str(exc)) from None
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StoreError(f"the store failed: {exc}") from None
+            self._rollback(conn)
+            raise self._failure(exc, "write") from None
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
         else:
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._failure(exc, "commit") from None
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Undo what is left of a failed transaction. After SQLITE_FULL or an I/O error SQLite
+        may have rolled back already, and a ROLLBACK then fails with "no transaction is
+        active": that must not replace the error that says what went wrong."""
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-                raise StoreError(f"the store could not commit: {exc}") from None
+
+    def _failure(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        """The store error for a sqlite3 error: busy, full and unreachable are conditions that
+        pass (the operation layer answers them as retryable); the rest is a fault."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StoreBusy(
+                f"could not {doing}: another writer held the store's lock for more than "
+                f"{self.busy_timeout_s:g} s ({exc})"
+            )
+        if primary == _SQLITE_FULL:
+            return StoreFull(f"could not {doing}: the disk of {self.path} is full ({exc})")
+        if primary in (_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN):
+            return StoreUnavailable(f"could not {doing}: {self.path} is not writable ({exc})")
+        return StoreError(f"could not {doing}: {exc}")
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         try:
             return self._conn().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"the store failed: {exc}") from None
+            raise self._failure(exc, "read") from None
 
     def _migrate(self) -> None:
         with self._tx() as conn:
@@ -186,18 +220,28 @@ class SQLiteStore(Store):
         rows = self._query("SELECT * FROM keys WHERE key_id = ?", (key_id,))
         return _key(rows[0]) if rows else None
 
-    def update_key(self, key_id: str, **changes: object) -> KeyRecord:
+    def update_key(
+        self, key_id: str, *, if_state: tuple[str, ...] | None = None, **changes: object
+    ) -> KeyRecord:
         unknown = set(changes) - set(_KEY_COLUMNS)
         if unknown:
             raise ValueError(f"unknown key columns: {unknown}")
         sets = ", ".join(f"{c} = ?" for c in changes)
+        where = "key_id = ?"
+        condition: tuple[str, ...] = ()
+        if if_state is not None:
+            # Compare and set in one statement: the check and the write are one step.
+            where += f" AND state IN ({', '.join('?' for _ in if_state)})"
+            condition = tuple(if_state)
         with self._tx() as conn:
-            conn.execute(
-                f"UPDATE keys SET {sets}, updated_at = ? WHERE key_id = ?",
+            cursor = conn.execute(
+                f"UPDATE keys SET {sets}, updated_at = ? WHERE {where}",
                 (*(_to_sql(c, v) for c, v in changes.items()),
-                 datetime.now(UTC).timestamp(), key_id),
+                 datetime.now(UTC).timestamp(), key_id, *condition),
             )
             row = conn.execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+            if row is not None and cursor.rowcount == 0:
+                raise StateChanged(f"key {key_id} is {row['state']} now, not {if_state}")
         if row is None:
             raise StoreError(f"key {key_id} vanished during update")
         return _key(row)
