@@ -3,12 +3,18 @@
     hsmkms serve [--host 127.0.0.1] [--port 8080] [--home DIR] [--config FILE]
                  [--pkcs11-module PATH] [--token-label L] [--workers N]
                  [--tls-cert F --tls-key F] [--log-level LEVEL] [--access-log]
+    hsmkms doctor [--home DIR] [--config FILE] [--fix [--min-age SECONDS]] [--deep] [--json]
 
 ``serve`` loads the settings (defaults < TOML file < ``HSMKMS_*`` < flags), creates the embedded
 home if needed, opens the token once in this process so that a wrong PIN or a missing token or
 module fails now with a message saying how to fix it, then serves. Workers are separate
 processes (one token session each) that read their settings from the ``HSMKMS_*`` variables
 exported here.
+
+``doctor`` cross-checks the store and the token (:mod:`hsmkms.service.doctor`), beside a running
+server or not. Exit status: 0 consistent (orphans, which are harmless, may be listed), 1 drift
+(key material the store records is missing from the token, or a master key is extractable),
+2 usage, 3 the check could not run (token or store unreachable).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from hsmkms.config import ConfigError, Settings
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+EXIT_DRIFT = 1
+EXIT_UNCHECKED = 3
 
 
 class StartupError(Exception):
@@ -62,7 +70,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-log", action="store_true", help="log every HTTP request (off: it costs time)"
     )
     serve.set_defaults(handler=cmd_serve)
-    # Room for more: doctor (store <-> token cross-check), keys (list/inspect), ...
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="cross-check the store and the token: missing key material, orphan master keys",
+        description="Cross-check the metadata store and the token. Exit 0 when consistent, "
+        "1 on drift (key material missing from the token, or extractable), 3 when the check "
+        "could not run. Safe beside a running server.",
+    )
+    doctor.add_argument("--home", help="state directory (default $HSMKMS_HOME or ./var)")
+    doctor.add_argument("--config", metavar="FILE", help="TOML settings file")
+    doctor.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
+    doctor.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
+    doctor.add_argument(
+        "--fix",
+        action="store_true",
+        help="destroy orphan master keys (on the token, named by no key record) older than "
+        "--min-age",
+    )
+    doctor.add_argument(
+        "--min-age",
+        type=float,
+        metavar="SECONDS",
+        default=3600.0,
+        help="the safety margin of --fix (default 3600): a younger orphan may be a key "
+        "being created right now",
+    )
+    doctor.add_argument(
+        "--deep",
+        action="store_true",
+        help="also read every master key's attributes and try to extract it (a sound key "
+        "refuses)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(handler=cmd_doctor)
     return parser
 
 
@@ -81,6 +122,59 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"hsmkms: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+# -- doctor ----------------------------------------------------------------------------------
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+    from datetime import timedelta
+
+    from hsmkms import hsm
+    from hsmkms.home import use_home
+    from hsmkms.service import doctor
+    from hsmkms.store import StoreError, open_store
+
+    settings = use_home(
+        Settings.load(
+            args.config,
+            home=args.home,
+            pkcs11_module=args.pkcs11_module,
+            token_label=args.token_label,
+        )
+    )
+    if args.min_age < 0:
+        raise ConfigError("--min-age must be >= 0 seconds")
+    store_path = settings.store_path
+    if "://" not in store_path and not os.path.exists(store_path):
+        raise ConfigError(f"no store at {store_path}: is --home right?")
+    label = settings.token_label
+    try:
+        token = hsm.open_token(settings.pkcs11_module, label, settings.read_pin())
+    except hsm.LoginFailed:
+        print(f"hsmkms doctor: token '{label}' refused the PIN (not retried)", file=sys.stderr)
+        return EXIT_UNCHECKED
+    except hsm.TokenError as exc:
+        print(f"hsmkms doctor: cannot open token '{label}': {exc}", file=sys.stderr)
+        return EXIT_UNCHECKED
+    try:
+        store = open_store(store_path, busy_timeout=settings.store_busy_timeout)
+        try:
+            report = doctor.check(
+                store, token, fix=args.fix, min_age=timedelta(seconds=args.min_age),
+                deep=args.deep,
+            )
+        finally:
+            store.close()
+    except (hsm.TokenError, StoreError) as exc:
+        print(f"hsmkms doctor: the check could not finish: {exc}", file=sys.stderr)
+        return EXIT_UNCHECKED
+    finally:
+        token.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return EXIT_DRIFT if report.drift else 0
 
 
 # -- serve -----------------------------------------------------------------------------------

@@ -153,6 +153,22 @@ def ensure_home(settings: Settings) -> Settings:
     return settings
 
 
+def use_home(settings: Settings) -> Settings:
+    """Point SoftHSM2 at an existing home, creating nothing (for ``hsmkms doctor``).
+
+    :func:`ensure_home` would initialise a new, empty token where the token directory is
+    empty or gone, and a check must never do that: a token that went away is what it may be
+    asked to diagnose."""
+    if not settings.home.is_dir():
+        raise ConfigError(f"no hsmkms home at {settings.home}: pass --home DIR")
+    conf = settings.softhsm_conf_path
+    if settings.softhsm_conf:
+        os.environ["SOFTHSM2_CONF"] = str(Path(settings.softhsm_conf).resolve())
+    elif "softhsm" in settings.pkcs11_module and conf.exists():
+        os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+    return settings
+
+
 def init_softhsm_token(label: str, so_pin: str, user_pin: str) -> None:
     """Initialise a free SoftHSM2 slot as token ``label`` (uses SOFTHSM2_CONF)."""
     result = subprocess.run(

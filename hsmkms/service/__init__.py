@@ -17,6 +17,7 @@ from hsmkms import errors, hsm, keypairs, model
 from hsmkms.config import Settings
 from hsmkms.service import aliases, crypto, keys, policy, tags  # noqa: F401  (register handlers)
 from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
+from hsmkms.service.doctor import material_label
 from hsmkms.store import (
     KeyRecord,
     MaterialRecord,
@@ -156,7 +157,9 @@ class Service:
                      ) -> MaterialRecord:
         """A new master key object on the token; its CKA_ID is the KeyMaterialId."""
         material = self.random(blobfmt.MATERIAL_LEN)
-        self.token.create_master_key(material, f"hsmkms:{key_id}:{material.hex()[:16]}")
+        # The label says whose material this is and since when: `hsmkms doctor` reads it to
+        # tell an orphan of a crash long ago from a creation whose record is being written.
+        self.token.create_master_key(material, material_label(key_id, material, created))
         return MaterialRecord(material.hex(), key_id, created, rotation_type)
 
     def discard_new_material(self, material: MaterialRecord) -> None:

@@ -139,6 +139,10 @@ class Store(ABC):
     @abstractmethod
     def all_material_ids(self) -> set[str]: ...
 
+    @abstractmethod
+    def all_materials(self) -> list[MaterialRecord]:
+        """Every material of every key (for ``hsmkms doctor``: not for requests)."""
+
     # aliases
     @abstractmethod
     def create_alias(self, alias: AliasRecord) -> None:

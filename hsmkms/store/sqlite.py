@@ -306,6 +306,10 @@ class SQLiteStore(Store):
     def all_material_ids(self) -> set[str]:
         return {r[0] for r in self._query("SELECT material_id FROM key_materials")}
 
+    def all_materials(self) -> list[MaterialRecord]:
+        rows = self._query("SELECT * FROM key_materials ORDER BY key_id, created_at")
+        return [_material(r) for r in rows]
+
     # -- aliases -----------------------------------------------------------------------
     def create_alias(self, alias: AliasRecord) -> None:
         with self._tx() as conn:

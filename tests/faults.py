@@ -1,0 +1,77 @@
+"""Tools of the fault tests: ``hsmkms doctor`` and direct token access in processes of their own
+(SoftHSM2 reads SOFTHSM2_CONF once per process, and this one's belongs to the test session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from server import REPO
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
+    env.update(extra)
+    return env
+
+
+def doctor(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``hsmkms doctor --home HOME ARGS``."""
+    return subprocess.run(
+        [sys.executable, "-m", "hsmkms", "doctor", "--home", str(home), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env(),
+        check=False,
+    )
+
+
+def doctor_report(home: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    done = doctor(home, "--json", *args)
+    assert done.returncode in (0, 1), f"doctor exit {done.returncode}: {done.stderr}"
+    return done.returncode, json.loads(done.stdout)
+
+
+_TOKEN_PRELUDE = r"""
+import json, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from hsmkms.config import Settings
+from hsmkms.home import use_home
+from hsmkms.hsm import open_token
+settings = use_home(Settings.load(home=Path(sys.argv[1]), env={}))
+tok = open_token(settings.pkcs11_module, settings.token_label, settings.read_pin())
+out = {}
+"""
+
+
+def on_token(home: Path, code: str, timeout: float = 60) -> dict[str, Any]:
+    """Run ``code`` with ``tok`` (the home's token, logged in) in a process of its own;
+    whatever it puts in ``out`` comes back."""
+    script = _TOKEN_PRELUDE + code + "\ntok.close()\nprint(json.dumps(out))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(home)],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env(),
+        check=False,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def token_dir(home: Path) -> Path:
+    [found] = (home / "tokens").iterdir()
+    return found
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
+    """Seconds until ``condition()`` held; AssertionError after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - started
