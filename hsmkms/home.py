@@ -78,6 +78,28 @@ def write_credentials(path: Path, identities: dict[str, Identity], region: str) 
     _write_private(path, "\n".join(lines))
 
 
+def add_profile(path: Path, profile: str, identity: Identity, region: str) -> None:
+    """Add (or replace) one profile of a credentials file, keeping the others: another
+    principal or account the server trusts (it reads the file when it starts)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    if path.exists():
+        with open(path) as fh:
+            parser.read_file(fh)
+    identities: dict[str, Identity] = {}
+    for section in parser.sections():
+        sec = parser[section]
+        if sec.get("aws_access_key_id") and sec.get("aws_secret_access_key"):
+            account = sec.get("hsmkms_account_id", "000000000000")
+            identities[section] = Identity(
+                sec["aws_access_key_id"],
+                sec["aws_secret_access_key"],
+                account,
+                sec.get("hsmkms_principal_arn", f"arn:aws:iam::{account}:root"),
+            )
+    identities[profile] = identity
+    write_credentials(path, identities, region)
+
+
 def read_credentials(path: Path) -> dict[str, Identity]:
     """access key id -> Identity, from an AWS shared-credentials INI with hsmkms_* members."""
     parser = configparser.ConfigParser(interpolation=None)

@@ -103,3 +103,18 @@ def http(server):
     """boto3's KMS client against the session's server: the face to add to ``kms``'s params
     (``params=["library", "http"]``) so the operation tests also run over the wire."""
     return server.client()
+
+
+# -- several principals in two accounts ---------------------------------------------------------
+@pytest.fixture(scope="session", params=["library", "http"])
+def principals(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Principals of two accounts (see tests/principals.py), each with a client of one face:
+    the library acting as them, and boto3 over HTTP against a server that trusts them all."""
+    from principals import Principals
+
+    if request.param == "library":
+        yield Principals.for_library(request.getfixturevalue("library"))
+        return
+    found, srv = Principals.for_server(tmp_path_factory.mktemp("hsmkms-principals"))
+    yield found
+    srv.stop()

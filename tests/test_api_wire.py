@@ -183,11 +183,11 @@ def test_an_unknown_target_is_an_unknown_operation(server: ServerProcess):
 
 
 def test_an_operation_hsmkms_does_not_implement_is_unsupported(server: ServerProcess):
-    answer = server.post("ListRetirableGrants", {"RetiringPrincipal": "arn:aws:iam::1:root"})
+    answer = server.post("DescribeCustomKeyStores", {})
     assert answer.status == 400
     kind, message = answer.error
     assert kind == "UnsupportedOperationException"
-    assert "ListRetirableGrants" in message
+    assert "DescribeCustomKeyStores" in message
 
 
 def _raw_exchange(port: int, head: bytes, chunks: list[bytes]) -> bytes:

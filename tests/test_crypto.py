@@ -158,10 +158,14 @@ def test_dry_run_answers_after_every_other_check(kms, key):
         kms.generate_data_key(KeyId=disabled, KeySpec="AES_256", DryRun=True)
 
 
-def test_grant_tokens_are_checked_for_shape(kms, key):
-    kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", GrantTokens=["AQpAM2RhZTk1MGRkYTE"])
-    with raises("InvalidGrantTokenException"):
-        kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", GrantTokens=["not a token!"])
+def test_grant_tokens_must_name_a_grant(kms, key):
+    me = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["Arn"].split(":")[4]
+    token = kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=f"arn:aws:iam::{me}:root",
+                             Operations=["Encrypt"])["GrantToken"]
+    kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", GrantTokens=[token])
+    for bad in ("not a token!", "AQpAM2RhZTk1MGRkYTE"):
+        with raises("InvalidGrantTokenException"):
+            kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", GrantTokens=[bad])
 
 
 def test_encryption_algorithm_other_than_symmetric_default_is_refused(kms, key):

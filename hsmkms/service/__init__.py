@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from hsmkms import blob as blobfmt
 from hsmkms import errors, hsm, keypairs, model
 from hsmkms.config import Settings
-from hsmkms.service import aliases, crypto, keys, policy, tags  # noqa: F401  (register handlers)
+from hsmkms.service import (  # noqa: F401  (register handlers)
+    aliases,
+    crypto,
+    grants,
+    keys,
+    policy,
+    tags,
+)
 from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
 from hsmkms.service.doctor import material_label
 from hsmkms.store import (
@@ -146,8 +153,10 @@ class Service:
     def authorized_key(
         self, req: Request, key_id: str, *, allow_alias: bool = True, action: str | None = None
     ) -> KeyRecord:
+        """The key ``key_id`` names, once the caller may do ``action`` (default: the request's
+        operation) on it: key policy, then grants (:func:`policy.authorize`)."""
         key = keys.resolve_key(self, req.caller, key_id, allow_alias)
-        policy.authorize(key, req.caller, action or req.operation)
+        policy.authorize(self, req, key, action or req.operation, requested=key_id)
         return key
 
     def random(self, n: int) -> bytes:
@@ -227,7 +236,7 @@ class Service:
                     "The key ID in the request does not identify a CMK that can perform this "
                     "operation."
                 )
-        policy.authorize(key, req.caller, action or req.operation)
+        policy.authorize(self, req, key, action or req.operation, requested=expected_key_id)
         check_usable(key)
         check_algorithm(key, algorithm)
         material_hex = parsed.material_hex

@@ -12,6 +12,7 @@ from hsmkms.service.core import (
     check_not_pending_deletion,
     now,
     operation,
+    resolve_key,
 )
 from hsmkms.service.keys import check_marker, page_limit
 from hsmkms.store import AliasRecord, Conflict
@@ -94,9 +95,10 @@ def _existing(svc: Service, req: Request, name: str) -> AliasRecord:
 def update_alias(svc: Service, req: Request) -> dict[str, Any]:
     name = req.params["AliasName"]
     alias = _existing(svc, req, name)
+    # AWS: kms:UpdateAlias on the key the alias leaves as well as on the one it moves to.
+    current = svc.authorized_key(req, alias.key_id, allow_alias=False)
     key = _target(svc, req)
-    current = svc.store.get_key(alias.key_id)
-    if current is not None and current.key_usage != key.key_usage:
+    if current.key_usage != key.key_usage:
         raise errors.ValidationException(
             "An alias can only be moved to a KMS key of the same key usage."
         )
@@ -107,7 +109,8 @@ def update_alias(svc: Service, req: Request) -> dict[str, Any]:
 @operation("DeleteAlias")
 def delete_alias(svc: Service, req: Request) -> dict[str, Any]:
     name = req.params["AliasName"]
-    _existing(svc, req, name)
+    alias = _existing(svc, req, name)
+    svc.authorized_key(req, alias.key_id, allow_alias=False)  # kms:DeleteAlias on the key
     svc.store.delete_alias(req.caller.account_id, svc.region, name)
     return {}
 
@@ -118,7 +121,8 @@ def list_aliases(svc: Service, req: Request) -> dict[str, Any]:
     marker = check_marker(req.get("Marker"))
     key_id = None
     if req.get("KeyId") is not None:
-        key_id = svc.authorized_key(req, req.params["KeyId"], allow_alias=False).key_id
+        # Account-level (IAM-only in AWS): the key policy is not consulted.
+        key_id = resolve_key(svc, req.caller, req.params["KeyId"], allow_alias=False).key_id
     rows = svc.store.list_aliases(req.caller.account_id, svc.region, key_id, marker, limit + 1)
     out: dict[str, Any] = {
         "Aliases": [_alias_entry(a) for a in rows[:limit]],

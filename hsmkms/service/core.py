@@ -27,7 +27,6 @@ OPERATIONS: dict[str, Handler] = {}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/(.+)$")
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
-_GRANT_TOKEN = re.compile(r"^[A-Za-z0-9+/=_\-.]+$")
 
 SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
 ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
@@ -72,10 +71,17 @@ def validation(field_name: str, value: Any, constraint: str) -> errors.KMSError:
 
 
 def check_grant_tokens(req: Request) -> None:
-    """Grant tokens are checked for shape now; what they grant comes with authorization."""
-    for token in req.get("GrantTokens", []):
-        if not isinstance(token, str) or not _GRANT_TOKEN.match(token):
-            raise errors.InvalidGrantTokenException("The grant token is not valid.")
+    """Each grant token must be one hsmkms issued (else InvalidGrantTokenException); the grant
+    ids they name are left in ``req.extra["grant_ids"]``, and authorization
+    (:func:`hsmkms.service.policy.authorize`) checks those grants still exist."""
+    if "grant_ids" in req.extra:
+        return
+    from hsmkms.service.grants import grant_id_of_token
+
+    tokens = req.get("GrantTokens", [])
+    if any(not isinstance(t, str) for t in tokens):
+        raise errors.InvalidGrantTokenException("The grant token is not valid.")
+    req.extra["grant_ids"] = [grant_id_of_token(t) for t in tokens]
 
 
 def check_dry_run(req: Request) -> None:

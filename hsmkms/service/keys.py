@@ -17,6 +17,7 @@ from hsmkms.service.core import (
     Request,
     check_grant_tokens,
     check_not_pending_deletion,
+    key_arn,
     new_key_id,
     now,
     operation,
@@ -97,14 +98,20 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
             "Multi-Region keys are not supported by hsmkms."
         )
     caller = req.caller
+    key_id = new_key_id()
     policy_text = req.get("Policy")
     if policy_text is not None:
-        policy.parse_policy(policy_text)
+        # AWS's lockout safety check: the creator must be able to PutKeyPolicy later.
+        policy.check_lockout(
+            policy.parse_policy(policy_text),
+            caller,
+            key_arn(svc.region, caller.account_id, key_id),
+            bool(req.get("BypassPolicyLockoutSafetyCheck")),
+        )
     else:
         policy_text = policy.default_policy(caller.account_id)
     tags = validate_tags(req.get("Tags", []))
 
-    key_id = new_key_id()
     created = now()
     material = svc.new_material(key_id, created)
     key = KeyRecord(

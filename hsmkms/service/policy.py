@@ -1,30 +1,89 @@
-"""Key policies: AWS's default policy and a first, fail-closed evaluation.
+"""Key policies: who may do what with a KMS key, decided as AWS KMS decides it.
 
-Until full policy evaluation lands (conditions, grants), the rule is:
-- an explicit Deny statement without conditions whose Principal and Action match denies;
-- a caller of the key's own account is allowed (the default policy gives the account root
-  kms:*, which here means every principal of that account);
-- a caller of another account is allowed only by an Allow statement without conditions whose
-  Principal names it (its ARN, its account root or id, or "*") and whose Action matches.
-Statements with conditions are skipped for Allow and for Deny alike (not yet evaluated), so a
-conditional grant to another account denies rather than over-grants.
+* :func:`authorize` is the one gate every operation on a key passes: it builds the request
+  context (:class:`~hsmkms.service.policy_eval.RequestContext`) from the operation's
+  parameters, evaluates the key policy (an explicit Deny wins, then an Allow), and when the
+  policy does not allow, looks for a grant that does (:mod:`hsmkms.service.grants`). A refusal
+  is AWS's AccessDeniedException, worded as AWS words it::
+
+      User: arn:aws:iam::111122223333:user/bob is not authorized to perform:
+      kms:GenerateDataKeyPair on resource: arn:aws:kms:us-east-1:444455556666:key/...
+      because no resource-based policy allows the kms:GenerateDataKeyPair action
+
+  (or ``... with an explicit deny in a resource-based policy``).
+* Operations AWS does not allow across accounts (``Cross-account use: No`` in the API
+  reference) answer NotFoundException for another account's key, whatever its policy says.
+* PutKeyPolicy, GetKeyPolicy, ListKeyPolicies; the default key policy; the policy lockout
+  safety check of CreateKey and PutKeyPolicy ("The new key policy will not allow you to
+  update the key policy in the future.", MalformedPolicyDocumentException).
+
+Account-level operations (CreateKey, ListKeys, ListAliases, GenerateRandom) are governed by
+IAM policies in AWS; hsmkms has no IAM, so every principal of an account may call them for
+that account.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
+import logging
+import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors
+from hsmkms.service.core import SYMMETRIC_DEFAULT, Request, check_grant_tokens, operation
+from hsmkms.service.policy_eval import (
+    Decision,
+    Policy,
+    PolicyError,
+    RequestContext,
+    evaluate,
+)
+from hsmkms.service.policy_eval import parse as parse_document
 
 if TYPE_CHECKING:
     from hsmkms.kms import Caller
+    from hsmkms.service import Service
     from hsmkms.store import KeyRecord
+
+log = logging.getLogger("hsmkms.service")
+
+POLICY_NAME = "default"
+LOCKOUT = "The new key policy will not allow you to update the key policy in the future."
+
+# Operations AWS allows on a key of another account (their API reference: "Cross-account
+# use: Yes"). Every other operation on a key works only in the key's own account.
+CROSS_ACCOUNT = frozenset({
+    "CreateGrant", "Decrypt", "DescribeKey", "Encrypt", "GenerateDataKey",
+    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateDataKeyWithoutPlaintext", "GenerateMac", "GetKeyRotationStatus", "GetPublicKey",
+    "ListGrants", "ReEncrypt", "ReEncryptFrom", "ReEncryptTo", "RetireGrant", "RevokeGrant",
+    "Sign", "Verify", "VerifyMac", "DeriveSharedSecret",
+})
+# Operations whose request carries an encryption context, and the member that holds it.
+_CONTEXT_MEMBER = {
+    "Encrypt": "EncryptionContext",
+    "Decrypt": "EncryptionContext",
+    "GenerateDataKey": "EncryptionContext",
+    "GenerateDataKeyWithoutPlaintext": "EncryptionContext",
+    "GenerateDataKeyPair": "EncryptionContext",
+    "GenerateDataKeyPairWithoutPlaintext": "EncryptionContext",
+    "ReEncryptFrom": "SourceEncryptionContext",
+    "ReEncryptTo": "DestinationEncryptionContext",
+}
+_ALGORITHM_MEMBER = {
+    "Encrypt": "EncryptionAlgorithm",
+    "Decrypt": "EncryptionAlgorithm",
+    "ReEncryptFrom": "SourceEncryptionAlgorithm",
+    "ReEncryptTo": "DestinationEncryptionAlgorithm",
+}
+_GRANT_CONTEXT_OPERATIONS = frozenset({"CreateGrant", "ListGrants", "RevokeGrant"})
+_ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(alias/.+)$")
 
 
 def default_policy(account_id: str) -> str:
-    """The default key policy AWS KMS gives a key created without one."""
+    """The default key policy AWS KMS gives a key created without one (through the API):
+    the account root gets kms:*, which here lets every principal of the account use the key."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -43,83 +102,172 @@ def default_policy(account_id: str) -> str:
     )
 
 
-def parse_policy(text: str) -> dict[str, Any]:
-    """A key policy document, or MalformedPolicyDocumentException."""
+def parse_policy(text: str) -> Policy:
+    """A key policy document, or MalformedPolicyDocumentException saying what is wrong."""
     try:
-        doc = json.loads(text)
-    except ValueError:
-        raise errors.MalformedPolicyDocumentException(
-            "The new key policy is not valid JSON."
-        ) from None
-    statements = doc.get("Statement") if isinstance(doc, dict) else None
-    if isinstance(statements, dict):
-        statements = [statements]
-    if not isinstance(statements, list) or not statements:
-        raise errors.MalformedPolicyDocumentException(
-            "The key policy must contain a Statement list."
-        )
-    for st in statements:
-        if not isinstance(st, dict) or st.get("Effect") not in ("Allow", "Deny"):
-            raise errors.MalformedPolicyDocumentException(
-                "Each policy statement must be an object with Effect Allow or Deny."
-            )
-        if "Action" not in st and "NotAction" not in st:
-            raise errors.MalformedPolicyDocumentException(
-                "Each policy statement must have an Action or NotAction."
-            )
-    return doc
+        return parse_document(text)
+    except PolicyError as exc:
+        raise errors.MalformedPolicyDocumentException(str(exc)) from None
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _principal_matches(principal: Any, caller: Caller) -> bool:
-    if principal == "*":
-        return True
-    names = _as_list(principal.get("AWS")) if isinstance(principal, dict) else []
-    for name in names:
-        if name in ("*", caller.principal_arn, caller.account_id,
-                    f"arn:aws:iam::{caller.account_id}:root"):
-            return True
-    return False
-
-
-def _action_matches(statement: dict[str, Any], action: str) -> bool:
-    if "Action" in statement:
-        return any(fnmatch.fnmatchcase(action.lower(), str(a).lower())
-                   for a in _as_list(statement["Action"]))
-    return not any(fnmatch.fnmatchcase(action.lower(), str(a).lower())
-                   for a in _as_list(statement.get("NotAction")))
-
-
-def authorize(key: KeyRecord, caller: Caller, operation: str) -> None:
-    """Raise AccessDeniedException unless ``caller`` may do ``kms:<operation>`` on ``key``."""
-    action = f"kms:{operation}"
-    try:
-        statements = _as_list(json.loads(key.policy).get("Statement"))
-    except (ValueError, AttributeError):
-        statements = []
-    allowed = caller.account_id == key.account_id
-    for st in statements:
-        if not isinstance(st, dict) or "Condition" in st:
-            continue
-        if not _principal_matches(st.get("Principal"), caller):
-            continue
-        if not _action_matches(st, action):
-            continue
-        if st.get("Effect") == "Deny":
-            _deny(caller, action, key, "an explicit deny in a resource-based policy")
-        if st.get("Effect") == "Allow":
-            allowed = True
-    if not allowed:
-        _deny(caller, action, key, f"no resource-based policy allows the {action} action")
-
-
-def _deny(caller: Caller, action: str, key: KeyRecord, why: str) -> None:
-    raise errors.AccessDeniedException(
-        f"User: {caller.principal_arn} is not authorized to perform: {action} on resource: "
-        f"{key.arn} because {why}"
+def check_lockout(policy: Policy, caller: Caller, key_arn: str, bypass: bool) -> None:
+    """AWS's policy lockout safety check: unless bypassed, the new policy must let the caller
+    call PutKeyPolicy on the key later (grants and IAM aside)."""
+    if bypass:
+        return
+    ctx = RequestContext(
+        action="kms:PutKeyPolicy",
+        principal_arn=caller.principal_arn,
+        principal_account=caller.account_id,
+        resource_arn=key_arn,
+        source_ip=caller.source_ip or None,
+        now=datetime.now(UTC),
+        extra={"kms:BypassPolicyLockoutSafetyCheck": "false"},
     )
+    if evaluate(policy, ctx) is not Decision.ALLOW:
+        raise errors.MalformedPolicyDocumentException(LOCKOUT)
+
+
+def access_denied(caller: Caller, action: str, resource: str, explicit: bool = False
+                  ) -> errors.KMSError:
+    """AccessDeniedException in AWS's words for a key policy's refusal."""
+    why = (
+        "with an explicit deny in a resource-based policy"
+        if explicit
+        else f"because no resource-based policy allows the {action} action"
+    )
+    return errors.AccessDeniedException(
+        f"User: {caller.principal_arn} is not authorized to perform: {action} on resource: "
+        f"{resource} {why}"
+    )
+
+
+def key_policy(key: KeyRecord) -> Policy:
+    """The key's stored policy; one that no longer parses allows nothing (and is logged)."""
+    try:
+        return parse_document(key.policy)
+    except PolicyError as exc:
+        log.error("the key policy of %s does not parse (%s): it allows nothing", key.arn, exc)
+        return Policy(statements=())
+
+
+def request_context(svc: Service, req: Request, key: KeyRecord, operation_name: str,
+                    requested: str | None = None) -> RequestContext:
+    """What the key policy sees of this request (AWS's condition keys for KMS)."""
+    params = req.params
+    caller = req.caller
+    context_member = _CONTEXT_MEMBER.get(operation_name)
+    context = params.get(context_member) if context_member else None
+    algorithm: str | None = None
+    if operation_name in _ALGORITHM_MEMBER:
+        algorithm = params.get(_ALGORITHM_MEMBER[operation_name]) or SYMMETRIC_DEFAULT
+    elif operation_name.startswith("GenerateDataKey"):
+        algorithm = SYMMETRIC_DEFAULT
+    extra: dict[str, str] = {
+        "kms:KeyOrigin": key.origin,
+        "kms:MultiRegion": "true" if key.multi_region else "false",
+    }
+    for member, condition_key in (
+        ("BypassPolicyLockoutSafetyCheck", "kms:BypassPolicyLockoutSafetyCheck"),
+        ("GranteePrincipal", "kms:GranteePrincipal"),
+        ("RetiringPrincipal", "kms:RetiringPrincipal"),
+        ("PendingWindowInDays", "kms:ScheduleKeyDeletionPendingWindowInDays"),
+        ("RotationPeriodInDays", "kms:RotationPeriodInDays"),
+    ):
+        value = params.get(member)
+        if value is not None:
+            extra[condition_key] = str(value).lower() if isinstance(value, bool) else str(value)
+    store = svc.store
+    return RequestContext(
+        action=f"kms:{operation_name}",
+        principal_arn=caller.principal_arn,
+        principal_account=caller.account_id,
+        resource_arn=key.arn,
+        encryption_context=context,
+        key_spec=key.key_spec,
+        key_usage=key.key_usage,
+        encryption_algorithm=algorithm,
+        data_key_pair_spec=params.get("KeyPairSpec") if "KeyPair" in operation_name else None,
+        grant_operations=params.get("Operations") if operation_name == "CreateGrant" else None,
+        grant_is_for_aws_resource=False if operation_name in _GRANT_CONTEXT_OPERATIONS else None,
+        request_alias=_alias_name(requested),
+        resource_aliases=lambda: [a.alias_name for a in store.aliases_of(key.key_id)],
+        source_ip=caller.source_ip or None,
+        now=datetime.now(UTC),
+        extra=extra,
+    )
+
+
+def _alias_name(requested: str | None) -> str | None:
+    if requested is None:
+        return None
+    if requested.startswith("alias/"):
+        return requested
+    m = _ALIAS_ARN.match(requested)
+    return m.group(1) if m else None
+
+
+def authorize(svc: Service, req: Request, key: KeyRecord, operation_name: str, *,
+              requested: str | None = None) -> None:
+    """Raise unless ``req.caller`` may do ``kms:<operation_name>`` on ``key``.
+
+    ``requested`` is the KeyId as the request named it (for kms:RequestAlias). Grant tokens in
+    the request are checked here too: one that names no grant is InvalidGrantTokenException.
+    """
+    caller = req.caller
+    if key.account_id != caller.account_id and operation_name not in CROSS_ACCOUNT:
+        raise errors.NotFoundException(f"Key '{key.arn}' does not exist")
+    _check_tokens_known(svc, req)
+    ctx = request_context(svc, req, key, operation_name, requested)
+    decision = evaluate(key_policy(key), ctx)
+    if decision is Decision.DENY:
+        raise access_denied(caller, ctx.action, key.arn, explicit=True)
+    if decision is Decision.ALLOW:
+        return
+    from hsmkms.service import grants
+
+    if grants.allowing_grant(svc, req, key, ctx) is None:
+        raise access_denied(caller, ctx.action, key.arn)
+
+
+def _check_tokens_known(svc: Service, req: Request) -> None:
+    """Every grant token of the request names a grant that exists (AWS: a token it cannot
+    use is InvalidGrantTokenException)."""
+    if not req.params.get("GrantTokens") or req.extra.get("grant_tokens_known"):
+        return
+    check_grant_tokens(req)  # the shape; it leaves the grant ids in req.extra["grant_ids"]
+    for grant_id in req.extra["grant_ids"]:
+        if svc.store.get_grant(grant_id) is None:
+            raise errors.InvalidGrantTokenException("The grant token is not valid.")
+    req.extra["grant_tokens_known"] = True
+
+
+# -- PutKeyPolicy, GetKeyPolicy, ListKeyPolicies -----------------------------------------
+def _check_policy_name(name: str | None) -> None:
+    """KMS keys have one policy, named "default"; AWS answers another name NotFound."""
+    if name is not None and name != POLICY_NAME:
+        raise errors.NotFoundException("No such policy exists")
+
+
+@operation("PutKeyPolicy")
+def put_key_policy(svc: Service, req: Request) -> dict[str, Any]:
+    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    _check_policy_name(req.get("PolicyName"))
+    text = req.params["Policy"]
+    check_lockout(parse_policy(text), req.caller, key.arn,
+                  bool(req.get("BypassPolicyLockoutSafetyCheck")))
+    svc.store.update_key(key.key_id, policy=text)
+    return {}
+
+
+@operation("GetKeyPolicy")
+def get_key_policy(svc: Service, req: Request) -> dict[str, Any]:
+    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    _check_policy_name(req.get("PolicyName"))
+    return {"Policy": key.policy, "PolicyName": POLICY_NAME}
+
+
+@operation("ListKeyPolicies")
+def list_key_policies(svc: Service, req: Request) -> dict[str, Any]:
+    svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    return {"PolicyNames": [POLICY_NAME], "Truncated": False}

@@ -1,10 +1,11 @@
-"""The metadata store: keys, materials, aliases, tags. SQLite by default."""
+"""The metadata store: keys, materials, aliases, tags, grants. SQLite by default."""
 
 from __future__ import annotations
 
 from hsmkms.store.base import (
     AliasRecord,
     Conflict,
+    GrantRecord,
     KeyRecord,
     MaterialRecord,
     StateChanged,
@@ -31,6 +32,7 @@ def open_store(location: str, *, busy_timeout: float = 10.0) -> Store:
 __all__ = [
     "AliasRecord",
     "Conflict",
+    "GrantRecord",
     "KeyRecord",
     "MaterialRecord",
     "StateChanged",

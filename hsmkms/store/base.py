@@ -88,6 +88,23 @@ class AliasRecord:
 
 
 @dataclass(frozen=True)
+class GrantRecord:
+    """One grant on a KMS key: who (grantee) may do which operations, under which
+    encryption-context constraints, and who may retire it."""
+
+    grant_id: str  # 64 lowercase hex characters
+    key_id: str
+    grantee_principal: str
+    operations: tuple[str, ...]
+    issuing_account: str  # the account id of the principal that created the grant
+    created_at: datetime
+    name: str = ""
+    retiring_principal: str | None = None
+    # {"EncryptionContextEquals": {...}} and/or {"EncryptionContextSubset": {...}}
+    constraints: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Page:
     items: list = field(default_factory=list)
     next_marker: str | None = None
@@ -120,7 +137,7 @@ class Store(ABC):
 
     @abstractmethod
     def delete_key(self, key_id: str) -> None:
-        """Remove the key with its materials, aliases and tags."""
+        """Remove the key with its materials, aliases, tags and grants."""
 
     @abstractmethod
     def was_deleted(self, key_id: str) -> bool:
@@ -181,6 +198,36 @@ class Store(ABC):
 
     @abstractmethod
     def remove_tags(self, key_id: str, tag_keys: list[str]) -> None: ...
+
+    # grants
+    @abstractmethod
+    def create_grant(self, grant: GrantRecord) -> None: ...
+
+    @abstractmethod
+    def get_grant(self, grant_id: str) -> GrantRecord | None: ...
+
+    @abstractmethod
+    def list_grants(
+        self, key_id: str, after: str | None, limit: int, grantee: str | None = None
+    ) -> list[GrantRecord]:
+        """The key's grants by grant id, after ``after``, at most ``limit``."""
+
+    @abstractmethod
+    def grants_for_grantees(self, key_id: str, grantees: list[str]) -> list[GrantRecord]:
+        """The key's grants whose grantee principal is one of ``grantees``."""
+
+    @abstractmethod
+    def grants_named(self, key_id: str, name: str) -> list[GrantRecord]: ...
+
+    @abstractmethod
+    def retirable_grants(
+        self, retiring_principal: str, after: str | None, limit: int
+    ) -> list[GrantRecord]:
+        """Grants of any key that ``retiring_principal`` may retire, by grant id."""
+
+    @abstractmethod
+    def delete_grant(self, grant_id: str) -> bool:
+        """Remove a grant; False when it did not exist."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -63,4 +63,22 @@ MIGRATIONS: list[list[str]] = [
             deleted_at REAL NOT NULL
         )""",
     ],
+    # grants: who may use a key for which operations, and under which encryption context.
+    # operations and grant_constraints are JSON text (portable); no foreign key to keys: a
+    # key's deletion removes its grants explicitly (Store.delete_key).
+    [
+        """CREATE TABLE grants (
+            grant_id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            grantee_principal TEXT NOT NULL,
+            retiring_principal TEXT,
+            issuing_account TEXT NOT NULL,
+            operations TEXT NOT NULL,
+            grant_constraints TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX grants_by_key ON grants (key_id, grantee_principal)",
+        "CREATE INDEX grants_by_retiring_principal ON grants (retiring_principal, grant_id)",
+    ],
 ]

@@ -8,6 +8,7 @@ kept portable (no SQLite-only types or upserts beyond the standard) for the Post
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 from hsmkms.store.base import (
     AliasRecord,
     Conflict,
+    GrantRecord,
     KeyRecord,
     MaterialRecord,
     StateChanged,
@@ -71,6 +73,20 @@ def _alias(row: sqlite3.Row) -> AliasRecord:
         key_id=row["key_id"],
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         updated_at=datetime.fromtimestamp(row["updated_at"], UTC),
+    )
+
+
+def _grant(row: sqlite3.Row) -> GrantRecord:
+    return GrantRecord(
+        grant_id=row["grant_id"],
+        key_id=row["key_id"],
+        grantee_principal=row["grantee_principal"],
+        operations=tuple(json.loads(row["operations"])),
+        issuing_account=row["issuing_account"],
+        created_at=datetime.fromtimestamp(row["created_at"], UTC),
+        name=row["name"],
+        retiring_principal=row["retiring_principal"],
+        constraints=json.loads(row["grant_constraints"]),
     )
 
 
@@ -258,6 +274,7 @@ class SQLiteStore(Store):
 
     def delete_key(self, key_id: str) -> None:
         with self._tx() as conn:
+            conn.execute("DELETE FROM grants WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM tags WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM key_materials WHERE key_id = ?", (key_id,))
@@ -388,3 +405,65 @@ class SQLiteStore(Store):
                 "DELETE FROM tags WHERE key_id = ? AND tag_key = ?",
                 [(key_id, k) for k in tag_keys],
             )
+
+    # -- grants ------------------------------------------------------------------------
+    def create_grant(self, grant: GrantRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO grants (grant_id, key_id, name, grantee_principal, "
+                "retiring_principal, issuing_account, operations, grant_constraints, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (grant.grant_id, grant.key_id, grant.name, grant.grantee_principal,
+                 grant.retiring_principal, grant.issuing_account,
+                 json.dumps(list(grant.operations)),
+                 json.dumps(grant.constraints, sort_keys=True),
+                 grant.created_at.timestamp()),
+            )
+
+    def get_grant(self, grant_id: str) -> GrantRecord | None:
+        rows = self._query("SELECT * FROM grants WHERE grant_id = ?", (grant_id,))
+        return _grant(rows[0]) if rows else None
+
+    def list_grants(
+        self, key_id: str, after: str | None, limit: int, grantee: str | None = None
+    ) -> list[GrantRecord]:
+        sql = "SELECT * FROM grants WHERE key_id = ? AND grant_id > ?"
+        args: tuple[Any, ...] = (key_id, after or "")
+        if grantee is not None:
+            sql += " AND grantee_principal = ?"
+            args += (grantee,)
+        rows = self._query(sql + " ORDER BY grant_id LIMIT ?", (*args, limit))
+        return [_grant(r) for r in rows]
+
+    def grants_for_grantees(self, key_id: str, grantees: list[str]) -> list[GrantRecord]:
+        if not grantees:
+            return []
+        marks = ", ".join("?" for _ in grantees)
+        rows = self._query(
+            f"SELECT * FROM grants WHERE key_id = ? AND grantee_principal IN ({marks}) "
+            "ORDER BY grant_id",
+            (key_id, *grantees),
+        )
+        return [_grant(r) for r in rows]
+
+    def grants_named(self, key_id: str, name: str) -> list[GrantRecord]:
+        rows = self._query(
+            "SELECT * FROM grants WHERE key_id = ? AND name = ? ORDER BY grant_id",
+            (key_id, name),
+        )
+        return [_grant(r) for r in rows]
+
+    def retirable_grants(
+        self, retiring_principal: str, after: str | None, limit: int
+    ) -> list[GrantRecord]:
+        rows = self._query(
+            "SELECT * FROM grants WHERE retiring_principal = ? AND grant_id > ? "
+            "ORDER BY grant_id LIMIT ?",
+            (retiring_principal, after or "", limit),
+        )
+        return [_grant(r) for r in rows]
+
+    def delete_grant(self, grant_id: str) -> bool:
+        with self._tx() as conn:
+            cursor = conn.execute("DELETE FROM grants WHERE grant_id = ?", (grant_id,))
+            return cursor.rowcount > 0

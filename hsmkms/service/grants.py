@@ -1,0 +1,407 @@
+"""Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, grant
+tokens, and the grant half of authorization (:func:`allowing_grant`).
+
+What is copied from AWS KMS ("Grants in AWS KMS", the CreateGrant/RetireGrant API reference,
+"GrantConstraints"):
+
+* A grant lets its grantee principal call the listed operations on one key, in addition to the
+  key policy; an explicit Deny of the key policy still wins (:mod:`hsmkms.service.policy`).
+* Constraints ``EncryptionContextEquals`` / ``EncryptionContextSubset`` apply to the
+  operations that take an encryption context; keys compare case-insensitively, values
+  case-sensitively. DescribeKey and RetireGrant ignore them. A grantee with CreateGrant may
+  create grants only for a subset of its operations, with an equally strict or stricter
+  constraint.
+* ``Name`` makes CreateGrant idempotent: the same name and the same parameters answer the
+  existing GrantId (with a new token, as AWS answers a new token on every call).
+* A grant may be retired by its retiring principal, by its grantee if it allows RetireGrant,
+  and by the account the grant was created in (no IAM here: any principal of the key's or of
+  the issuing account); revoked by whoever the key policy allows kms:RevokeGrant.
+* A grant token is an opaque url-safe string that names its grant. The store is strongly
+  consistent, so a grant is effective at once; a token is still checked: one hsmkms did not
+  issue, or whose grant is gone, is InvalidGrantTokenException.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from hsmkms import errors
+from hsmkms.service.core import (
+    Request,
+    check_dry_run,
+    check_not_pending_deletion,
+    now,
+    operation,
+    resolve_key,
+)
+from hsmkms.service.policy import access_denied
+from hsmkms.service.policy_eval import PRINCIPAL_ARN, RequestContext, principal_names
+from hsmkms.store import GrantRecord
+
+if TYPE_CHECKING:
+    from hsmkms.kms import Caller
+    from hsmkms.service import Service
+    from hsmkms.store import KeyRecord
+
+GRANT_ID = re.compile(r"^[0-9a-f]{64}$")
+# The grant operations AWS allows for a symmetric encryption key.
+SYMMETRIC_OPERATIONS = (
+    "Decrypt", "Encrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom", "ReEncryptTo", "CreateGrant", "RetireGrant", "DescribeKey",
+    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
+)
+# Operations whose request has an encryption context: the ones constraints apply to.
+CONTEXT_OPERATIONS = frozenset({
+    "Decrypt", "Encrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom", "ReEncryptTo", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
+})
+EQUALS = "EncryptionContextEquals"
+SUBSET = "EncryptionContextSubset"
+
+_TOKEN_VERSION = 1
+_TOKEN_NONCE = 64
+_TOKEN_CHECK = 4
+_TOKEN_LEN = 1 + 32 + _TOKEN_NONCE + _TOKEN_CHECK
+
+
+# -- tokens -------------------------------------------------------------------------------
+def new_token(grant_id: str) -> str:
+    """A fresh grant token for ``grant_id``: version, grant id, random bytes, a check value,
+    url-safe base64 without padding. Tokens are not secrets (AWS says so too): a token only
+    names a grant, and the grant only serves its grantee."""
+    body = bytes([_TOKEN_VERSION]) + bytes.fromhex(grant_id) + secrets.token_bytes(_TOKEN_NONCE)
+    check = hashlib.sha256(body).digest()[:_TOKEN_CHECK]
+    return base64.urlsafe_b64encode(body + check).rstrip(b"=").decode("ascii")
+
+
+def grant_id_of_token(token: str) -> str:
+    """The grant id a token names; InvalidGrantTokenException for a token hsmkms did not issue."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    body, check = raw[:-_TOKEN_CHECK], raw[-_TOKEN_CHECK:]
+    if (
+        len(raw) != _TOKEN_LEN
+        or raw[0] != _TOKEN_VERSION
+        or hashlib.sha256(body).digest()[:_TOKEN_CHECK] != check
+    ):
+        raise errors.InvalidGrantTokenException("The grant token is not valid.")
+    return raw[1:33].hex()
+
+
+# -- authorization --------------------------------------------------------------------------
+def grantee_candidates(caller: Caller) -> list[str]:
+    """The grantee principals that name ``caller``: its ARN, its account (id and root ARN),
+    and, for an assumed-role session, its role (without a path)."""
+    out = [caller.principal_arn, caller.account_id, f"arn:aws:iam::{caller.account_id}:root"]
+    m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/", caller.principal_arn)
+    if m:
+        out.append(f"arn:{m.group(1)}:iam::{m.group(2)}:role/{m.group(3)}")
+    return out
+
+
+def _folded(context: Mapping[str, str] | None) -> dict[str, str] | None:
+    return None if context is None else {k.lower(): v for k, v in context.items()}
+
+
+def context_satisfies(constraints: Mapping[str, Mapping[str, str]],
+                      context: Mapping[str, str] | None) -> bool:
+    """Whether a request's encryption context meets a grant's constraints."""
+    request = _folded(context) or {}
+    equals = _folded(constraints.get(EQUALS))
+    if equals is not None and equals != request:
+        return False
+    subset = _folded(constraints.get(SUBSET))
+    return subset is None or all(request.get(k) == v for k, v in subset.items())
+
+
+def at_least_as_strict(child: Mapping[str, Mapping[str, str]],
+                       parent: Mapping[str, Mapping[str, str]]) -> bool:
+    """Whether a new grant's constraints are as strict as its parent grant's, or stricter."""
+    p_equals, p_subset = _folded(parent.get(EQUALS)), _folded(parent.get(SUBSET))
+    c_equals, c_subset = _folded(child.get(EQUALS)), _folded(child.get(SUBSET))
+    if p_equals is not None and c_equals != p_equals:
+        return False
+    if p_subset is not None:
+        covers = [c for c in (c_equals, c_subset) if c is not None]
+        if not any(all(c.get(k) == v for k, v in p_subset.items()) for c in covers):
+            return False
+    return True
+
+
+def allowing_grant(svc: Service, req: Request, key: KeyRecord, ctx: RequestContext
+                   ) -> GrantRecord | None:
+    """A grant on ``key`` that allows this request to ``req.caller``, or None."""
+    operation_name = ctx.action.split(":", 1)[1]
+    if operation_name not in SYMMETRIC_OPERATIONS:
+        return None
+    for grant in svc.store.grants_for_grantees(key.key_id, grantee_candidates(req.caller)):
+        if operation_name not in grant.operations:
+            continue
+        if operation_name in CONTEXT_OPERATIONS and not context_satisfies(
+            grant.constraints, ctx.encryption_context
+        ):
+            continue
+        if operation_name == "CreateGrant" and not (
+            set(req.params.get("Operations") or ()) <= set(grant.operations)
+            and at_least_as_strict(req.get("Constraints") or {}, grant.constraints)
+        ):
+            continue
+        return grant
+    return None
+
+
+def may_retire(caller: Caller, grant: GrantRecord, key: KeyRecord) -> bool:
+    """AWS: the retiring principal; the grantee if the grant allows RetireGrant; the account
+    in which the grant was created."""
+    arn, account = caller.principal_arn, caller.account_id
+    if grant.retiring_principal and principal_names(grant.retiring_principal, arn, account):
+        return True
+    if "RetireGrant" in grant.operations and principal_names(grant.grantee_principal, arn,
+                                                             account):
+        return True
+    return account in (key.account_id, grant.issuing_account)
+
+
+# -- requests -------------------------------------------------------------------------------
+def _check_principal(member: str, value: str) -> None:
+    if not PRINCIPAL_ARN.match(value):
+        raise errors.InvalidArnException(
+            f"{member} {value} is not a valid principal ARN: use the ARN of an account "
+            "(arn:aws:iam::111122223333:root), IAM user, IAM role or assumed-role session."
+        )
+
+
+def _check_grant_id(grant_id: str) -> None:
+    if not GRANT_ID.match(grant_id):
+        raise errors.InvalidGrantIdException(f"Grant ID {grant_id} is not valid.")
+
+
+def _refuse_service_principals(req: Request) -> None:
+    if (req.get("GranteeServicePrincipal") or req.get("RetiringServicePrincipal")
+            or (req.get("Constraints") or {}).get("SourceArn")):
+        raise errors.UnsupportedOperationException(
+            "Service principals (GranteeServicePrincipal, RetiringServicePrincipal, the "
+            "SourceArn constraint) are not supported by hsmkms: no AWS service acts here."
+        )
+
+
+def _operations(key: KeyRecord, requested: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for op in requested:
+        if op not in SYMMETRIC_OPERATIONS:
+            raise errors.ValidationException(
+                f"Grant operation {op} is not valid for {key.arn}: its KeySpec is "
+                f"{key.key_spec} and its KeyUsage is {key.key_usage}."
+            )
+        if op not in out:
+            out.append(op)
+    return tuple(out)
+
+
+def _constraints(raw: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for name in (EQUALS, SUBSET):
+        value = (raw or {}).get(name)
+        if value is not None:
+            out[name] = dict(value)
+    return out
+
+
+def _same_grant(grant: GrantRecord, grantee: str, retiring: str | None,
+                operations: tuple[str, ...], constraints: dict[str, dict[str, str]]) -> bool:
+    return (
+        grant.grantee_principal == grantee
+        and grant.retiring_principal == retiring
+        and set(grant.operations) == set(operations)
+        and json.dumps(grant.constraints, sort_keys=True)
+        == json.dumps(constraints, sort_keys=True)
+    )
+
+
+def grant_entry(grant: GrantRecord, key_arn: str) -> dict[str, Any]:
+    """A GrantListEntry as ListGrants answers it."""
+    entry: dict[str, Any] = {
+        "KeyId": key_arn,
+        "GrantId": grant.grant_id,
+        "CreationDate": grant.created_at,
+        "GranteePrincipal": grant.grantee_principal,
+        "IssuingAccount": f"arn:aws:iam::{grant.issuing_account}:root",
+        "Operations": list(grant.operations),
+    }
+    if grant.name:
+        entry["Name"] = grant.name
+    if grant.retiring_principal:
+        entry["RetiringPrincipal"] = grant.retiring_principal
+    if grant.constraints:
+        entry["Constraints"] = grant.constraints
+    return entry
+
+
+def _page(rows: list[GrantRecord], limit: int, arn_of: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "Grants": [grant_entry(g, arn_of(g)) for g in rows[:limit]],
+        "Truncated": len(rows) > limit,
+    }
+    if len(rows) > limit:
+        out["NextMarker"] = rows[limit - 1].grant_id
+    return out
+
+
+def _marker(req: Request) -> str | None:
+    marker = req.get("Marker")
+    if marker is not None and not GRANT_ID.match(marker):
+        raise errors.InvalidMarkerException("The marker is invalid.")
+    return marker
+
+
+@operation("CreateGrant")
+def create_grant(svc: Service, req: Request) -> dict[str, Any]:
+    _refuse_service_principals(req)
+    grantee = req.get("GranteePrincipal")
+    if grantee is None:
+        raise errors.ValidationException(
+            "Either GranteePrincipal or GranteeServicePrincipal must be specified."
+        )
+    _check_principal("GranteePrincipal", grantee)
+    retiring = req.get("RetiringPrincipal")
+    if retiring is not None:
+        _check_principal("RetiringPrincipal", retiring)
+    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    check_not_pending_deletion(key)
+    operations = _operations(key, req.params["Operations"])
+    constraints = _constraints(req.get("Constraints"))
+    check_dry_run(req)
+    name = req.get("Name") or ""
+    if name:
+        for existing in svc.store.grants_named(key.key_id, name):
+            if _same_grant(existing, grantee, retiring, operations, constraints):
+                return {"GrantId": existing.grant_id, "GrantToken": new_token(existing.grant_id)}
+    grant = GrantRecord(
+        grant_id=secrets.token_hex(32),
+        key_id=key.key_id,
+        grantee_principal=grantee,
+        operations=operations,
+        issuing_account=req.caller.account_id,
+        created_at=now(),
+        name=name,
+        retiring_principal=retiring,
+        constraints=constraints,
+    )
+    svc.store.create_grant(grant)
+    return {"GrantId": grant.grant_id, "GrantToken": new_token(grant.grant_id)}
+
+
+@operation("ListGrants")
+def list_grants(svc: Service, req: Request) -> dict[str, Any]:
+    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    limit = int(req.get("Limit", 50))
+    marker = _marker(req)
+    grantee = req.get("GranteePrincipal")
+    if req.get("GranteeServicePrincipal") is not None:
+        return {"Grants": [], "Truncated": False}  # hsmkms holds no service grants
+    grant_id = req.get("GrantId")
+    if grant_id is not None:
+        _check_grant_id(grant_id)
+        grant = svc.store.get_grant(grant_id)
+        if grant is None or grant.key_id != key.key_id:
+            raise errors.InvalidGrantIdException(f"Grant ID {grant_id} is not valid.")
+        matches = grantee is None or grant.grantee_principal == grantee
+        rows = [grant] if matches and (marker is None or grant_id > marker) else []
+    else:
+        rows = svc.store.list_grants(key.key_id, marker, limit + 1, grantee)
+    return _page(rows, limit, lambda g: key.arn)
+
+
+def _account_of(principal: str) -> str | None:
+    m = PRINCIPAL_ARN.match(principal)
+    return m.group(2) if m else None
+
+
+@operation("ListRetirableGrants")
+def list_retirable_grants(svc: Service, req: Request) -> dict[str, Any]:
+    if req.get("RetiringServicePrincipal") is not None:
+        return {"Grants": [], "Truncated": False}  # hsmkms holds no service grants
+    principal = req.get("RetiringPrincipal")
+    if principal is None:
+        raise errors.ValidationException(
+            "Either RetiringPrincipal or RetiringServicePrincipal must be specified."
+        )
+    _check_principal("RetiringPrincipal", principal)
+    caller = req.caller
+    # Account-level (IAM in AWS): a principal lists the grants retirable by its own account.
+    if _account_of(principal) != caller.account_id:
+        raise errors.AccessDeniedException(
+            f"User: {caller.principal_arn} is not authorized to perform: "
+            f"kms:ListRetirableGrants on resource: {principal} because no identity-based "
+            "policy allows the kms:ListRetirableGrants action"
+        )
+    limit = int(req.get("Limit", 50))
+    rows = svc.store.retirable_grants(principal, _marker(req), limit + 1)
+    arns: dict[str, str] = {}
+
+    def arn_of(grant: GrantRecord) -> str:
+        if grant.key_id not in arns:
+            key = svc.store.get_key(grant.key_id)
+            arns[grant.key_id] = key.arn if key else grant.key_id
+        return arns[grant.key_id]
+
+    return _page(rows, limit, arn_of)
+
+
+@operation("RetireGrant")
+def retire_grant(svc: Service, req: Request) -> dict[str, Any]:
+    token, key_id, grant_id = req.get("GrantToken"), req.get("KeyId"), req.get("GrantId")
+    if token is not None:
+        token_grant = grant_id_of_token(token)
+        if grant_id is not None and grant_id != token_grant:
+            raise errors.InvalidGrantIdException(
+                f"Grant ID {grant_id} is not the grant of the grant token."
+            )
+        grant = svc.store.get_grant(token_grant)
+        if grant is None:
+            raise errors.InvalidGrantTokenException("The grant token is not valid.")
+        if key_id is not None:
+            named = resolve_key(svc, req.caller, key_id, allow_alias=False)
+            if named.key_id != grant.key_id:
+                raise errors.InvalidGrantIdException(
+                    f"The grant of the grant token is not a grant of {named.arn}."
+                )
+    elif key_id is not None and grant_id is not None:
+        named = resolve_key(svc, req.caller, key_id, allow_alias=False)
+        _check_grant_id(grant_id)
+        found = svc.store.get_grant(grant_id)
+        if found is None or found.key_id != named.key_id:
+            raise errors.InvalidGrantIdException(f"Grant ID {grant_id} is not valid.")
+        grant = found
+    else:
+        raise errors.ValidationException("Grant token OR (grant ID, key ID) must be specified")
+    key = svc.store.get_key(grant.key_id)
+    if key is None:
+        raise errors.InvalidGrantIdException(f"Grant ID {grant.grant_id} is not valid.")
+    if not may_retire(req.caller, grant, key):
+        raise access_denied(req.caller, "kms:RetireGrant", key.arn)
+    check_dry_run(req)
+    svc.store.delete_grant(grant.grant_id)
+    return {}
+
+
+@operation("RevokeGrant")
+def revoke_grant(svc: Service, req: Request) -> dict[str, Any]:
+    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    grant_id = req.params["GrantId"]
+    _check_grant_id(grant_id)
+    grant = svc.store.get_grant(grant_id)
+    if grant is None or grant.key_id != key.key_id:
+        raise errors.InvalidGrantIdException(f"Grant ID {grant_id} is not valid.")
+    check_dry_run(req)
+    svc.store.delete_grant(grant_id)
+    return {}
