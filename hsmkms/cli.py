@@ -3,6 +3,8 @@
     hsmkms serve [--host 127.0.0.1] [--port 8080] [--home DIR] [--config FILE]
                  [--pkcs11-module PATH] [--token-label L] [--workers N]
                  [--tls-cert F --tls-key F] [--log-level LEVEL] [--access-log]
+                 [--limit-concurrency N] [--header-timeout S] [--body-timeout S]
+                 [--keep-alive-timeout S]
     hsmkms doctor [--home DIR] [--config FILE] [--fix [--min-age SECONDS]] [--deep] [--json]
 
 ``serve`` loads the settings (defaults < TOML file < ``HSMKMS_*`` < flags), creates the embedded
@@ -68,6 +70,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--access-log", action="store_true", help="log every HTTP request (off: it costs time)"
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        metavar="N",
+        help="requests in progress per process beyond which ThrottlingException is answered "
+        "(default 128)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="S",
+        help="seconds a request's head may take to arrive before the connection is closed "
+        "(default 10; slow clients)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="S",
+        help="seconds a request's body may take to arrive after its head (default 30)",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        metavar="S",
+        help="seconds an idle keep-alive connection stays open (default 5)",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -192,6 +220,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pkcs11_module=args.pkcs11_module,
         token_label=args.token_label,
         log_level=args.log_level,
+        limit_concurrency=args.limit_concurrency,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
     )
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
@@ -214,6 +246,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hsmkms.api import create_app
+    from hsmkms.api.protocol import Limits
 
     app: Any
     if settings.workers == 1:
@@ -235,6 +268,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=bool(args.access_log),
         server_header=False,
         lifespan="on",
+        # uvicorn's httptools protocol with deadlines and limits it lacks (slow clients).
+        http="hsmkms.api.protocol:GuardedHttpToolsProtocol",
+        ws="none",  # no WebSocket upgrades: nothing here speaks them
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
+    )
+    # Read by GuardedHttpToolsProtocol in every worker (the Config is what reaches them).
+    config.hsmkms_limits = Limits(  # type: ignore[attr-defined]
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        limit_concurrency=settings.limit_concurrency,
     )
     sock = config.bind_socket()  # exits with uvicorn's message if the port is taken
     print_banner(settings)

@@ -65,6 +65,13 @@ class Settings:
     # Seconds between deletion sweeps in the server.
     sweep_interval: float = 60.0
     log_level: str = "info"
+    # HTTP limits of `hsmkms serve` (hsmkms/api/protocol.py): requests in progress per
+    # process beyond which ThrottlingException is answered; seconds a request's head, then its
+    # body, may take to arrive; seconds an idle keep-alive connection stays open.
+    limit_concurrency: int = 128
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -135,6 +142,13 @@ class Settings:
         settings = cls(**kwargs)
         if settings.keypair_source not in ("host", "token"):
             raise ConfigError('keypair_source must be "host" or "token"')
+        if settings.limit_concurrency < 1 or min(
+            settings.header_timeout, settings.body_timeout, settings.keep_alive_timeout
+        ) <= 0:
+            raise ConfigError(
+                "limit_concurrency must be >= 1, and header_timeout, body_timeout and "
+                "keep_alive_timeout positive"
+            )
         return settings
 
     def replace(self, **changes: Any) -> Settings:
