@@ -285,6 +285,24 @@ def test_grant_operations_condition_in_the_key_policy(principals):
                               Operations=["Decrypt", "CreateGrant"])
 
 
+def test_a_key_policy_may_require_a_grant_constraint(principals):
+    p = principals
+    key = new_key(p)
+    text = json.loads(admin_only(p))
+    text["Statement"].append({
+        "Effect": "Allow", "Principal": {"AWS": p.arn("bob")}, "Action": "kms:CreateGrant",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:GrantConstraintType": "EncryptionContextSubset"}},
+    })
+    p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=json.dumps(text))
+    p["bob"].create_grant(KeyId=key["Arn"], GranteePrincipal=p.arn("carol"),
+                          Operations=["Decrypt"],
+                          Constraints={"EncryptionContextSubset": {"tenant": "t"}})
+    with raises("AccessDeniedException", "kms:CreateGrant"):
+        p["bob"].create_grant(KeyId=key["Arn"], GranteePrincipal=p.arn("carol"),
+                              Operations=["Decrypt"])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "code"),
     [

@@ -177,6 +177,9 @@ def request_context(svc: Service, req: Request, key: KeyRecord, operation_name: 
         value = params.get(member)
         if value is not None:
             extra[condition_key] = str(value).lower() if isinstance(value, bool) else str(value)
+    extras: dict[str, str | list[str]] = dict(extra)
+    if operation_name == "CreateGrant" and params.get("Constraints"):
+        extras["kms:GrantConstraintType"] = sorted(params["Constraints"])
     store = svc.store
     return RequestContext(
         action=f"kms:{operation_name}",
@@ -194,7 +197,7 @@ def request_context(svc: Service, req: Request, key: KeyRecord, operation_name: 
         resource_aliases=lambda: [a.alias_name for a in store.aliases_of(key.key_id)],
         source_ip=caller.source_ip or None,
         now=datetime.now(UTC),
-        extra=extra,
+        extra=extras,
     )
 
 
