@@ -192,6 +192,9 @@ class Token:
         self._module = module
         self._label = label
         self._pin = pin
+        # Set once the token refuses the PIN: every later call fails at once, without C_Login.
+        # A wrong PIN never becomes right by itself, and an HSM locks after a few tries.
+        self._refused: str | None = None
         self._options = options
         # RLock: a side operation (key pair generation) re-enters it around the wrap.
         self._lock = threading.RLock()
@@ -608,6 +611,8 @@ class Token:
         """Have a logged-in session of the current library generation. Holds self._lock."""
         if self._closed:
             raise TokenError(f"token {self._label!r} was closed")
+        if self._refused is not None:
+            raise LoginFailed(self._refused)
         mod = self._module
         if self._session is not None and self._gen == mod.generation:
             return
@@ -643,9 +648,13 @@ class Token:
         if refused:
             with contextlib.suppress(errors.PKCS11Error):
                 session.close()
-            raise LoginFailed(
-                f"token {self._label!r} refused the PIN (CK_RV 0x{rv:x}); not retried"
-            )
+            message = f"token {self._label!r} refused the PIN (CK_RV 0x{rv:x}); not retried"
+            if rv in native.PIN_ERRORS:
+                # Say so for good: a token re-initialised, or its PIN changed, while we ran
+                # would otherwise see one more C_Login per request until it locks.
+                self._refused = message + ": restart hsmkms with the right PIN"
+                log.error("%s", self._refused)
+            raise LoginFailed(message)
         mod.pins[self._label] = self._pin
         self._ptoken, self._session, self._gen = ptoken, session, mod.generation
         try:

@@ -115,6 +115,12 @@ class Service:
             ) from None
         except hsm.MechanismUnsupported as exc:
             raise errors.UnsupportedOperationException(f"The HSM cannot do this: {exc}") from None
+        except hsm.LoginFailed:
+            # Logged once by the token layer; a traceback per request would drown the log.
+            raise errors.KeyUnavailableException(
+                "The HSM refused hsmkms's login; an operator must restart hsmkms with the "
+                "right PIN."
+            ) from None
         except hsm.TokenError:
             log.exception("token failure in %s", operation)
             raise errors.KMSInternalException("The HSM failed; see the server log.") from None
