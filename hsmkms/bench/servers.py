@@ -1,0 +1,179 @@
+"""The servers a benchmark run starts on loopback: hsmkms on a fresh embedded home, moto's
+standalone server as the peer, and a trivial HTTP server that measures the load generator."""
+
+from __future__ import annotations
+
+import configparser
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from hsmkms.bench.load import Endpoint
+
+HOST = "127.0.0.1"  # loopback only: the benchmark never sends traffic elsewhere
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A child process serving HTTP on ``HOST:port``; a context manager that stops it."""
+
+    name = "server"
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_dir / f"{self.name}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_in = 0.0  # seconds from spawn to ready
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def endpoint(self) -> Endpoint:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 120.0) -> Self:
+        began = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment()
+            )
+        while time.monotonic() - began < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
+                    + self.log_path.read_text(errors="replace")[-3000:]
+                )
+            try:
+                if self.ready():
+                    self.started_in = time.monotonic() - began
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout:g} s; see {self.log_path}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class Hsmkms(Server):
+    """``python -m hsmkms serve`` on ``home`` (made on first start: token, store, credentials)."""
+
+    name = "hsmkms"
+
+    def __init__(self, home: Path, log_dir: Path, workers: int, settings: dict[str, str]) -> None:
+        super().__init__(log_dir)
+        self.home = home
+        self.workers = workers
+        self.settings = settings  # extra HSMKMS_<NAME> values
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "hsmkms", "serve", "--home", str(self.home),
+            "--host", HOST, "--port", str(self.port), "--workers", str(self.workers),
+            "--log-level", "warning",
+        ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
+        env.update({f"HSMKMS_{k.upper()}": v for k, v in self.settings.items()})
+        return env
+
+    def ready(self) -> bool:
+        return self.get("/health")[0] == 200
+
+    def endpoint(self) -> Endpoint:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(self.home / "credentials")
+        section = parser["hsmkms"]
+        return Endpoint(
+            HOST, self.port, section["aws_access_key_id"], section["aws_secret_access_key"],
+            section.get("region", "us-east-1"),
+        )
+
+
+def moto_command() -> list[str]:
+    """moto's standalone server from this interpreter's environment."""
+    exe = Path(sys.executable).parent / "moto_server"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("moto_server")
+    if found:
+        return [found]
+    raise RuntimeError(
+        "moto_server is not installed: run scripts/bench (it installs the bench extra), "
+        "or pip install -e '.[bench]'"
+    )
+
+
+class Moto(Server):
+    """moto's standalone server (Flask/Werkzeug); it accepts any credentials."""
+
+    name = "moto"
+
+    def command(self) -> list[str]:
+        return [*moto_command(), "-H", HOST, "-p", str(self.port)]
+
+    def ready(self) -> bool:
+        return self.get("/moto-api/")[0] < 500
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(HOST, self.port, "AKIDBENCHMARK0000000", "bench-secret-not-checked")
+
+
+class Trivial(Server):
+    """A fixed 200 answer to every request (asyncio, uvloop): the load generator's ceiling."""
+
+    name = "trivial"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "hsmkms.bench.trivial", HOST, str(self.port)]
+
+    def ready(self) -> bool:
+        return self.get("/")[0] == 200
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(HOST, self.port, "AKIDBENCHMARK0000000", "trivial")
