@@ -58,8 +58,18 @@ class Settings:
     credentials_file: str | None = None
     # Data key pairs: "host" (cryptography/OpenSSL) or "token" (generated on the HSM).
     keypair_source: str = "host"
-    # Pre-generated RSA pairs kept per spec (0 disables the pool).
+    # Pre-generated RSA pairs kept per spec and process (0 disables the pool), and the
+    # background threads per process that refill it (at a lower CPU priority than requests).
     rsa_pool_size: int = 0
+    rsa_pool_threads: int = 1
+    # Seconds a process may answer from its cache of key records, aliases, materials and
+    # grants after another process changed them (AWS KMS is eventually consistent too);
+    # changes made through the process itself are seen at once. 0 turns the cache off.
+    cache_ttl: float = 1.0
+    # Quick operations (AES-GCM on the token over cached metadata) run on the server's event
+    # loop rather than hopping to a worker thread; slow ones, and all while the token is in
+    # trouble, still go to threads.
+    api_inline: bool = True
     # Largest request body accepted, in bytes.
     max_body_bytes: int = 1024 * 1024
     # Seconds between deletion sweeps in the server.
@@ -142,6 +152,8 @@ class Settings:
         settings = cls(**kwargs)
         if settings.keypair_source not in ("host", "token"):
             raise ConfigError('keypair_source must be "host" or "token"')
+        if settings.cache_ttl < 0 or settings.rsa_pool_size < 0 or settings.rsa_pool_threads < 1:
+            raise ConfigError("cache_ttl and rsa_pool_size must be >= 0, rsa_pool_threads >= 1")
         if settings.limit_concurrency < 1 or min(
             settings.header_timeout, settings.body_timeout, settings.keep_alive_timeout
         ) <= 0:
@@ -164,6 +176,20 @@ def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
             return int(value)
         if kind.startswith("float"):
             return float(value)
+        if kind == "bool":
+            return _boolean(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {f.name}: {value!r} is not a {kind}") from None
     return value
+
+
+def _boolean(value: Any) -> bool:
+    """A TOML boolean, or the words an environment variable uses for one."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)

@@ -6,6 +6,8 @@ RFC 8410 for Ed25519); private keys as DER PKCS#8 PrivateKeyInfo, version 1 (RFC
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -14,6 +16,8 @@ from typing import Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+log = logging.getLogger("hsmkms.keypairs")
 
 RSA_BITS: Final = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
 EC_CURVES: Final[dict[str, type[ec.EllipticCurve]]] = {
@@ -54,26 +58,39 @@ def generate(spec: str) -> tuple[bytes, bytes]:
 
 
 class PairPool:
-    """A bounded stock of pre-generated pairs per spec, refilled by a background thread.
+    """A bounded stock of pre-generated pairs per spec, refilled by background threads.
 
     Each pair is handed out once and then forgotten; when the stock is empty the caller
     generates inline, so the pool only hides latency and never changes what is returned.
+    The refill threads run at a lower CPU priority (nice +10, Linux: per thread), so that
+    they use idle cores and give way to requests: RSA generation releases the GIL, so a
+    refill and a request really do run side by side.
     """
 
+    NICE = 10
+
     def __init__(
-        self, specs: tuple[str, ...], size: int, make: Callable[[str], tuple[bytes, bytes]]
+        self,
+        specs: tuple[str, ...],
+        size: int,
+        make: Callable[[str], tuple[bytes, bytes]],
+        threads: int = 1,
     ) -> None:
         self.size = size
         self._make = make
         self._stock: dict[str, queue.Queue[tuple[bytes, bytes]]] = {
             s: queue.Queue(maxsize=size) for s in specs
         }
+        self._pending: dict[str, int] = dict.fromkeys(specs, 0)  # being generated now
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wake = threading.Condition(self._lock)
+        self._threads: list[threading.Thread] = []
         if size > 0 and specs:
-            self._thread = threading.Thread(target=self._fill, name="pair-pool", daemon=True)
-            self._thread.start()
+            for n in range(max(1, threads)):
+                thread = threading.Thread(target=self._fill, name=f"pair-pool-{n}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def take(self, spec: str) -> tuple[bytes, bytes] | None:
         stock = self._stock.get(spec)
@@ -83,29 +100,57 @@ class PairPool:
             pair = stock.get_nowait()
         except queue.Empty:
             return None
-        self._wake.set()
+        with self._wake:
+            self._wake.notify()
         return pair
+
+    def has_stock(self, spec: str) -> bool:
+        stock = self._stock.get(spec)
+        return stock is not None and not stock.empty()
 
     def stock(self) -> dict[str, int]:
         return {s: q.qsize() for s, q in self._stock.items()}
 
+    def _claim(self) -> str | None:
+        """The spec with the fewest pairs in stock or on the way, if any is short. Holds the
+        lock, so that two refill threads never make the pair that would not fit."""
+        short = {
+            s: q.qsize() + self._pending[s]
+            for s, q in self._stock.items()
+            if q.qsize() + self._pending[s] < self.size
+        }
+        if not short:
+            return None
+        spec = min(short, key=short.__getitem__)
+        self._pending[spec] += 1
+        return spec
+
     def _fill(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.NICE)
+        except (AttributeError, OSError):
+            pass  # not Linux, or not allowed: refill at the normal priority
         while not self._stop.is_set():
-            short = [s for s, q in self._stock.items() if not q.full()]
-            if not short:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            for spec in short:
-                if self._stop.is_set():
-                    return
-                try:
-                    self._stock[spec].put_nowait(self._make(spec))
-                except queue.Full:
-                    pass
+            with self._wake:
+                spec = self._claim()
+                if spec is None:
+                    self._wake.wait(1.0)
+                    continue
+            try:
+                pair = self._make(spec)
+                self._stock[spec].put_nowait(pair)
+            except queue.Full:
+                pass
+            except Exception:  # keep refilling: requests generate inline meanwhile
+                log.exception("pre-generating a %s key pair failed", spec)
+                self._stop.wait(1.0)
+            finally:
+                with self._lock:
+                    self._pending[spec] -= 1
 
     def close(self) -> None:
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)

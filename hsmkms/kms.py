@@ -69,6 +69,29 @@ class KMS:
                 raise exc.with_operation(operation) from None
             raise
 
+    def try_quick(
+        self, operation: str, params: dict[str, Any], caller: Caller | None = None
+    ) -> dict | None:
+        """:meth:`call` when ``operation`` is quick enough for the server's event loop
+        (:mod:`hsmkms.service.quick`), else None: then :meth:`call` it on a thread."""
+        from hsmkms.service import quick
+
+        runs_quickly = getattr(self.service, "runs_quickly", None)  # stand-ins may lack it
+        if runs_quickly is None or not runs_quickly(operation, params):
+            return None
+        no_wait = quick.NO_WAIT.set(True)
+        try:
+            return self.call(operation, params, caller)
+        except quick.WouldBlock:
+            return None
+        finally:
+            quick.NO_WAIT.reset(no_wait)
+
+    def keypair_pool_stock(self) -> dict[str, int]:
+        """Pre-generated pairs in stock in this process, by spec (empty: no pool)."""
+        pool = getattr(self.service, "pool", None)
+        return dict(pool.stock()) if pool is not None and pool.size else {}
+
     def health(self) -> dict[str, Any]:
         return self.service.health()
 

@@ -50,6 +50,11 @@ INTERNAL_MESSAGE = (
 # it buys an event loop that a 1 s RSA generation or a slow HSM never stalls.
 DEFAULT_THREADS = 8
 HEALTH_TIMEOUT = 5.0
+# Quick operations run on the event loop (KMS.try_quick), which spares them that hop. A
+# token that then fails (a 5xx) or answers slowly sends every call back to the threads for
+# a while, so a sick token stalls worker threads, never the loop that answers /health.
+INLINE_SLOW = 0.05
+INLINE_PAUSE = 5.0
 
 
 class KMSLike(Protocol):
@@ -84,7 +89,7 @@ class Metrics:
         self.requests[(operation, code)] += 1
         self.seconds[operation] += seconds
 
-    def render(self) -> bytes:
+    def render(self, pool_stock: Mapping[str, int] | None = None) -> bytes:
         lines = [
             "# HELP hsmkms_requests_total KMS requests answered, by operation and error code.",
             "# TYPE hsmkms_requests_total counter",
@@ -97,6 +102,14 @@ class Metrics:
         ]
         for op, s in sorted(self.seconds.items()):
             lines.append(f'hsmkms_request_seconds_total{{operation="{op}"}} {s:.6f}')
+        if pool_stock:
+            lines += [
+                "# HELP hsmkms_keypair_pool_stock Pre-generated data key pairs in stock in "
+                "this process, by spec.",
+                "# TYPE hsmkms_keypair_pool_stock gauge",
+            ]
+            for spec, n in sorted(pool_stock.items()):
+                lines.append(f'hsmkms_keypair_pool_stock{{spec="{spec}"}} {n}')
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -127,6 +140,9 @@ class App:
         )
         self.metrics = Metrics()
         self.owns_kms = owns_kms
+        inline = getattr(settings, "api_inline", True) and self.pool is not None
+        self._quick = getattr(kms, "try_quick", None) if inline else None
+        self._inline_paused_until = 0.0
         self.operations = model.operations()  # also compiles the model before the 1st request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -163,7 +179,9 @@ class App:
             await self._health(send)
             return
         if path == "/metrics" and method == "GET":
-            await _respond(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+            stock = getattr(self.kms, "keypair_pool_stock", None)
+            text = self.metrics.render(stock() if callable(stock) else None)
+            await _respond(send, 200, text, b"text/plain; version=0.0.4")
             return
 
         request_id = str(uuid.uuid4())
@@ -200,13 +218,7 @@ class App:
                 access_key_id=identity.access_key_id,
                 source_ip=client[0] if client else "",
             )
-            if self.pool is None:
-                result = self.kms.call(operation, params, caller)
-            else:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(
-                    self.pool, self.kms.call, operation, params, caller
-                )
+            result = await self._call(operation, params, caller)
             payload = _dumps(model.to_wire(operation, result))
             code, status = "OK", 200
         except _Refused as refused:
@@ -220,6 +232,46 @@ class App:
             code, status, payload = _envelope(errors.KMSInternalException(INTERNAL_MESSAGE))
         self.metrics.observe(operation, code, time.perf_counter() - started)
         await _respond(send, status, payload, CONTENT_TYPE, request_id, close)
+
+    async def _call(
+        self, operation: str, params: dict[str, Any], caller: Caller
+    ) -> dict[str, Any]:
+        """The operation's answer: inline when it is quick and the token is well, else from a
+        worker thread."""
+        if self.pool is None:
+            return self.kms.call(operation, params, caller)
+        quick = self._quick
+        if quick is not None and time.monotonic() >= self._inline_paused_until:
+            started = time.perf_counter()
+            trouble = ""
+            try:
+                result = quick(operation, params, caller)
+            except errors.KMSError as exc:
+                if exc.status >= 500:
+                    trouble = exc.code
+                raise
+            except Exception as exc:
+                trouble = type(exc).__name__
+                raise
+            finally:
+                elapsed = time.perf_counter() - started
+                if trouble or elapsed > INLINE_SLOW:
+                    self._pause_inline(operation, trouble or f"{elapsed * 1000:.0f} ms")
+            if result is not None:
+                return result
+        loop = asyncio.get_running_loop()
+        answer: dict[str, Any] = await loop.run_in_executor(
+            self.pool, self.kms.call, operation, params, caller
+        )
+        return answer
+
+    def _pause_inline(self, operation: str, why: str) -> None:
+        if time.monotonic() >= self._inline_paused_until:
+            log.warning(
+                "%s on the event loop: %s; operations run on worker threads for %g s",
+                operation, why, INLINE_PAUSE,
+            )
+        self._inline_paused_until = time.monotonic() + INLINE_PAUSE
 
     async def _read_body(self, headers: Mapping[str, list[str]], receive: Receive) -> bytes | None:
         """The body, refused before reading when Content-Length says it is too big, and

@@ -17,10 +17,13 @@ from hsmkms import errors, hsm, keypairs, model
 from hsmkms.config import Settings
 from hsmkms.service import (  # noqa: F401  (register handlers)
     aliases,
+    cache,
     crypto,
     grants,
     keys,
+    nonces,
     policy,
+    quick,
     tags,
 )
 from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
@@ -56,7 +59,9 @@ class Service:
         self.settings = settings
         self.region = settings.region
         self.token = token
-        self.store = store
+        # Key records, aliases, materials and grants from a short-lived per-process cache
+        # (service/cache.py): the request path then reads no store at all.
+        self.store: Store = cache.cached(store, settings.cache_ttl)
         token_specs = frozenset(getattr(token, "keypair_specs", frozenset()))
         self.keypair_specs = frozenset(keypairs.SUPPORTED_SPECS)
         self._token_specs = token_specs if settings.keypair_source == "token" else frozenset()
@@ -64,7 +69,11 @@ class Service:
             tuple(s for s in keypairs.RSA_BITS if s not in self._token_specs),
             settings.rsa_pool_size,
             keypairs.generate,
+            settings.rsa_pool_threads,
         )
+        # GCM IVs: a counter from a random start drawn from the token (service/nonces.py),
+        # not one C_GenerateRandom per request.
+        self.ivs = nonces.IvSequence(self.random)
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -208,7 +217,7 @@ class Service:
         assert material_hex is not None
         material = bytes.fromhex(material_hex)
         header = blobfmt.sealed_header(key.key_id, material)
-        iv = self.random(blobfmt.IV_LEN)
+        iv = self.ivs.next()
         aad = header + blobfmt.encode_context(context)
         sealed = self.token.encrypt(material, iv, plaintext, aad)
         return blobfmt.seal(header, iv, sealed), material_hex
@@ -270,7 +279,21 @@ class Service:
         if spec in self._token_specs:
             public, private = self.token.generate_key_pair(spec)
             return bytes(public), bytes(private)
-        return self.pool.take(spec) or keypairs.generate(spec)
+        pair = self.pool.take(spec)
+        if pair is None:
+            if spec in keypairs.RSA_BITS:
+                quick.check_may_wait()  # an RSA generation is no work for the event loop
+            pair = keypairs.generate(spec)
+        return pair
+
+    @property
+    def token_pair_specs(self) -> frozenset[str]:
+        """The specs whose pairs the token generates (slow: never on the event loop)."""
+        return self._token_specs
+
+    def runs_quickly(self, operation: str, params: dict[str, Any]) -> bool:
+        """Whether ``operation`` may run on the server's event loop (service/quick.py)."""
+        return quick.runs_quickly(self, operation, params)
 
     def key_pair_sealed(
         self, key: KeyRecord, spec: str, context: dict[str, str] | None
@@ -287,7 +310,7 @@ class Service:
         material = bytes.fromhex(material_hex)
         public, wrapped = self.token.generate_wrapped_key_pair(spec, material)
         header = blobfmt.wrapped_header(key.key_id, material, wrapped.mechanism, spec)
-        iv = self.random(blobfmt.IV_LEN)
+        iv = self.ivs.next()
         aad = header + blobfmt.encode_context(context) + wrapped.data
         tag = self.token.encrypt(material, iv, b"", aad)
         return bytes(public), blobfmt.wrapped(header, iv, wrapped.data, tag), material_hex

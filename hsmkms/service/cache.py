@@ -1,0 +1,111 @@
+"""A per-process, short-lived cache of the store's answers on the request path.
+
+Every Encrypt, Decrypt and GenerateDataKey reads the key record (and its alias, materials,
+grants) before one AES-GCM call on the token; from SQLite those reads cost as much as the
+call itself. AWS KMS documents that changes to keys, aliases and grants are eventually
+consistent, so a process may answer from what it read a moment ago:
+
+* a change made through this process (any store method that is not a read) empties the cache
+  when it returns, so a client that changes a key and then uses it sees the change at once;
+* a change made by another process (another worker, another node) is seen within ``ttl``
+  seconds;
+* a read that was in flight while a change was written is not cached (a generation counter),
+  so the cache never holds an answer older than the last local write.
+
+Only answers that found something are kept: a key created by another process is found by its
+first request, not ``ttl`` seconds later.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Store methods that only read: prefixes, so that reads added to the store later are
+# recognised too. Everything else counts as a write and empties the cache.
+_READ_PREFIXES = (
+    "get_", "list_", "all_", "was_", "keys_", "grants_", "retirable_", "materials", "aliases_of",
+)  # fmt: skip
+# The reads the request path makes on every call: these are answered from the cache.
+CACHED = frozenset({"get_key", "get_alias", "materials", "grants_for_grantees", "get_grant"})
+MAX_ENTRIES = 100_000  # beyond this the cache starts over (10,000 keys need ~30,000)
+
+
+class CachedStore:
+    """Wraps a :class:`hsmkms.store.Store`; has the same methods (through ``__getattr__``)."""
+
+    def __init__(self, store: Any, ttl: float, clock: Callable[[], float] = time.monotonic):
+        self.inner = store
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if not callable(method):
+            return method
+        if name in CACHED and self.ttl > 0:
+            wrapped = self._cached(name, method)
+        elif name.startswith(_READ_PREFIXES) or name == "close":
+            return method
+        else:
+            wrapped = self._writing(method)
+        # Resolved once per name: later lookups find the attribute without __getattr__.
+        self.__dict__[name] = wrapped
+        return wrapped
+
+    def invalidate(self) -> None:
+        """Forget everything (a write went through this process)."""
+        with self._lock:
+            self._generation += 1
+            self._entries = {}
+
+    def _cached(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def read(*args: Any, **kwargs: Any) -> Any:
+            named = ((k, _hashable(v)) for k, v in sorted(kwargs.items()))
+            key = (name, *map(_hashable, args), *named)
+            now = self._clock()
+            hit = self._entries.get(key)  # the dict is swapped, never changed, by invalidate
+            if hit is not None and hit[0] > now:
+                return _copy(hit[1])
+            generation = self._generation
+            value = method(*args, **kwargs)
+            if value is not None and value != []:
+                with self._lock:
+                    if generation == self._generation:
+                        if len(self._entries) >= MAX_ENTRIES:
+                            self._entries = {}
+                        self._entries[key] = (now + self.ttl, value)
+            return _copy(value)
+
+        return read
+
+    def _writing(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def write(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.invalidate()  # also after a failure: it may have half-happened elsewhere
+
+        return write
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | set) else value
+
+
+def _copy(value: Any) -> Any:
+    """Records are frozen; a list is copied so that no caller can change the cached one."""
+    return list(value) if isinstance(value, list) else value
+
+
+def cached(store: Any, ttl: float) -> Any:
+    """``store`` behind a cache (the same cache when it already is one: services that share a
+    store must share its invalidation)."""
+    if isinstance(store, CachedStore):
+        return store
+    return CachedStore(store, ttl)
