@@ -164,16 +164,57 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
 
+        if self.cycle is not None:
+            self.cycle.transport = _Corked(self.transport)  # type: ignore[assignment]
+
     def on_message_complete(self) -> None:
         self._disarm()  # the request is in; the answer takes the time it takes
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        corked = getattr(self.cycle, "transport", None)
+        if isinstance(corked, _Corked):
+            corked.flush()  # a response without a body write (HEAD) ends with its head
         super().on_response_complete()
         if not self.transport.is_closing():
             # uvicorn's keep-alive timer closes a connection that stays silent; this one
             # closes a connection that dribbles the next request's head.
             self._await_head()
+
+
+class _Corked:
+    """The transport as one response sees it: the head is held back until the body is
+    written, so a response leaves in one send() rather than two (uvicorn writes them
+    separately). The second send() and the client's second wake-up cost 10-20% of the server's
+    CPU per GenerateDataKey (one worker, 32 connections: 336-379 -> 301-308 us)."""
+
+    __slots__ = ("_transport", "_head")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._head = b""
+
+    def write(self, data: bytes) -> None:
+        if not self._head and data.startswith(b"HTTP/1.1 ") and not data.startswith(
+            b"HTTP/1.1 100 "  # "100 Continue": the client waits for it before its body
+        ):
+            self._head = data
+            return
+        if self._head:
+            data, self._head = self._head + data, b""
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head:
+            head, self._head = self._head, b""
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 def _peer(client: tuple[str, int] | None) -> str:
