@@ -74,6 +74,18 @@ class MaterialRecord:
 
 
 @dataclass(frozen=True)
+class LeaseRecord:
+    """A named lease in the store: one holder at a time until ``expires_at``. Processes and
+    nodes that share the store take turns through it (the scheduler's duties, one key's
+    rotation), so who holds it is decided by the store's transaction, never in memory."""
+
+    name: str
+    holder: str
+    acquired_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class AliasRecord:
     account_id: str
     region: str
@@ -159,6 +171,51 @@ class Store(ABC):
     @abstractmethod
     def all_materials(self) -> list[MaterialRecord]:
         """Every material of every key (for ``hsmkms doctor``: not for requests)."""
+
+    # rotation
+    @abstractmethod
+    def keys_due_for_rotation(self, now: datetime, limit: int) -> list[KeyRecord]:
+        """Enabled keys with automatic rotation on whose next rotation is at or before
+        ``now``, the most overdue first."""
+
+    @abstractmethod
+    def add_automatic_rotation(
+        self,
+        material: MaterialRecord,
+        due: datetime,
+        period_days: int,
+        next_rotation: datetime,
+        now: datetime,
+    ) -> bool:
+        """Make ``material`` the key's current material as its automatic rotation for the
+        due date ``due``, and schedule the next at ``next_rotation``; in one transaction.
+
+        Only if the key is still Enabled, with rotation on, the same period and due by
+        ``now``, and no material is yet recorded for ``due`` (a unique key on the key and
+        due date): else nothing is written and the answer is False. This is what keeps two
+        processes from rotating one key twice for one due date, whatever their leases say."""
+
+    @abstractmethod
+    def add_on_demand_rotation(self, material: MaterialRecord, limit: int) -> bool:
+        """Make ``material`` the key's current material as an on-demand rotation, in one
+        transaction; only if the key is still Enabled and has had fewer than ``limit``
+        on-demand rotations (else nothing is written and the answer is False)."""
+
+    # leases
+    @abstractmethod
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``ttl`` seconds from ``now``: True when
+        ``holder`` holds it on return. Taken when absent or expired, renewed when ``holder``
+        already holds it, refused while another holder's lease runs. Atomic across
+        processes and nodes (a conditional UPDATE, else INSERT, in one write transaction)."""
+
+    @abstractmethod
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` holds it (another's lease is left alone)."""
+
+    @abstractmethod
+    def get_lease(self, name: str, now: datetime) -> LeaseRecord | None:
+        """The lease ``name`` if some holder holds it at ``now`` (an expired one is None)."""
 
     # aliases
     @abstractmethod

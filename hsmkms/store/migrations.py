@@ -81,4 +81,18 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX grants_by_key ON grants (key_id, grantee_principal)",
         "CREATE INDEX grants_by_retiring_principal ON grants (retiring_principal, grant_id)",
     ],
+    # rotation and leases: a material records the due date of the automatic rotation that
+    # made it (unique per key, so one due date yields one rotation however many processes
+    # try); leases let processes and nodes that share the store take turns at a duty.
+    [
+        "ALTER TABLE key_materials ADD COLUMN rotation_due REAL",
+        "CREATE UNIQUE INDEX key_materials_by_due ON key_materials (key_id, rotation_due)",
+        "CREATE INDEX keys_by_next_rotation ON keys (rotation_enabled, state, next_rotation)",
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            acquired_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
+    ],
 ]

@@ -22,6 +22,7 @@ from hsmkms.store.base import (
     Conflict,
     GrantRecord,
     KeyRecord,
+    LeaseRecord,
     MaterialRecord,
     StateChanged,
     Store,
@@ -97,6 +98,10 @@ def _material(row: sqlite3.Row) -> MaterialRecord:
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         rotation_type=row["rotation_type"],
     )
+
+
+class _NotApplied(Exception):
+    """A conditional write found its condition false: roll the transaction back."""
 
 
 class SQLiteStore(Store):
@@ -297,11 +302,14 @@ class SQLiteStore(Store):
 
     # -- materials ---------------------------------------------------------------------
     @staticmethod
-    def _insert_material(conn: sqlite3.Connection, m: MaterialRecord) -> None:
+    def _insert_material(
+        conn: sqlite3.Connection, m: MaterialRecord, due: datetime | None = None
+    ) -> None:
         conn.execute(
-            "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type) "
-            "VALUES (?, ?, ?, ?)",
-            (m.material_id, m.key_id, m.created_at.timestamp(), m.rotation_type),
+            "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type, "
+            "rotation_due) VALUES (?, ?, ?, ?, ?)",
+            (m.material_id, m.key_id, m.created_at.timestamp(), m.rotation_type,
+             None if due is None else due.timestamp()),
         )
 
     def materials(self, key_id: str) -> list[MaterialRecord]:
@@ -326,6 +334,102 @@ class SQLiteStore(Store):
     def all_materials(self) -> list[MaterialRecord]:
         rows = self._query("SELECT * FROM key_materials ORDER BY key_id, created_at")
         return [_material(r) for r in rows]
+
+    # -- rotation ----------------------------------------------------------------------
+    def keys_due_for_rotation(self, now: datetime, limit: int) -> list[KeyRecord]:
+        rows = self._query(
+            "SELECT * FROM keys WHERE rotation_enabled = 1 AND state = 'Enabled' "
+            "AND next_rotation <= ? ORDER BY next_rotation, key_id LIMIT ?",
+            (now.timestamp(), limit),
+        )
+        return [_key(r) for r in rows]
+
+    def add_automatic_rotation(
+        self,
+        material: MaterialRecord,
+        due: datetime,
+        period_days: int,
+        next_rotation: datetime,
+        now: datetime,
+    ) -> bool:
+        try:
+            with self._tx() as conn:
+                # The unique (key_id, rotation_due) index refuses a second material for one
+                # due date: the loser of a race raises here and its transaction rolls back.
+                self._insert_material(conn, material, due)
+                updated = conn.execute(
+                    "UPDATE keys SET current_material_id = ?, next_rotation = ?, updated_at = ? "
+                    "WHERE key_id = ? AND state = 'Enabled' AND rotation_enabled = 1 "
+                    "AND rotation_period_days = ? AND next_rotation <= ?",
+                    (material.material_id, next_rotation.timestamp(), now.timestamp(),
+                     material.key_id, period_days, now.timestamp()),
+                ).rowcount
+                if updated != 1:
+                    raise _NotApplied
+        except (_NotApplied, Conflict):
+            return False
+        return True
+
+    def add_on_demand_rotation(self, material: MaterialRecord, limit: int) -> bool:
+        with self._tx() as conn:
+            inserted = conn.execute(
+                "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type) "
+                "SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM key_materials "
+                "WHERE key_id = ? AND rotation_type = 'ON_DEMAND') < ? "
+                "AND EXISTS (SELECT 1 FROM keys WHERE key_id = ? AND state = 'Enabled')",
+                (material.material_id, material.key_id, material.created_at.timestamp(),
+                 material.rotation_type, material.key_id, limit, material.key_id),
+            ).rowcount
+            if inserted != 1:
+                return False
+            conn.execute(
+                "UPDATE keys SET current_material_id = ?, updated_at = ? WHERE key_id = ?",
+                (material.material_id, material.created_at.timestamp(), material.key_id),
+            )
+        return True
+
+    # -- leases ------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
+        at, until = now.timestamp(), now.timestamp() + ttl
+        try:
+            with self._tx() as conn:
+                # SET reads the row's old values: a renewal keeps its acquired_at.
+                taken = conn.execute(
+                    "UPDATE leases SET acquired_at = CASE WHEN holder = ? THEN acquired_at "
+                    "ELSE ? END, holder = ?, expires_at = ? "
+                    "WHERE name = ? AND (holder = ? OR expires_at <= ?)",
+                    (holder, at, holder, until, name, holder, at),
+                ).rowcount
+                if taken == 1:
+                    return True
+                taken = conn.execute(
+                    "INSERT INTO leases (name, holder, acquired_at, expires_at) "
+                    "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM leases WHERE name = ?)",
+                    (name, holder, at, until, name),
+                ).rowcount
+                return taken == 1
+        except Conflict:
+            # Another writer inserted it first (impossible under SQLite's single writer; a
+            # database whose transactions overlap answers a unique violation here).
+            return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def get_lease(self, name: str, now: datetime) -> LeaseRecord | None:
+        rows = self._query(
+            "SELECT * FROM leases WHERE name = ? AND expires_at > ?", (name, now.timestamp())
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return LeaseRecord(
+            name=row["name"],
+            holder=row["holder"],
+            acquired_at=datetime.fromtimestamp(row["acquired_at"], UTC),
+            expires_at=datetime.fromtimestamp(row["expires_at"], UTC),
+        )
 
     # -- aliases -----------------------------------------------------------------------
     def create_alias(self, alias: AliasRecord) -> None:
