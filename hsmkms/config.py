@@ -74,6 +74,10 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     # Seconds between deletion sweeps in the server.
     sweep_interval: float = 60.0
+    # Seconds in one day of the automatic rotation schedule (RotationPeriodInDays,
+    # NextRotationDate). 86400 in production; tests and demos shorten it (0.01 makes a
+    # 90-day period 0.9 s). Deletion waiting periods are not affected.
+    rotation_day_seconds: float = 86400.0
     log_level: str = "info"
     # HTTP limits of `hsmkms serve` (hsmkms/api/protocol.py): requests in progress per
     # process beyond which ThrottlingException is answered; seconds a request's head, then its
@@ -161,6 +165,8 @@ class Settings:
                 "limit_concurrency must be >= 1, and header_timeout, body_timeout and "
                 "keep_alive_timeout positive"
             )
+        if settings.rotation_day_seconds <= 0:
+            raise ConfigError("rotation_day_seconds must be positive")
         return settings
 
     def replace(self, **changes: Any) -> Settings:

@@ -49,6 +49,9 @@ def _fault(name: str, doc: str) -> type[KMSError]:
 # Client errors (HTTP 400), named as in botocore's KMS service model.
 AccessDeniedException = _client("AccessDeniedException", "The caller may not do this.")
 AlreadyExistsException = _client("AlreadyExistsException", "The resource already exists.")
+ConflictException = _client(
+    "ConflictException", "A rotation of the KMS key is in progress or about to begin."
+)
 DisabledException = _client("DisabledException", "The KMS key is disabled.")
 DryRunOperationException = _client(
     "DryRunOperationException", "The request would have succeeded; DryRun was set."

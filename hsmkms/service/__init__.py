@@ -24,6 +24,7 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
     nonces,
     policy,
     quick,
+    rotation,
     tags,
 )
 from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
