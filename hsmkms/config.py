@@ -72,8 +72,9 @@ class Settings:
     api_inline: bool = True
     # Largest request body accepted, in bytes.
     max_body_bytes: int = 1024 * 1024
-    # Seconds between deletion sweeps in the server.
-    sweep_interval: float = 60.0
+    # Seconds between rounds of the server's scheduler: due automatic rotations, then deletion
+    # sweeps, done by one process at a time of all that share the store (a lease in the store).
+    scheduler_interval: float = 60.0
     # Seconds in one day of the automatic rotation schedule (RotationPeriodInDays,
     # NextRotationDate). 86400 in production; tests and demos shorten it (0.01 makes a
     # 90-day period 0.9 s). Deletion waiting periods are not affected.
@@ -165,8 +166,8 @@ class Settings:
                 "limit_concurrency must be >= 1, and header_timeout, body_timeout and "
                 "keep_alive_timeout positive"
             )
-        if settings.rotation_day_seconds <= 0:
-            raise ConfigError("rotation_day_seconds must be positive")
+        if settings.scheduler_interval <= 0 or settings.rotation_day_seconds <= 0:
+            raise ConfigError("scheduler_interval and rotation_day_seconds must be positive")
         return settings
 
     def replace(self, **changes: Any) -> Settings:

@@ -8,7 +8,6 @@ AWS's errors. Nothing here knows HTTP; nothing here names a PKCS#11 session or m
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +42,7 @@ from hsmkms.store import (
 
 if TYPE_CHECKING:
     from hsmkms.kms import Caller
+    from hsmkms.service.scheduler import Scheduler
 
 log = logging.getLogger("hsmkms.service")
 
@@ -75,8 +75,7 @@ class Service:
         # GCM IVs: a counter from a random start drawn from the token (service/nonces.py),
         # not one C_GenerateRandom per request.
         self.ivs = nonces.IvSequence(self.random)
-        self._sweeper: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.scheduler: Scheduler | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Service:
@@ -320,19 +319,19 @@ class Service:
     def sweep(self) -> list[str]:
         return keys.sweep(self)
 
-    def start_sweeper(self, interval: float | None = None) -> None:
-        """Run deletion sweeps in the background every ``interval`` seconds."""
-        period = interval if interval is not None else self.settings.sweep_interval
+    def start_scheduler(self, interval: float | None = None) -> Scheduler:
+        """Run the scheduler in the background: due automatic rotations and deletion sweeps
+        every ``interval`` seconds (default: the ``scheduler_interval`` setting), done by one
+        process at a time of all that share the store (see :mod:`hsmkms.service.scheduler`)."""
+        from hsmkms.service.scheduler import Scheduler
 
-        def run() -> None:
-            while not self._stop.wait(period):
-                try:
-                    self.sweep()
-                except Exception:  # keep sweeping; the next round retries
-                    log.exception("deletion sweep failed")
+        if self.scheduler is None:
+            self.scheduler = Scheduler(self, interval or self.settings.scheduler_interval)
+            self.scheduler.start()
+        return self.scheduler
 
-        self._sweeper = threading.Thread(target=run, name="sweeper", daemon=True)
-        self._sweeper.start()
+    # The name the server's lifespan calls (hsmkms.api.app._start_background).
+    start_sweeper = start_scheduler
 
     def health(self) -> dict[str, Any]:
         token: dict[str, Any]
@@ -348,7 +347,8 @@ class Service:
         return out
 
     def close(self) -> None:
-        self._stop.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.pool.close()
         self.store.close()
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors
@@ -266,11 +266,12 @@ def update_key_description(svc: Service, req: Request) -> dict[str, Any]:
     return {}
 
 
-def sweep(svc: Service) -> list[str]:
-    """Delete every key whose waiting period has ended: its token objects first, then its
-    record (a crash in between is finished by the next sweep). Returns the deleted key ids."""
+def sweep(svc: Service, at: datetime | None = None) -> list[str]:
+    """Delete every key whose waiting period has ended (by ``at``, default now): the token
+    objects of all its materials first, then its record (a crash in between is finished by the
+    next sweep). Returns the deleted key ids."""
     deleted = []
-    for key in svc.store.keys_due_for_deletion(now()):
+    for key in svc.store.keys_due_for_deletion(at or now()):
         for material in svc.store.materials(key.key_id):
             svc.destroy_material(material.material_id)
         svc.store.delete_key(key.key_id)
