@@ -3,7 +3,7 @@
 ``service/`` sees one object, :class:`Token` (from :func:`open_token`), with these verbs and
 no sessions, handles or mechanisms:
 
-    token.create_master_key(material_id: bytes, label: str) -> None
+    token.create_master_key(material_id: bytes, label: str) -> None  # TokenFull if no room
     token.destroy_master_key(material_id: bytes) -> None          # KeyNotFound if absent
     token.has_master_key(material_id: bytes) -> bool
     token.list_master_keys() -> list[tuple[bytes, str]]          # (CKA_ID, CKA_LABEL); searches
@@ -59,6 +59,10 @@ class IntegrityError(TokenError):
 
 class MechanismUnsupported(TokenError):
     """The token does not offer a mechanism this call needs."""
+
+
+class TokenFull(TokenError):
+    """The token could not store a new object: its storage is full (SoftHSM2: its disk)."""
 
 
 class LoginFailed(TokenError):
@@ -134,6 +138,7 @@ __all__ = [
     "MasterKeyCheck",
     "MechanismUnsupported",
     "TokenError",
+    "TokenFull",
     "TokenStatus",
     "TokenUnavailable",
     "WrappedKey",

@@ -80,6 +80,11 @@ INTEGRITY: tuple[type[Exception], ...] = (
     px.FunctionFailed,
 )
 
+# The token could not keep what it was asked to store. SoftHSM2 answers CKR_FUNCTION_FAILED
+# when it cannot write a new object's file (a full disk); real HSMs CKR_DEVICE_MEMORY.
+STORAGE: tuple[type[Exception], ...] = (px.DeviceMemory,)
+STORING: tuple[type[Exception], ...] = STORAGE + (px.FunctionFailed,)
+
 PKCS11Error = px.PKCS11Error
 
 

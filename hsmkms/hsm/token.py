@@ -49,6 +49,7 @@ from hsmkms.hsm import (
     MasterKeyCheck,
     MechanismUnsupported,
     TokenError,
+    TokenFull,
     TokenStatus,
     TokenUnavailable,
     WrappedKey,
@@ -322,7 +323,7 @@ class Token:
             )
             self._keys[mid] = obj
 
-        self._run("create a master key", op)
+        self._run("create a master key", op, storing=True)
 
     def destroy_master_key(self, material_id: bytes) -> None:
         """Destroy the token object; :class:`KeyNotFound` if there is none."""
@@ -530,6 +531,7 @@ class Token:
         integrity: tuple[type[Exception], ...] = (),
         side: bool = False,
         recover: bool = True,
+        storing: bool = False,
     ) -> T:
         """Run ``op`` against a ready token, turn every CKR_* into our errors, and after token
         loss re-initialise and run it once more."""
@@ -552,7 +554,7 @@ class Token:
                     return op()  # side operation: runs beside the request path
                 except errors.PKCS11Error as exc:
                     with self._lock:
-                        raise self._classify(exc, what, integrity) from None
+                        raise self._classify(exc, what, integrity, storing=storing) from None
             except Lost as lost:
                 detail = lost.detail
             finally:
@@ -563,7 +565,12 @@ class Token:
         raise TokenUnavailable(f"token {self._label!r} is unavailable: {detail}")
 
     def _classify(
-        self, exc: Exception, what: str, integrity: tuple[type[Exception], ...]
+        self,
+        exc: Exception,
+        what: str,
+        integrity: tuple[type[Exception], ...],
+        *,
+        storing: bool = False,
     ) -> Exception:
         """One CKR_* -> one of our exceptions (or Lost), probing the token where ambiguous."""
         code = errors.name(exc)
@@ -577,6 +584,8 @@ class Token:
             return Lost(f"{code} while trying to {what}, and the token does not answer")
         if isinstance(exc, integrity):
             return IntegrityError(f"could not {what}: the data does not authenticate ({code})")
+        if isinstance(exc, errors.STORING if storing else errors.STORAGE):
+            return TokenFull(f"token {self._label!r} has no room to {what} ({code})")
         if isinstance(exc, errors.MECHANISM):
             return MechanismUnsupported(f"token {self._label!r} cannot {what} ({code})")
         return TokenError(f"token {self._label!r} failed to {what} ({code})")

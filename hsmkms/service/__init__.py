@@ -124,6 +124,12 @@ class Service:
             ) from None
         except hsm.MechanismUnsupported as exc:
             raise errors.UnsupportedOperationException(f"The HSM cannot do this: {exc}") from None
+        except hsm.TokenFull as exc:
+            log.error("%s refused: %s", operation, exc)
+            raise errors.KMSInternalException(
+                "The HSM has no room to store a new key. Nothing was created; retry when "
+                "space has been freed."
+            ) from None
         except hsm.LoginFailed:
             # Logged once by the token layer; a traceback per request would drown the log.
             raise errors.KeyUnavailableException(
