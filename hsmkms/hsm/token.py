@@ -727,26 +727,33 @@ class Token:
             if len(mid) != MATERIAL_ID_BYTES:
                 continue  # not one of ours
             found.append((mid, str(attrs.get(Attribute.LABEL, ""))))
+            if mid in fresh:
+                log.warning("several objects share CKA_ID %s; using the first", mid.hex())
+                continue
             fresh[mid] = obj
         self._keys = fresh
         found.sort()
         return found
 
     def _master(self, mid: bytes) -> Any:
-        """The cached key, or one C_FindObjects on a miss. Holds self._lock."""
+        """The cached key; on a miss, one scan of every AES key, which refreshes the whole
+        cache. Holds self._lock.
+
+        A miss is a key another process created after our last scan, and those come in
+        batches (keys created through another worker): SoftHSM2's C_FindObjects reads every
+        object whatever the template (170 ms at 10,000), so one search per missing key would
+        cost that per key; one scan picks up the whole batch for ~1.5x the price."""
         obj = self._keys.get(mid)
         if obj is not None:
             return obj
-        objs = list(self._session.get_objects({**_AES_SEARCH, Attribute.ID: mid}))
-        if not objs:
+        self._scan()
+        obj = self._keys.get(mid)
+        if obj is None:
             # SoftHSM2 finds nothing, without an error, once its token directory is gone.
             if not self._healthy():
                 raise Lost("the token stopped answering during a key lookup")
             raise KeyNotFound(f"no master key with material id {mid.hex()} on {self._label!r}")
-        if len(objs) > 1:
-            log.warning("%d objects share CKA_ID %s; using the first", len(objs), mid.hex())
-        self._keys[mid] = objs[0]
-        return objs[0]
+        return obj
 
     def _with_master(self, mid: bytes, fn: Callable[[Any], T]) -> T:
         """``fn`` on the cached key; on a dead handle (another process destroyed the key, or
