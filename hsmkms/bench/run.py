@@ -212,9 +212,13 @@ class Bench:
         concurrency: int,
         servers: dict[str, tuple[Server, Fixture]],
         order: tuple[str, ...],
+        *,
+        label: str | None = None,
         **kwargs: Any,
     ) -> Row:
-        row = Row(name, concurrency, {})
+        """One workload at one concurrency on each server in ``order``; ``label`` names the
+        row when it is not the workload's name."""
+        row = Row(label or name, concurrency, {})
         for peer in order:
             if peer not in servers:
                 continue
@@ -325,11 +329,10 @@ class Bench:
         self.wait_for_pool(ours, full=True)
         # One connection stays on one worker: take less than one worker's stock.
         stocked = max(1, self.opt.pool_size - 2)
-        row = self.cell(
-            f"{name} (pool stock)", 1, {"hsmkms": fixtures["hsmkms"]}, ("hsmkms",),
+        self.cell(
+            name, 1, {"hsmkms": fixtures["hsmkms"]}, ("hsmkms",), label=f"{name} (pool stock)",
             seconds=60.0, warmup=0.0, max_requests=stocked,
         )  # fmt: skip
-        row.workload = f"{name} (pool stock)"
         # Drain every worker's stock (not measured), then measure the steady state.
         drain = 2 * self.opt.pool_size * self.opt.workers
         _run(
@@ -343,7 +346,7 @@ class Bench:
             order = PEERS[::-1] if flip else PEERS
             flip = not flip
             span = self.opt.seconds * (1 if self.opt.quick else 2)
-            self.cell(f"{name} (past the pool)", c, fixtures, order, seconds=span)
+            self.cell(name, c, fixtures, order, label=f"{name} (past the pool)", seconds=span)
 
     # -- cost in the number of keys ---------------------------------------------------------
     def key_count(self) -> dict[str, Any]:
@@ -356,19 +359,23 @@ class Bench:
             fx.key_ids = [fx.key_id] + _run(create_keys(ours.endpoint(), 9))
             few = list(fx.key_ids)
             r10 = self.cell("GenerateDataKey over all keys", c, {"hsmkms": (ours, fx)},
-                            ("hsmkms",), seconds=opt.seconds * 2)
-            r10.workload = f"GenerateDataKey, {len(few)} keys"
+                            ("hsmkms",), label=f"GenerateDataKey, {len(few)} keys",
+                            seconds=opt.seconds * 2)
             began = time.monotonic()
             fx.key_ids += _run(create_keys(ours.endpoint(), opt.keys - len(few), progress=True))
             out["create_seconds"] = time.monotonic() - began
-            rall = self.cell("GenerateDataKey over all keys", c, {"hsmkms": (ours, fx)},
-                             ("hsmkms",), seconds=opt.seconds * 2)
-            rall.workload = f"GenerateDataKey, {len(fx.key_ids)} keys (uniform over all)"
+            rall = self.cell(
+                "GenerateDataKey over all keys", c, {"hsmkms": (ours, fx)}, ("hsmkms",),
+                label=f"GenerateDataKey, {len(fx.key_ids)} keys (each request a random one)",
+                seconds=opt.seconds * 2,
+            )
             all_ids = fx.key_ids
             fx.key_ids = few
-            rhot = self.cell("GenerateDataKey over all keys", c, {"hsmkms": (ours, fx)},
-                             ("hsmkms",), seconds=opt.seconds * 2)
-            rhot.workload = f"GenerateDataKey, {len(few)} of {len(all_ids)} keys"
+            rhot = self.cell(
+                "GenerateDataKey over all keys", c, {"hsmkms": (ours, fx)}, ("hsmkms",),
+                label=f"GenerateDataKey, {len(few)} of {len(all_ids)} keys",
+                seconds=opt.seconds * 2,
+            )
             fx.key_ids = all_ids
         restarted = Hsmkms(home, self.work, opt.workers, {})
         with restarted:
