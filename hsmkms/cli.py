@@ -271,6 +271,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn's httptools protocol with deadlines and limits it lacks (slow clients).
         http="hsmkms.api.protocol:GuardedHttpToolsProtocol",
         ws="none",  # no WebSocket upgrades: nothing here speaks them
+        # No X-Forwarded-For rewriting: the client address is the peer's (policies read it as
+        # aws:SourceIp, and uvicorn would trust the header from any local process), and one
+        # middleware layer less per request.
+        proxy_headers=False,
         timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
     )
     # Read by GuardedHttpToolsProtocol in every worker (the Config is what reaches them).
