@@ -294,17 +294,35 @@ class Bench:
                 "hsmkms": (ours, _run(prepare(ours.endpoint()))),
                 "moto": (moto, _run(prepare(moto.endpoint()))),
             }  # type: dict[str, tuple[Server, Fixture]]
-            self.wait_for_pool(ours, full=True)
+            self.wait_for_pool(ours)
             flip = False
             for name in names:
                 for c in opt.concurrency:
                     order = PEERS[::-1] if flip else PEERS
                     flip = not flip
                     self.cell(name, c, fixtures, order)
+            if not opt.only or opt.only in "GenerateDataKey":
+                self.scaling(fixtures["hsmkms"])
             for spec in rsa:
                 self.rsa_cells(spec, ours, fixtures)
+        # What the server said while under load (e.g. inline calls sent to threads).
+        log = ours.log_path.read_text(errors="replace").splitlines()
+        self.notes["warnings"] = [line for line in log if line.startswith(("WARNING", "ERROR"))]
+        for line in self.notes["warnings"][:5]:
+            print(f"hsmkms log: {line}", flush=True)
 
-    def wait_for_pool(self, server: Hsmkms, full: bool, timeout: float = 120.0) -> None:
+    def scaling(self, two: tuple[Server, Fixture]) -> None:
+        """GenerateDataKey at the highest concurrency on one worker, then on the run's workers,
+        back to back: what a second process adds on these cores (load generator included)."""
+        c = max(self.opt.concurrency)
+        with Hsmkms(self.work / "one-worker-home", self.work, 1, {}) as one:
+            fx = _run(prepare(one.endpoint(), blobs=1))
+            self.cell("GenerateDataKey", c, {"hsmkms": (one, fx)}, ("hsmkms",),
+                      label="GenerateDataKey (--workers 1)")
+        self.cell("GenerateDataKey", c, {"hsmkms": two}, ("hsmkms",),
+                  label=f"GenerateDataKey (--workers {self.opt.workers})")
+
+    def wait_for_pool(self, server: Hsmkms, timeout: float = 120.0) -> None:
         """Until every worker that answers /health reports a full key pair pool."""
         if self.opt.pool_size <= 0:
             return
@@ -326,7 +344,7 @@ class Bench:
         """RSA: first while the pool has stock (hsmkms only: the peer has no pool), then
         past it, once the stock is drained and every pair is generated on demand."""
         name = f"GenerateDataKeyPair {spec}"
-        self.wait_for_pool(ours, full=True)
+        self.wait_for_pool(ours)
         # One connection stays on one worker: take less than one worker's stock.
         stocked = max(1, self.opt.pool_size - 2)
         self.cell(
@@ -521,6 +539,14 @@ def targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
                 f"{ours.rate / max(peer.rate, 1e-9):.1f}x moto (>= 5x), p99 "
                 f"{fmt_ms(p99)} ms (<= 25), {sum(ours.errors.values())} errors: {verdict(ok)}"
             )
+    c = max((r.concurrency for r in rows), default=0)
+    one = find(rows, "GenerateDataKey (--workers 1)", c)
+    many = next((r for r in rows if r.workload.startswith("GenerateDataKey (--workers ")
+                 and r is not one), None)
+    if one and many and one.results["hsmkms"].rate:
+        gain = many.results["hsmkms"].rate / one.results["hsmkms"].rate
+        out.append(f"- {many.workload} vs --workers 1, GenerateDataKey at c={c}: {gain:.2f}x "
+                   f"(>= 1.6x): {verdict(gain >= 1.6)}")
     pairs = ceil.get("pairs", {})
     for spec in EC_SPECS:
         best = max(
@@ -679,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
                 "Targets (issue 7):",
                 "",
                 *verdicts,
+                "",
+                f"hsmkms logged {len(bench.notes.get('warnings', []))} warnings or errors"
+                + (": " + "; ".join(f"`{w[:160]}`" for w in bench.notes["warnings"][:3])
+                   if bench.notes.get("warnings") else "."),
             ]
             write_doc(opt.output, "main", "\n".join(body))
     return 0
