@@ -145,3 +145,13 @@ def test_a_quick_call_answers_as_call_does(library):
     answer = library.try_quick("GenerateDataKey", {"KeyId": key, "NumberOfBytes": 16})
     assert answer is not None and len(answer["Plaintext"]) == 16
     assert library.try_quick("CreateKey", {}) is None
+
+
+def test_two_slow_inline_calls_in_a_row_send_calls_to_threads(app, fake, monkeypatch):
+    import hsmkms.api.app as app_module
+
+    monkeypatch.setattr(app_module, "INLINE_SLOW", -1.0)  # every call counts as slow
+    for _ in range(3):
+        post(app, "GenerateRandom", {"NumberOfBytes": 4})
+    assert fake.threads[:2] == ["MainThread", "MainThread"]
+    assert fake.threads[2].startswith("hsmkms-op")
