@@ -51,7 +51,7 @@ class Options:
     warmup: float = 0.5
     concurrency: tuple[int, ...] = (1, 8, 32)
     workers: int = 2
-    pool_size: int = 20
+    pool_size: int = 16
     only: str | None = None
     quick: bool = False
     keys: int = 0
@@ -352,7 +352,7 @@ class Bench:
             seconds=60.0, warmup=0.0, max_requests=stocked,
         )  # fmt: skip
         # Drain every worker's stock (not measured), then measure the steady state.
-        drain = 2 * self.opt.pool_size * self.opt.workers
+        drain = (self.opt.pool_size + 2) * self.opt.workers
         _run(
             run_cell(
                 ours.endpoint(), workload(name, fixtures["hsmkms"][1], random.Random(3)),
@@ -634,8 +634,8 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.5)")
     p.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
     p.add_argument("--workers", type=int, default=2, help="hsmkms worker processes (default 2)")
-    p.add_argument("--pool-size", type=int, default=20,
-                   help="hsmkms rsa_pool_size for the run (default 20)")
+    p.add_argument("--pool-size", type=int, default=16,
+                   help="hsmkms rsa_pool_size for the run (default 16)")
     p.add_argument("--only", help="run only workloads whose name contains this")
     p.add_argument("--quick", action="store_true", help="a short smoke test; writes nothing")
     p.add_argument("--keys", type=int, default=0,
