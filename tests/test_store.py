@@ -47,3 +47,38 @@ def test_no_key_material_reaches_the_store(settings, library):
     for secret in secrets:
         assert secret not in data
         assert secret.hex().encode() not in data
+
+
+def test_opening_the_store_again_leaves_the_locks_of_open_connections_alone(tmp_path):
+    """A second store on a file this process has open must not close a descriptor of it (that
+    drops every POSIX lock of the process): another process closing its last connection would
+    then delete the WAL and shared memory under this one's, and break its next connection."""
+    import subprocess
+    import sys
+    import threading
+    from datetime import UTC, datetime
+
+    path = str(tmp_path / "s.sqlite3")
+    first = open_store(path)
+    assert first.acquire_lease("a", "here", datetime.now(UTC), 60)  # a write: a WAL in use
+    open_store(path).close()
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from hsmkms.store import open_store; "
+         "open_store(sys.argv[1]).close()", path],
+        check=True, timeout=60,
+    )
+    assert (tmp_path / "s.sqlite3-shm").exists()
+    errors: list[BaseException] = []
+
+    def write_from_a_new_thread() -> None:  # a new thread: a new connection
+        try:
+            assert first.acquire_lease("b", "here", datetime.now(UTC), 60)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    for _ in range(2):
+        t = threading.Thread(target=write_from_a_new_thread)
+        t.start()
+        t.join()
+    assert not errors, errors
+    first.close()

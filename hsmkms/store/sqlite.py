@@ -111,9 +111,14 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        if path != ":memory:":
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+        if path != ":memory:" and not os.path.exists(path):
+            # Create it private (0600) before SQLite does. Only a missing file: closing a
+            # descriptor of a database this process has open through SQLite drops every POSIX
+            # lock the process holds on it, and another process that closes its last connection
+            # then deletes the WAL and shared-memory files under this one's feet ("disk I/O
+            # error" on the next connection opened here).
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
