@@ -211,3 +211,26 @@ def test_only_get_key_rotation_status_works_across_accounts(library):
         with raises("NotFoundException"):
             getattr(stranger, operation)(KeyId=key["Arn"])
 
+
+def test_a_blob_under_a_material_another_process_rotated_in_decrypts_at_once(
+    library, settings, token
+):
+    from hsmkms.kms import KMS
+    from hsmkms.service import Service
+    from hsmkms.store import open_store
+
+    # Another worker on the same store: its own connection, and its own cache of records.
+    other = Service(settings, token, open_store(settings.store_path))
+    try:
+        elsewhere = KMS.from_service(other)
+        kid = library.create_key()["KeyMetadata"]["KeyId"]
+        first = library.encrypt(KeyId=kid, Plaintext=b"before")["CiphertextBlob"]
+        assert library.decrypt(CiphertextBlob=first)["Plaintext"] == b"before"
+        elsewhere.rotate_key_on_demand(KeyId=kid)
+        newest = elsewhere.describe_key(KeyId=kid)["KeyMetadata"]["CurrentKeyMaterialId"]
+        blob = elsewhere.encrypt(KeyId=kid, Plaintext=b"after")["CiphertextBlob"]
+        out = library.decrypt(CiphertextBlob=blob)
+        assert (out["Plaintext"], out["KeyMaterialId"]) == (b"after", newest)
+    finally:
+        other.pool.close()
+        other.store.close()

@@ -261,7 +261,7 @@ class Service:
         check_usable(key)
         check_algorithm(key, algorithm)
         material_hex = parsed.material_hex
-        if not any(m.material_id == material_hex for m in self.store.materials(key.key_id)):
+        if not self._has_material(key.key_id, material_hex):
             raise errors.InvalidCiphertextException(_INVALID_CIPHERTEXT)
         if req.dry_run:
             raise errors.DryRunOperationException(
@@ -279,6 +279,17 @@ class Service:
                 hsm.WrappedKey(parsed.wrap_mechanism, parsed.spec, parsed.body),
             )
         return key, bytes(plaintext), material_hex
+
+    def _has_material(self, key_id: str, material_hex: str) -> bool:
+        """Whether ``material_hex`` is one of the key's materials. A cached list of them may
+        predate a rotation made by another process, whose new blobs must decrypt here at once:
+        a miss is asked once more of the store behind the cache."""
+        if any(m.material_id == material_hex for m in self.store.materials(key_id)):
+            return True
+        behind = getattr(self.store, "inner", None)  # service/cache.py's CachedStore
+        return behind is not None and any(
+            m.material_id == material_hex for m in behind.materials(key_id)
+        )
 
     def key_pair(self, spec: str) -> tuple[bytes, bytes]:
         """A fresh (SPKI DER, PKCS#8 DER), from the token or the host as configured."""
