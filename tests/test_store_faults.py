@@ -3,6 +3,7 @@ operation layer's answers to both (DependencyTimeoutException, a state decided a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hsmkms.store import AliasRecord, StateChanged, StoreBusy, open_store
+from hsmkms.store import AliasRecord, StateChanged, StoreBusy, StoreError, open_store
 from hsmkms.store.base import KeyRecord, MaterialRecord
 
 
@@ -49,6 +50,23 @@ def test_a_write_behind_a_held_lock_is_busy_after_the_timeout_and_reads_go_on(tm
     store.create_alias(AliasRecord("111122223333", "us-east-1", "alias/a", key.key_id, now, now))
     assert store.get_alias("111122223333", "us-east-1", "alias/a") is not None
     store.close()
+
+
+def test_a_store_that_cannot_be_opened_costs_no_descriptors(tmp_path: Path):
+    path = tmp_path / "s.sqlite3"
+    _key(str(path))
+    store = open_store(str(path))
+    store.close()
+    path.write_bytes(b"not a database, " * 512)  # opens, then fails at the first statement
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = descriptors()
+    for _ in range(50):
+        with pytest.raises(StoreError):
+            store.get_key("00000000-0000-4000-8000-000000000001")
+    assert descriptors() <= before + 2
 
 
 def test_a_conditional_update_writes_only_in_the_state_it_was_decided_on(tmp_path: Path):

@@ -125,6 +125,7 @@ class SQLiteStore(Store):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            conn = None
             try:
                 conn = sqlite3.connect(
                     self.path, timeout=self.busy_timeout_s, isolation_level=None,
@@ -135,6 +136,11 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
             except sqlite3.Error as exc:
+                # Close what was opened: a store that stays unreadable would otherwise cost
+                # the process a few descriptors per request until it runs out.
+                if conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
                 raise self._failure(exc, f"open {self.path}") from None
             self._local.conn = conn
             with self._lock:
