@@ -348,7 +348,8 @@ def test_two_servers_on_one_store_rotate_each_due_date_once(tmp_path):
             assert short and long[: len(short)] == short
         leader.stop()
         stopped_at = time.time()
-        time.sleep(4 * period)
+        # Long enough for the leader's lease (at least 1 s) to lapse on a loaded machine.
+        time.sleep(8 * period)
         follower.stop()
         checked_at = time.time()
 
