@@ -240,7 +240,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     settings = ensure_home(settings)
     identities = read_credentials(settings.credentials_path)
-    kms = open_kms(settings)
+    # Several workers each open the token themselves: here it is only checked, so the key
+    # handles are not looked up (1-2 s at 10,000 keys, before the workers even start).
+    kms = open_kms(settings, preload_keys=settings.workers == 1)
     export_settings(settings)  # before the workers start: they read HSMKMS_*
 
     import uvicorn
@@ -300,14 +302,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_kms(settings: Settings) -> Any:
+def open_kms(settings: Settings, preload_keys: bool = True) -> Any:
     """Open the KMS (token login, store) here, turning each failure into advice."""
     from hsmkms import hsm
     from hsmkms.kms import KMS
 
     label, module = settings.token_label, settings.pkcs11_module
     try:
-        return KMS(settings)
+        return KMS(settings, preload_keys=preload_keys)
     except ConfigError:
         raise
     except Exception as exc:

@@ -41,12 +41,13 @@ class KMS:
         settings: Settings | None = None,
         *,
         caller: Caller | None = None,
+        preload_keys: bool = True,
         **overrides: Any,
     ) -> None:
         from hsmkms.service import Service
 
         self.settings = settings or Settings.load(**overrides)
-        self.service = Service.open(self.settings)
+        self.service = Service.open(self.settings, preload_keys=preload_keys)
         self.caller = caller or self.service.default_caller()
 
     @classmethod

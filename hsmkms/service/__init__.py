@@ -78,13 +78,16 @@ class Service:
         self.scheduler: Scheduler | None = None
 
     @classmethod
-    def open(cls, settings: Settings) -> Service:
+    def open(cls, settings: Settings, *, preload_keys: bool = True) -> Service:
+        """``preload_keys=False``: the token's key handles are looked up on first use, not now
+        (for a process that only checks that the token and store open)."""
         from hsmkms.home import ensure_home
 
         ensure_home(settings)
         try:
             token = hsm.open_token(
-                settings.pkcs11_module, settings.token_label, settings.read_pin()
+                settings.pkcs11_module, settings.token_label, settings.read_pin(),
+                preload=preload_keys,
             )
         except hsm.TokenError as exc:
             raise errors.KMSInternalException(f"cannot open the token: {exc}") from None
