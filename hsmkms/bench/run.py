@@ -363,7 +363,8 @@ class Bench:
         for c in self.opt.concurrency:
             order = PEERS[::-1] if flip else PEERS
             flip = not flip
-            span = self.opt.seconds * (1 if self.opt.quick else 2)
+            # Long enough for a few generations even at c=32 (RSA-4096: ~0.25 s of a core each).
+            span = self.opt.seconds * (1 if self.opt.quick else 3 if spec == "RSA_4096" else 2)
             self.cell(name, c, fixtures, order, label=f"{name} (past the pool)", seconds=span)
 
     # -- cost in the number of keys ---------------------------------------------------------
@@ -548,7 +549,7 @@ def targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
         out.append(f"- {many.workload} vs --workers 1, GenerateDataKey at c={c}: {gain:.2f}x "
                    f"(>= 1.6x): {verdict(gain >= 1.6)}")
     pairs = ceil.get("pairs", {})
-    for spec in EC_SPECS:
+    for spec in (*EC_SPECS, "ECC_NIST_EDWARDS25519"):
         best = max(
             (r.results["hsmkms"].rate for r in rows
              if r.workload == f"GenerateDataKeyPair {spec}" and "hsmkms" in r.results),
@@ -558,11 +559,12 @@ def targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
             continue
         raw = pairs.get(spec, (0.0, 0.0))[0]
         share = best / raw if raw else 0.0
-        goal = f">= 2,000/s and {share:.0%} of" if spec == "ECC_NIST_P256" else f"{share:.0%} of"
-        ok = share >= 0.4 and (spec != "ECC_NIST_P256" or best >= 2000)
+        if spec == "ECC_NIST_P256":
+            out.append(f"- GenerateDataKeyPair {spec}: best {fmt_rate(best)}/s (>= 2,000/s): "
+                       f"{verdict(best >= 2000)}")
         out.append(
-            f"- GenerateDataKeyPair {spec}: best {fmt_rate(best)}/s, {goal} cryptography's "
-            f"{fmt_rate(raw)}/s in one process (>= 40%): {verdict(ok)}"
+            f"- GenerateDataKeyPair {spec}: best {fmt_rate(best)}/s = {share:.0%} of "
+            f"cryptography's {fmt_rate(raw)}/s in one process (>= 40%): {verdict(share >= 0.4)}"
         )
     for spec in RSA_SPECS:
         stocked = find(rows, f"GenerateDataKeyPair {spec} (pool stock)", 1)
