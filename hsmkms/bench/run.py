@@ -623,8 +623,8 @@ def header(opt: Options, load: tuple[float, float]) -> list[str]:
         f"- hsmkms: `serve --workers {opt.workers}`, embedded default (SoftHSM2 + SQLite), "
         f"rsa_pool_size {opt.pool_size}; moto: `moto_server` (one process)",
         f"- each cell: {opt.warmup:g} s warm-up, then {opt.seconds:g} s measured (RSA past "
-        "the pool: twice that), SigV4-signed requests on keep-alive connections, "
-        "c = connections",
+        "the pool: twice that, RSA_4096 three times), SigV4-signed requests on keep-alive "
+        "connections, c = connections",
     ]
 
 
