@@ -146,3 +146,41 @@ def test_threads_read_and_write_without_losing_a_write():
         t.join()
     assert errors == []
     assert store.get_key("k1") == "w199"
+
+
+def test_a_fresh_read_skips_the_cache():
+    from hsmkms.service.cache import FRESH
+
+    store, inner, _ = make()
+    store.get_key("k1")
+    inner.keys["k1"] = "changed elsewhere"
+    token = FRESH.set(True)
+    try:
+        assert store.get_key("k1") == "changed elsewhere"
+    finally:
+        FRESH.reset(token)
+    assert store.get_key("k1") == "v1"  # the data plane may still answer from the cache
+
+
+def test_only_the_data_plane_reads_through_the_cache(library):
+    from hsmkms.service import cache
+
+    key = library.create_key()["KeyMetadata"]["KeyId"]
+    library.encrypt(KeyId=key, Plaintext=b"x")  # cached now
+    seen: list[bool] = []
+    store = library.service.store
+    real = store.inner.get_key
+
+    def spy(key_id: str) -> object:
+        seen.append(cache.FRESH.get())
+        return real(key_id)
+
+    store.inner.get_key = spy
+    store.__dict__.pop("get_key", None)  # resolve again through the spy
+    try:
+        library.describe_key(KeyId=key)
+        library.encrypt(KeyId=key, Plaintext=b"x")
+    finally:
+        del store.inner.get_key
+        store.__dict__.pop("get_key", None)
+    assert seen == [True]  # DescribeKey read the store; Encrypt answered from the cache

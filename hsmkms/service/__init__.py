@@ -111,6 +111,9 @@ class Service:
                     f"{operation} is not supported by hsmkms yet."
                 )
             raise errors.UnknownOperationException(f"Unknown operation {operation}.")
+        # The data plane reads through the cache; every other operation reads the store itself,
+        # so a client that inspects or changes a key sees what the store holds now.
+        fresh = cache.FRESH.set(operation not in quick.DATA_PLANE)
         try:
             return handler(self, Request(operation, params, caller))
         except errors.KMSError:
@@ -172,6 +175,8 @@ class Service:
             raise errors.KMSInternalException(
                 "The metadata store failed; see the server log."
             ) from None
+        finally:
+            cache.FRESH.reset(fresh)
 
     # -- helpers for the operation modules ---------------------------------------------
     def authorized_key(

@@ -7,8 +7,9 @@ consistent, so a process may answer from what it read a moment ago:
 
 * a change made through this process (any store method that is not a read) empties the cache
   when it returns, so a client that changes a key and then uses it sees the change at once;
-* a change made by another process (another worker, another node) is seen within ``ttl``
-  seconds;
+* a change made by another process (another worker, another node) is seen by the data plane
+  (Encrypt, Decrypt, GenerateDataKey*, ...) within ``ttl`` seconds, and at once by every other
+  operation (DescribeKey, List*, Get*, writes), which reads the store itself (``FRESH``);
 * a read that was in flight while a change was written is not cached (a generation counter),
   so the cache never holds an answer older than the last local write.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 # Store methods that only read: prefixes, so that reads added to the store later are
@@ -31,6 +33,9 @@ _READ_PREFIXES = (
 # The reads the request path makes on every call: these are answered from the cache.
 CACHED = frozenset({"get_key", "get_alias", "materials", "grants_for_grantees", "get_grant"})
 MAX_ENTRIES = 100_000  # beyond this the cache starts over (10,000 keys need ~30,000)
+# True while an operation that must see the store as it is now runs (Service.dispatch sets it
+# for all but the data plane): its reads skip the cache.
+FRESH: ContextVar[bool] = ContextVar("hsmkms_fresh_reads", default=False)
 
 
 class CachedStore:
@@ -66,6 +71,8 @@ class CachedStore:
 
     def _cached(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def read(*args: Any, **kwargs: Any) -> Any:
+            if FRESH.get():
+                return method(*args, **kwargs)
             named = ((k, _hashable(v)) for k, v in sorted(kwargs.items()))
             key = (name, *map(_hashable, args), *named)
             now = self._clock()

@@ -29,6 +29,8 @@ QUICK_OPERATIONS = frozenset(
     }
 )
 PAIR_OPERATIONS = frozenset({"GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"})
+# The operations that read key records through the per-process cache (service/cache.py).
+DATA_PLANE = QUICK_OPERATIONS | PAIR_OPERATIONS
 
 # True while a call runs on the event loop: slow steps must raise WouldBlock instead.
 NO_WAIT: ContextVar[bool] = ContextVar("hsmkms_no_wait", default=False)
