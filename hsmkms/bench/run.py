@@ -614,6 +614,17 @@ def write_doc(path: Path, tag: str, body: str) -> None:
 
 def header(opt: Options, load: tuple[float, float]) -> list[str]:
     m = machine()
+    if opt.keys:
+        return [
+            f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {m['commit']}; "
+            f"load average {load[0]:.2f} before, {load[1]:.2f} after (1 min).",
+            "",
+            f"- machine: {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}",
+            f"- versions: {m['versions']}",
+            f"- hsmkms: `serve --workers {opt.workers}`, embedded default (SoftHSM2 + SQLite), "
+            "keys created through the server (CreateKey over 8 connections)",
+            f"- each cell: {opt.warmup:g} s warm-up, then {2 * opt.seconds:g} s measured",
+        ]
     return [
         f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {m['commit']}; "
         f"load average {load[0]:.2f} before, {load[1]:.2f} after (1 min).",
