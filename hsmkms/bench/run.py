@@ -1,9 +1,10 @@
 """One benchmark run: hsmkms and moto side by side, the load generator's own ceiling, the
 in-process ceilings, a table on stdout and in docs/benchmarks.md.
 
-    scripts/bench                  # the full run (~7 minutes on 2 cores)
-    scripts/bench --quick          # a smoke test of every cell (~1 minute), writes nothing
-    scripts/bench --keys 10000     # cost in the number of keys (creates the keys: ~2 minutes)
+    scripts/bench                  # the full run (~8.5 minutes on 2 cores)
+    scripts/bench --quick          # a smoke test of every cell (~2 minutes), writes nothing
+    scripts/bench --keys 10000     # cost in the number of keys (~3.5 minutes, most of it
+                                   # creating 10,000 token keys)
 
 Cells alternate between the two servers (hsmkms first in one cell, moto first in the next),
 so a burst of noise from elsewhere on the machine lands on both.
