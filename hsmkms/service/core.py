@@ -137,14 +137,19 @@ def _alias_target(svc: Service, account: str, alias_name: str) -> str:
     return alias.key_id
 
 
-def check_usable(key: KeyRecord) -> None:
-    """A key that cryptographic operations may use: Enabled and ENCRYPT_DECRYPT."""
+def check_enabled(key: KeyRecord) -> None:
+    """AWS's key state table for operations that need an Enabled key."""
     if key.state == "Disabled":
         raise errors.DisabledException(f"{key.arn} is disabled.")
     if key.state == "PendingDeletion":
         raise errors.KMSInvalidStateException(f"{key.arn} is pending deletion.")
     if key.state != "Enabled":
         raise errors.KMSInvalidStateException(f"{key.arn} is {key.state}.")
+
+
+def check_usable(key: KeyRecord) -> None:
+    """A key that cryptographic operations may use: Enabled and ENCRYPT_DECRYPT."""
+    check_enabled(key)
     if key.key_usage != ENCRYPT_DECRYPT or key.key_spec != SYMMETRIC_DEFAULT:
         raise errors.InvalidKeyUsageException(
             f"{key.arn} key usage is {key.key_usage}, which is not valid for this operation."

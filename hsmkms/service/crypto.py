@@ -46,6 +46,24 @@ def _ignore_ciphertext(req: Request) -> bool:
     return req.dry_run and "IGNORE_CIPHERTEXT" in (req.get("DryRunModifiers") or [])
 
 
+def _dry_run_or_ciphertext(svc: Service, req: Request, key_member: str, algorithm: str) -> None:
+    """Decrypt and ReEncrypt: a DryRun with IGNORE_CIPHERTEXT checks the key named by
+    ``key_member`` instead of the blob's; otherwise the ciphertext is required."""
+    if _ignore_ciphertext(req):
+        if req.get(key_member) is None:
+            raise errors.ValidationException(
+                f"{key_member} is required when DryRunModifiers contains IGNORE_CIPHERTEXT."
+            )
+        key = _usable_key(svc, req, key_member)
+        check_algorithm(key, req.get(algorithm))
+        check_dry_run(req)
+    if req.get("CiphertextBlob") is None:
+        raise errors.ValidationException(
+            "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+
+
 @operation("Decrypt")
 def decrypt(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
@@ -53,20 +71,7 @@ def decrypt(svc: Service, req: Request) -> dict[str, Any]:
         raise errors.UnsupportedOperationException(
             "Recipient (Nitro Enclaves attestation) is not supported by hsmkms."
         )
-    if _ignore_ciphertext(req):
-        # DryRun that skips the ciphertext: the KeyId names the key to check.
-        if req.get("KeyId") is None:
-            raise errors.ValidationException(
-                "KeyId is required when DryRunModifiers contains IGNORE_CIPHERTEXT."
-            )
-        key = _usable_key(svc, req)
-        check_algorithm(key, req.get("EncryptionAlgorithm"))
-        check_dry_run(req)
-    if req.get("CiphertextBlob") is None:
-        raise errors.ValidationException(
-            "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
-            "constraint: Member must not be null"
-        )
+    _dry_run_or_ciphertext(svc, req, "KeyId", "EncryptionAlgorithm")
     key, plaintext, material = svc.unseal(
         req,
         req.params["CiphertextBlob"],
@@ -88,19 +93,7 @@ def re_encrypt(svc: Service, req: Request) -> dict[str, Any]:
     dest = svc.authorized_key(req, req.params["DestinationKeyId"], action="ReEncryptTo")
     check_usable(dest)
     dest_algorithm = check_algorithm(dest, req.get("DestinationEncryptionAlgorithm"))
-    if _ignore_ciphertext(req):
-        if req.get("SourceKeyId") is None:
-            raise errors.ValidationException(
-                "SourceKeyId is required when DryRunModifiers contains IGNORE_CIPHERTEXT."
-            )
-        source = _usable_key(svc, req, "SourceKeyId")
-        check_algorithm(source, req.get("SourceEncryptionAlgorithm"))
-        check_dry_run(req)
-    if req.get("CiphertextBlob") is None:
-        raise errors.ValidationException(
-            "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
-            "constraint: Member must not be null"
-        )
+    _dry_run_or_ciphertext(svc, req, "SourceKeyId", "SourceEncryptionAlgorithm")
     source, plaintext, source_material = svc.unseal(
         req,
         req.params["CiphertextBlob"],

@@ -43,6 +43,7 @@ from hsmkms import errors
 from hsmkms.service.core import (
     SYMMETRIC_DEFAULT,
     Request,
+    check_enabled,
     now,
     operation,
     validation,
@@ -94,15 +95,6 @@ def _check_rotatable(key: KeyRecord) -> None:
         )
 
 
-def _check_state(key: KeyRecord) -> None:
-    if key.state == "Disabled":
-        raise errors.DisabledException(f"{key.arn} is disabled.")
-    if key.state == "PendingDeletion":
-        raise errors.KMSInvalidStateException(f"{key.arn} is pending deletion.")
-    if key.state != "Enabled":
-        raise errors.KMSInvalidStateException(f"{key.arn} is {key.state}.")
-
-
 def _check_period(period: int) -> None:
     if period < MIN_PERIOD_DAYS:
         raise validation("rotationPeriodInDays", period,
@@ -129,7 +121,7 @@ def enable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
     _check_period(period)
     key = _own_key(svc, req)
     _check_rotatable(key)
-    _check_state(key)
+    check_enabled(key)
     at = now()
     if key.rotation_enabled and key.next_rotation is not None and key.rotation_period_days:
         if key.rotation_period_days == period:
@@ -150,7 +142,7 @@ def enable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
 def disable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
     key = _own_key(svc, req)
     _check_rotatable(key)
-    _check_state(key)
+    check_enabled(key)
     if key.rotation_enabled:
         svc.store.update_key(
             key.key_id, if_state=("Enabled",), rotation_enabled=False,
@@ -177,7 +169,7 @@ def get_key_rotation_status(svc: Service, req: Request) -> dict[str, Any]:
 def rotate_key_on_demand(svc: Service, req: Request) -> dict[str, Any]:
     key = _own_key(svc, req)
     _check_rotatable(key)
-    _check_state(key)
+    check_enabled(key)
     at = now()
     if (key.rotation_enabled and key.next_rotation is not None
             and key.next_rotation - at <= schedule_days(svc, CONFLICT_WINDOW_DAYS)):
@@ -227,7 +219,7 @@ def _refused(svc: Service, key: KeyRecord) -> NoReturn:
     fresh = svc.store.get_key(key.key_id)
     if fresh is None:
         raise errors.NotFoundException(f"Key '{key.arn}' does not exist")
-    _check_state(fresh)
+    check_enabled(fresh)
     raise _limit_exceeded(fresh)
 
 
