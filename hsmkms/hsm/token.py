@@ -598,6 +598,14 @@ class Token:
             return MechanismUnsupported(f"token {self._label!r} cannot {what} ({code})")
         return TokenError(f"token {self._label!r} failed to {what} ({code})")
 
+    def refresh(self) -> None:
+        """Re-read the token from scratch (C_Finalize + C_Initialize, login, forget handles).
+
+        For a master key another process created that this process cannot see: SoftHSM2 can
+        index another process's object file while it is half written and keep that view until
+        the token changes again. Rate-limited like recovery (TokenUnavailable when too soon)."""
+        self._recover(self._module.generation, "a master key the store knows is not visible")
+
     def _recover(self, generation: int, detail: str) -> None:
         """C_Finalize + C_Initialize, unless another thread just did, or did too recently."""
         mod = self._module

@@ -115,7 +115,16 @@ class Service:
         # so a client that inspects or changes a key sees what the store holds now.
         fresh = cache.FRESH.set(operation not in quick.DATA_PLANE)
         try:
-            return handler(self, Request(operation, params, caller))
+            try:
+                return handler(self, Request(operation, params, caller))
+            except hsm.KeyNotFound:
+                # The store vouched for the material but this process's view of the token
+                # lacks it (another worker created it); re-read the token once and retry.
+                try:
+                    self.token.refresh()
+                except hsm.TokenError:
+                    raise hsm.KeyNotFound("master key not visible") from None
+                return handler(self, Request(operation, params, caller))
         except errors.KMSError:
             raise
         except hsm.IntegrityError:
