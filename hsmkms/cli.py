@@ -285,13 +285,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         body_timeout=settings.body_timeout,
         limit_concurrency=settings.limit_concurrency,
     )
-    sock = config.bind_socket()  # exits with uvicorn's message if the port is taken
-    print_banner(settings)
     if settings.workers > 1:
-        from uvicorn.supervisors import Multiprocess
+        from hsmkms.api import workers
 
-        Multiprocess(config, sockets=[sock]).run()
+        if workers.reuse_port_supported():
+            # A socket per worker, so that the kernel spreads connections (api/workers.py).
+            socks = workers.bind_sockets(settings.host, settings.port, settings.workers)
+            print_banner(settings)
+            workers.PerWorkerSockets(config, socks).run()
+        else:
+            from uvicorn.supervisors import Multiprocess
+
+            sock = config.bind_socket()
+            print_banner(settings)
+            Multiprocess(config, sockets=[sock]).run()
     else:
+        sock = config.bind_socket()  # exits with uvicorn's message if the port is taken
+        print_banner(settings)
         server = uvicorn.Server(config)
         try:
             server.run(sockets=[sock])

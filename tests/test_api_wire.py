@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -303,6 +304,36 @@ def test_several_workers_serve_the_same_api(tmp_path: Path):
         assert srv.post("GenerateRandom", {"NumberOfBytes": 8}, region="eu-west-1").error[0] == (
             "InvalidSignatureException"
         )
+
+
+def test_connections_opened_at_once_spread_over_the_workers(tmp_path: Path):
+    """A client pool opens its connections together; each worker has a listening socket of
+    its own (SO_REUSEPORT), so they do not all land on whichever worker woke first."""
+    psutil = pytest.importorskip("psutil")
+    with ServerProcess(tmp_path / "home", workers=2) as srv:
+        socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(32)]
+        try:
+            workers = psutil.Process(srv.proc.pid).children(recursive=True)
+            deadline = time.monotonic() + 10
+            while True:
+                held = sorted(
+                    sum(
+                        1
+                        for c in w.net_connections(kind="tcp")
+                        if c.laddr and c.laddr.port == srv.port and c.status == "ESTABLISHED"
+                    )
+                    for w in workers
+                )
+                if sum(held) == len(socks) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert sum(held) == len(socks), held
+            # Binomial(32, 1/2): fewer than 5 on one side happens about once in 100,000 runs.
+            assert held[-2] >= 5 and held[-1] >= 5, held
+            assert len(srv.client().generate_random(NumberOfBytes=8)["Plaintext"]) == 8
+        finally:
+            for s in socks:
+                s.close()
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
