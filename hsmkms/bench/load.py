@@ -67,6 +67,15 @@ class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)  # of successful requests, seconds
     errors: Counter[str] = field(default_factory=Counter)
+    answered: int = 0  # every answer of the cell, warm-up included (for CPU per request)
+    server_cpu: float | None = None  # the server's CPU seconds over the cell, when measured
+
+    @property
+    def cpu_per_request(self) -> float | None:
+        """The server's CPU seconds per answered request, warm-up included."""
+        if self.server_cpu is None or not self.answered:
+            return None
+        return self.server_cpu / self.answered
 
     @property
     def ok(self) -> int:
@@ -215,6 +224,7 @@ async def run_cell(
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 status, payload = -1, type(exc).__name__.encode()
             t1 = now()
+            result.answered += 1
             if measured and (t1 <= end or max_requests is not None):
                 if status == 200:
                     result.latencies.append(t1 - t0)

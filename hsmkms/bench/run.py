@@ -31,9 +31,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hsmkms.bench import ceilings
+from hsmkms.bench import ceilings, stages
 from hsmkms.bench.load import TARGET_PREFIX, Connection, Endpoint, Result, Workload, run_cell
-from hsmkms.bench.servers import Hsmkms, Moto, Server, Trivial
+from hsmkms.bench.servers import Hsmkms, Moto, Server, Trivial, TrivialAsgi
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +73,15 @@ class Row:
     workload: str
     concurrency: int
     results: dict[str, Result]  # server name -> result
+
+
+def rsa_span(spec: str, quick: bool) -> float:
+    """How many cells' worth of seconds an RSA measurement takes: RSA generation times vary
+    widely (a random search for primes), so the slow specs need long windows to count enough
+    pairs (RSA_3072 at ~10/s: ~120 pairs in 12 s, about +-10% run to run)."""
+    if quick:
+        return 1.0
+    return {"RSA_2048": 2.0, "RSA_3072": 4.0, "RSA_4096": 4.0}.get(spec, 2.0)
 
 
 # -- workloads ---------------------------------------------------------------------------------
@@ -171,6 +180,12 @@ def fmt_rate(rate: float) -> str:
     return f"{rate:,.0f}" if rate >= 10 else f"{rate:.1f}"
 
 
+def fmt_cpu(result: Result) -> str:
+    """The server's CPU microseconds per answered request (all its processes and threads)."""
+    per = result.cpu_per_request
+    return "-" if per is None else f"{per * 1e6:,.0f}"
+
+
 def fmt_errors(result: Result) -> str:
     if not result.errors:
         return "0"
@@ -194,7 +209,7 @@ def print_row(row: Row) -> None:
             continue
         cols.append(
             f"{name} {fmt_rate(r.rate):>7}/s p50 {fmt_ms(r.percentile(50)):>6} "
-            f"p99 {fmt_ms(r.percentile(99)):>6} ms err {fmt_errors(r)}"
+            f"p99 {fmt_ms(r.percentile(99)):>6} ms cpu {fmt_cpu(r):>6} us err {fmt_errors(r)}"
         )
     cols.append(ratio(row))
     print("  ".join(cols), flush=True)
@@ -215,16 +230,21 @@ class Bench:
         order: tuple[str, ...],
         *,
         label: str | None = None,
+        before: dict[str, Callable[[], None]] | None = None,
         **kwargs: Any,
     ) -> Row:
         """One workload at one concurrency on each server in ``order``; ``label`` names the
-        row when it is not the workload's name."""
+        row when it is not the workload's name; ``before[peer]`` runs just before that peer's
+        turn. The server's CPU time over the cell is recorded with its result."""
         row = Row(label or name, concurrency, {})
         for peer in order:
             if peer not in servers:
                 continue
             server, fx = servers[peer]
+            if before and peer in before:
+                before[peer]()
             rng = random.Random(7)
+            cpu = server.cpu_seconds()
             row.results[peer] = _run(
                 run_cell(
                     server.endpoint(), workload(name, fx, rng), concurrency,
@@ -233,6 +253,7 @@ class Bench:
                     max_requests=kwargs.get("max_requests"),
                 )
             )  # fmt: skip
+            row.results[peer].server_cpu = server.cpu_seconds() - cpu
         self.rows.append(row)
         print_row(row)
         return row
@@ -261,6 +282,32 @@ class Bench:
                 )
         return out
 
+    def framework_ceiling(self) -> dict[int, tuple[float, float]]:
+        """workers -> (ops/s, server CPU us per request) of uvicorn serving a trivial ASGI app
+        the way hsmkms serves, at the highest concurrency: the HTTP floor under every cell."""
+        out: dict[int, tuple[float, float]] = {}
+        c = max(self.opt.concurrency)
+        fx = Fixture("1234abcd-12ab-34cd-56ef-1234567890ab", [b"{}"])
+        for workers in sorted({1, self.opt.workers}):
+            with TrivialAsgi(self.work, workers) as floor:
+                row = Row(f"trivial ASGI app on uvicorn, {workers} workers", c, {})
+                cpu = floor.cpu_seconds()
+                r = _run(
+                    run_cell(
+                        floor.endpoint(), workload("GenerateDataKey", fx, random.Random(1)),
+                        c, min(self.opt.seconds, 2.0), warmup=self.opt.warmup,
+                    )
+                )  # fmt: skip
+                r.server_cpu = floor.cpu_seconds() - cpu
+                row.results["hsmkms"] = r
+                out[workers] = (r.rate, (r.cpu_per_request or 0.0) * 1e6)
+                print(
+                    f"uvicorn + trivial ASGI app, {workers} worker(s)  c={c:<3} "
+                    f"{fmt_rate(r.rate):>7}/s ~{out[workers][1]:.0f} us server CPU/request",
+                    flush=True,
+                )
+        return out
+
     # -- in-process ceilings --------------------------------------------------------------
     def ceilings(self) -> dict[str, Any]:
         seconds = 0.3 if self.opt.quick else 1.5
@@ -271,7 +318,7 @@ class Bench:
         pairs: dict[str, tuple[float, float]] = {}
         for spec in (*RSA_SPECS, *PAIR_SPECS):
             rsa = spec.startswith("RSA")
-            span = seconds * (3 if rsa and not self.opt.quick else 1)
+            span = seconds * (2 * rsa_span(spec, self.opt.quick) if rsa else 1)
             one = ceilings.keygen(spec, span, 1)
             many = ceilings.keygen(spec, span, cores) if not self.opt.quick else 0.0
             pairs[spec] = (one, many)
@@ -280,6 +327,14 @@ class Bench:
                 f"{fmt_rate(many):>8}/s in {cores}", flush=True
             )
         return {"gcm": gcm, "pairs": pairs, "cores": cores}
+
+    def stages(self) -> dict[str, dict[str, float]]:
+        """Where a request's CPU goes, stage by stage, in-process (hsmkms/bench/stages.py)."""
+        out = stages.measure(self.work / "stages-home", 0.3 if self.opt.quick else 1.0)
+        for operation, parts in out.items():
+            print(f"in-process stages of {operation}: "
+                  + ", ".join(f"{k.strip()} {v:.0f} us" for k, v in parts.items()), flush=True)
+        return out
 
     # -- the main comparison --------------------------------------------------------------
     def compare(self) -> None:
@@ -352,21 +407,25 @@ class Bench:
             name, 1, {"hsmkms": fixtures["hsmkms"]}, ("hsmkms",), label=f"{name} (pool stock)",
             seconds=60.0, warmup=0.0, max_requests=stocked,
         )  # fmt: skip
-        # Drain every worker's stock (not measured), then measure the steady state.
         drain = (self.opt.pool_size + 2) * self.opt.workers
-        _run(
-            run_cell(
-                ours.endpoint(), workload(name, fixtures["hsmkms"][1], random.Random(3)),
-                16, 120.0, warmup=0.0, max_requests=drain,
-            )
-        )  # fmt: skip
+
+        def drain_stock() -> None:
+            """Take every worker's stock (not measured): what the pools refilled while the
+            peer had its turn would otherwise count as generated during the cell."""
+            _run(
+                run_cell(
+                    ours.endpoint(), workload(name, fixtures["hsmkms"][1], random.Random(3)),
+                    16, 120.0, warmup=0.0, max_requests=drain,
+                )
+            )  # fmt: skip
+
         flip = False
         for c in self.opt.concurrency:
             order = PEERS[::-1] if flip else PEERS
             flip = not flip
-            # Long enough for a few generations even at c=32 (RSA-4096: ~0.25 s of a core each).
-            span = self.opt.seconds * (1 if self.opt.quick else 3 if spec == "RSA_4096" else 2)
-            self.cell(name, c, fixtures, order, label=f"{name} (past the pool)", seconds=span)
+            self.cell(name, c, fixtures, order, label=f"{name} (past the pool)",
+                      seconds=self.opt.seconds * rsa_span(spec, self.opt.quick),
+                      before={"hsmkms": drain_stock})  # fmt: skip
 
     # -- cost in the number of keys ---------------------------------------------------------
     def key_count(self) -> dict[str, Any]:
@@ -498,19 +557,19 @@ def machine() -> dict[str, str]:
 
 def rows_markdown(rows: list[Row]) -> list[str]:
     lines = [
-        "| workload | c | hsmkms ops/s | p50 ms | p99 ms | errors | moto ops/s | p50 ms "
-        "| p99 ms | errors | hsmkms/moto |",
-        "|---|--:|--:|--:|--:|---|--:|--:|--:|---|--:|",
+        "| workload | c | hsmkms ops/s | p50 ms | p99 ms | errors | CPU us/req | moto ops/s "
+        "| p50 ms | p99 ms | errors | CPU us/req | hsmkms/moto |",
+        "|---|--:|--:|--:|--:|---|--:|--:|--:|--:|---|--:|--:|",
     ]
     for row in rows:
         cols = [row.workload, str(row.concurrency)]
         for peer in PEERS:
             r = row.results.get(peer)
             if r is None:
-                cols += ["", "", "", ""]
+                cols += ["", "", "", "", ""]
                 continue
             cols += [fmt_rate(r.rate), fmt_ms(r.percentile(50)), fmt_ms(r.percentile(99)),
-                     fmt_errors(r)]
+                     fmt_errors(r), fmt_cpu(r)]
         cols.append(ratio(row))
         lines.append("| " + " | ".join(cols) + " |")
     return lines
@@ -566,6 +625,7 @@ def targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
         out.append(
             f"- GenerateDataKeyPair {spec}: best {fmt_rate(best)}/s = {share:.0%} of "
             f"cryptography's {fmt_rate(raw)}/s in one process (>= 40%): {verdict(share >= 0.4)}"
+            + ("" if share >= 0.4 else why_pairs_cap(rows, spec, raw, ceil))
         )
     for spec in RSA_SPECS:
         stocked = find(rows, f"GenerateDataKeyPair {spec} (pool stock)", 1)
@@ -587,6 +647,58 @@ def targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
                 f"{verdict(best >= 0.8 * raw)}"
             )
     return out
+
+
+def why_pairs_cap(rows: list[Row], spec: str, raw: float, ceil: dict[str, Any]) -> str:
+    """Where a key pair's request time goes, from this run's own figures: the server's CPU per
+    request against the in-process cost of the pair, and what the two cores allow."""
+    pair = find(rows, f"GenerateDataKeyPair {spec}", 32)
+    gdk = find(rows, "GenerateDataKey", 32)
+    per = pair.results["hsmkms"].cpu_per_request if pair and "hsmkms" in pair.results else None
+    if per is None or not raw:
+        return ""
+    text = (f"; the server spent {per * 1e6:,.0f} us of CPU per pair at c=32, of which "
+            f"generating it is {1e6 / raw:,.0f} us")
+    base = gdk.results["hsmkms"].cpu_per_request if gdk and "hsmkms" in gdk.results else None
+    if base is not None:
+        text += f" (a GenerateDataKey, with no pair, took {base * 1e6:,.0f} us)"
+    gen = ceil.get("generator_us")
+    cores = ceil.get("cores") or 1
+    if gen:
+        # What the cores allow for this request path, the load generator's share included.
+        cap = cores * 1e6 / (per * 1e6 + gen)
+        text += (f": {cores} cores at {per * 1e6:,.0f} + {gen:,.0f} us (load generator) per "
+                 f"request allow ~{fmt_rate(cap)}/s, {cap / raw:.0%} of the target's reference")
+    return text
+
+
+def stages_markdown(
+    parts: dict[str, dict[str, float]], floor: dict[int, tuple[float, float]], rows: list[Row]
+) -> list[str]:
+    """The per-stage profile, next to what the server spent per request in this run."""
+    names = list(parts)
+    lines = [
+        "| stage (us of CPU per request) | " + " | ".join(names) + " |",
+        "|---|" + "--:|" * len(names),
+    ]
+    stage_names: list[str] = []
+    for stages_of in parts.values():
+        stage_names += [k for k in stages_of if k not in stage_names]
+    for stage in stage_names:
+        cells = [f"{parts[n][stage]:.0f}" if stage in parts[n] else "" for n in names]
+        lines.append(f"| {stage.replace('  ', '&nbsp;&nbsp;')} | " + " | ".join(cells) + " |")
+    if 1 in floor:
+        us = f"{floor[1][1]:.0f}"
+        lines.append("| HTTP framework (uvicorn, trivial app, 1 worker) | "
+                     + " | ".join(us for _ in names) + " |")
+    served = []
+    for n in names:
+        row = find(rows, n, 32)
+        per = row.results["hsmkms"].cpu_per_request if row and "hsmkms" in row.results else None
+        served.append("-" if per is None else f"{per * 1e6:.0f}")
+    lines.append("| **measured in the server at c=32** (all processes) | "
+                 + " | ".join(served) + " |")
+    return lines
 
 
 def replace_section(text: str, tag: str, body: str) -> str:
@@ -635,8 +747,9 @@ def header(opt: Options, load: tuple[float, float]) -> list[str]:
         f"- hsmkms: `serve --workers {opt.workers}`, embedded default (SoftHSM2 + SQLite), "
         f"rsa_pool_size {opt.pool_size}; moto: `moto_server` (one process)",
         f"- each cell: {opt.warmup:g} s warm-up, then {opt.seconds:g} s measured (RSA past "
-        "the pool: twice that, RSA_4096 three times), SigV4-signed requests on keep-alive "
-        "connections, c = connections",
+        "the pool: RSA_2048 twice that, RSA_3072 and RSA_4096 four times, each hsmkms turn "
+        "after draining the pools), SigV4-signed requests on keep-alive connections, "
+        "c = connections; CPU us/req: the server's CPU time (all processes) per answer",
     ]
 
 
@@ -693,7 +806,10 @@ def main(argv: list[str] | None = None) -> int:
                 write_doc(opt.output, "keys", "\n".join(body))
             return 0
         gen = bench.generator_ceiling()
+        floor = bench.framework_ceiling()
         ceil = bench.ceilings()
+        parts = bench.stages()
+        ceil["generator_us"] = gen[max(gen)][1] if gen else None
         bench.compare()
         load_after = os.getloadavg()[0]
         verdicts = targets(bench.rows, ceil)
@@ -707,6 +823,11 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"c={c} {fmt_rate(r)}/s (~{us:.0f} us CPU per request)"
                             for c, (r, us) in gen.items()) + ".",
                 "",
+                f"HTTP framework ceiling (uvicorn serving a trivial ASGI app through hsmkms's "
+                f"protocol class and worker sockets, c={max(opt.concurrency)}): "
+                + ", ".join(f"{w} worker{'s' if w > 1 else ''} {fmt_rate(r)}/s (~{us:.0f} us "
+                            "server CPU per request)" for w, (r, us) in floor.items()) + ".",
+                "",
                 "In-process ceilings: "
                 + ", ".join(f"{k} {fmt_rate(v)}/s" for k, v in ceil["gcm"].items())
                 + " (SoftHSM2 through python-pkcs11, one process); key pairs with cryptography "
@@ -715,6 +836,12 @@ def main(argv: list[str] | None = None) -> int:
                             for s, (a, b) in ceil["pairs"].items()) + " per second.",
                 "",
                 *rows_markdown(bench.rows),
+                "",
+                "Where a request's CPU goes: each stage timed alone in one process on the "
+                "request the load generator sends (hsmkms/bench/stages.py), against what the "
+                "server spent per request in the table above:",
+                "",
+                *stages_markdown(parts, floor, bench.rows),
                 "",
                 "Targets (issue 7):",
                 "",

@@ -80,6 +80,26 @@ class Server:
         finally:
             conn.close()
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) used so far by the server and its worker processes."""
+        import psutil
+
+        if self.proc is None:
+            return 0.0
+        total = 0.0
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+        return total
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -162,6 +182,27 @@ class Moto(Server):
 
     def endpoint(self) -> Endpoint:
         return Endpoint(HOST, self.port, "AKIDBENCHMARK0000000", "bench-secret-not-checked")
+
+
+class TrivialAsgi(Server):
+    """uvicorn serving a trivial ASGI app, through hsmkms's own HTTP protocol class and worker
+    supervisor: the ceiling of the HTTP framework before any KMS work."""
+
+    name = "trivial-asgi"
+
+    def __init__(self, log_dir: Path, workers: int) -> None:
+        super().__init__(log_dir)
+        self.workers = workers
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "hsmkms.bench.trivial", HOST, str(self.port),
+                "--asgi", str(self.workers)]  # fmt: skip
+
+    def ready(self) -> bool:
+        return self.get("/")[0] == 200
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(HOST, self.port, "AKIDBENCHMARK0000000", "trivial")
 
 
 class Trivial(Server):

@@ -1,12 +1,16 @@
 """``python -m hsmkms.bench.trivial HOST PORT``: answer every HTTP/1.1 request with a fixed
 small JSON body on a keep-alive connection, doing nothing else. The load generator's rate
-against it is the generator's own ceiling."""
+against it is the generator's own ceiling.
+
+``python -m hsmkms.bench.trivial HOST PORT --asgi WORKERS``: the same answer from an ASGI app
+served by uvicorn the way ``hsmkms serve`` serves (its HTTP protocol class, its per-worker
+sockets): the ceiling of the HTTP framework, before SigV4, JSON and any KMS work."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from typing import cast
+from typing import Any, cast
 
 _BODY = b'{"Plaintext":"AAAAAAAAAAA="}'
 _ANSWER = (
@@ -49,7 +53,41 @@ async def _serve(host: str, port: int) -> None:
         await server.serve_forever()
 
 
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    """The ASGI version of the fixed answer (and a lifespan that only says yes)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    headers = [(b"content-type", b"application/x-amz-json-1.1"),
+               (b"content-length", str(len(_BODY)).encode())]  # fmt: skip
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _BODY})
+
+
+def _serve_asgi(host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    from hsmkms.api import workers as supervisor
+
+    config = uvicorn.Config(
+        "hsmkms.bench.trivial:app", host=host, port=port, workers=workers,
+        log_level="warning", access_log=False, lifespan="on", ws="none",
+        http="hsmkms.api.protocol:GuardedHttpToolsProtocol", server_header=False,
+    )  # fmt: skip
+    if workers > 1 and supervisor.reuse_port_supported():
+        supervisor.PerWorkerSockets(config, supervisor.bind_sockets(host, port, workers)).run()
+    else:
+        uvicorn.Server(config).run(sockets=[config.bind_socket()])
+
+
 def main() -> None:
+    if len(sys.argv) > 4 and sys.argv[3] == "--asgi":
+        _serve_asgi(sys.argv[1], int(sys.argv[2]), int(sys.argv[4]))
+        return
     try:
         from uvloop import new_event_loop as factory
     except ImportError:
