@@ -286,5 +286,21 @@ class Store(ABC):
     def delete_grant(self, grant_id: str) -> bool:
         """Remove a grant; False when it did not exist."""
 
+    # change signal
+    def change_marker(self) -> object:
+        """A cheap value that tells whether anyone else wrote since it was last read.
+
+        The contract: if the store's data changed between two calls, through any connection
+        other than the one the marker is read on (another process, another node, another
+        thread of this process), the two answers differ (compared with ``==``). Equal
+        answers promise that nothing changed in between; different ones only that something
+        may have. The per-process cache of the request path (service/cache.py) asks for it
+        at most once per ``cache_ttl`` and keeps every entry while it stays the same.
+
+        It must cost far less than a read of a record (SQLite: ``PRAGMA data_version``, no
+        table read). A store that has no such signal keeps this default, a new value on every
+        call: the cache then trusts nothing past ``cache_ttl``."""
+        return object()
+
     @abstractmethod
     def close(self) -> None: ...

@@ -3,6 +3,11 @@
 One connection per thread (sqlite3 connections are not shared across threads); several
 processes share the file, serialised by SQLite's own locking with a busy timeout. The SQL is
 kept portable (no SQLite-only types or upserts beyond the standard) for the PostgreSQL backend.
+
+One more connection, which never writes, answers :meth:`SQLiteStore.change_marker` with
+``PRAGMA data_version``: SQLite changes that value for every commit made on *another*
+connection, so it moves for a commit by another process and for one by another thread of
+this process alike (each thread writes on its own connection), and reading it reads no table.
 """
 
 from __future__ import annotations
@@ -111,6 +116,11 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # change_marker's connection, shared by every thread under its own lock, and how many
+        # such connections were opened (a marker names the connection it was read on).
+        self._marker_conn: sqlite3.Connection | None = None
+        self._marker_opened = 0
+        self._marker_lock = threading.Lock()
         if path != ":memory:" and not os.path.exists(path):
             # Create it private (0600) before SQLite does. Only a missing file: closing a
             # descriptor of a database this process has open through SQLite drops every POSIX
@@ -125,27 +135,50 @@ class SQLiteStore(Store):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = None
-            try:
-                conn = sqlite3.connect(
-                    self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                    check_same_thread=False,
-                )
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("PRAGMA foreign_keys=ON")
-            except sqlite3.Error as exc:
-                # Close what was opened: a store that stays unreadable would otherwise cost
-                # the process a few descriptors per request until it runs out.
-                if conn is not None:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.close()
-                raise self._failure(exc, f"open {self.path}") from None
+            conn = self._open()
             self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
         return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection, remembered for :meth:`close`."""
+        conn = None
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            # Close what was opened: a store that stays unreadable would otherwise cost
+            # the process a few descriptors per request until it runs out.
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            raise self._failure(exc, f"open {self.path}") from None
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def change_marker(self) -> object:
+        """A value that changes whenever a connection other than this store's marker
+        connection commits (see :meth:`Store.change_marker`): ``PRAGMA data_version`` on a
+        connection that never writes, paired with which such connection it is, so that a
+        marker read after :meth:`close` never equals one read before."""
+        if self.path == ":memory:":
+            return object()  # every connection is a database of its own: nothing to watch
+        with self._marker_lock:
+            try:
+                conn = self._marker_conn
+                if conn is None:
+                    conn = self._marker_conn = self._open()
+                    self._marker_opened += 1
+                row = conn.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error as exc:
+                raise self._failure(exc, "read the change marker") from None
+            return (self._marker_opened, row[0])
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -223,6 +256,8 @@ class SQLiteStore(Store):
                 )
 
     def close(self) -> None:
+        with self._marker_lock:
+            self._marker_conn = None  # closed below with the others
         with self._lock:
             for conn in self._all:
                 try:
