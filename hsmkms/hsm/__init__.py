@@ -5,7 +5,8 @@ no sessions, handles or mechanisms:
 
     token.create_master_key(material_id: bytes, label: str) -> None  # TokenFull if no room
     token.destroy_master_key(material_id: bytes) -> None          # KeyNotFound if absent
-    token.has_master_key(material_id: bytes) -> bool
+    token.has_master_key(material_id: bytes) -> bool              # searches on a miss
+    token.has_master(material_id: bytes) -> bool   # handle cached: a call on it searches nothing
     token.list_master_keys() -> list[tuple[bytes, str]]          # (CKA_ID, CKA_LABEL); searches
     token.encrypt(material_id, iv: bytes, plaintext: bytes, aad: bytes) -> bytes  # ct || tag16
     token.decrypt(material_id, iv, ciphertext_and_tag, aad) -> bytes    # IntegrityError
@@ -27,6 +28,11 @@ Options of :func:`open_token`: ``reinit_interval`` (float seconds, default 1.0: 
 between two library re-initialisations after token loss), ``os_locking`` (bool, default True:
 initialise the library with CKF_OS_LOCKING_OK; False serialises every call in the process).
 
+A call on a master key whose handle this process has not cached yet (a key another process
+created) first searches the token: 1-2 s at 10,000 keys on SoftHSM2, on a session of its own,
+while calls on cached keys go on. A caller that must not wait for that (an event loop) sets
+:data:`NO_SEARCH`; such a call then raises :class:`WouldSearch` before doing anything.
+
 ``material_id`` is the 32-byte CKA_ID of a master key (its hex is AWS's KeyMaterialId).
 ``spec`` is a KMS DataKeyPairSpec string (``"RSA_2048"``, ``"ECC_NIST_P256"``, ...).
 Every CKR_* that reaches this layer becomes one of the exceptions below.
@@ -34,6 +40,7 @@ Every CKR_* that reaches this layer becomes one of the exceptions below.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,6 +58,15 @@ class TokenUnavailable(TokenError):
 
 class KeyNotFound(TokenError):
     """No master key with that CKA_ID on the token."""
+
+
+class WouldSearch(TokenError):
+    """The call needs a search of the token (its key's handle is not cached) and the caller
+    set :data:`NO_SEARCH`: nothing was done; call again where waiting is fine."""
+
+
+# True while calls must not wait for a search of the token (see WouldSearch).
+NO_SEARCH: ContextVar[bool] = ContextVar("hsmkms_no_token_search", default=False)
 
 
 class IntegrityError(TokenError):
@@ -137,10 +153,12 @@ __all__ = [
     "LoginFailed",
     "MasterKeyCheck",
     "MechanismUnsupported",
+    "NO_SEARCH",
     "TokenError",
     "TokenFull",
     "TokenStatus",
     "TokenUnavailable",
+    "WouldSearch",
     "WrappedKey",
     "open_token",
 ]

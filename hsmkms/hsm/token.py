@@ -12,7 +12,15 @@ How calls meet the library (measured on SoftHSM2 2.6.1 + python-pkcs11 0.10.1 wi
   1.9 s behind an RSA-4096 generation; with OS locking they kept running (max 4 ms). More
   threads do not add throughput either way (the GIL): scale with processes.
 * Master-key handles are cached by CKA_ID; C_FindObjects (a linear scan in SoftHSM2) runs
-  once at start-up to fill the cache and afterwards only on a miss or a dead handle.
+  once at start-up to fill the cache and afterwards only on a miss or a dead handle. That
+  search reads CKA_ID of every AES key (1-2 s at 10,000 keys: SoftHSM2 re-checks an object's
+  file on every attribute read), so it runs on a session of its own *outside* the request
+  lock, and calls on cached keys go on meanwhile; concurrent misses wait for one search
+  instead of each making its own. python-pkcs11 binds an object to the session that found
+  it, so that session stays open while its objects are cached (until the next search
+  replaces them). :meth:`Token.has_master` tells a caller that must not wait (an event
+  loop) whether a call would search, and :data:`hsmkms.hsm.NO_SEARCH` makes a miss raise
+  :class:`~hsmkms.hsm.WouldSearch` instead of searching.
 * AES-GCM runs on the token objects themselves, not on C_CopyObject session copies: a copy
   is 2x faster on SoftHSM2 (67k vs 31k ops/s, 32 bytes), which re-reads a token object's
   file state on every use; but SoftHSM2 refuses to copy a CKA_MODIFIABLE=false object
@@ -43,6 +51,7 @@ from pkcs11.constants import DEFAULT
 from pkcs11.mechanisms import GCMParams
 
 from hsmkms.hsm import (
+    NO_SEARCH,
     IntegrityError,
     KeyNotFound,
     LoginFailed,
@@ -52,6 +61,7 @@ from hsmkms.hsm import (
     TokenFull,
     TokenStatus,
     TokenUnavailable,
+    WouldSearch,
     WrappedKey,
     der,
     errors,
@@ -77,7 +87,12 @@ KWP = "AES_KEY_WRAP_PAD"
 # report with bits outside this set is noise, and a trial decides instead.
 _KNOWN_MECHANISM_FLAGS = 0x8000_0000 | 0x03FF_FFFF
 
-_AES_SEARCH = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES}
+_AES_SEARCH = {
+    Attribute.CLASS: ObjectClass.SECRET_KEY,
+    Attribute.KEY_TYPE: KeyType.AES,
+    Attribute.TOKEN: True,
+}
+_SEARCH_BATCH = 256  # handles per C_FindObjects (python-pkcs11's default is 10)
 
 # Unwrap failures that mean "this blob is not what it claims" once the token is known to be well.
 _UNWRAP_INTEGRITY = errors.INTEGRITY + (
@@ -97,8 +112,8 @@ _REFUSED = (
 class _Options:
     reinit_interval: float = 1.0
     os_locking: bool = True
-    # Fill the handle cache when connecting. Off for a process that only checks the token
-    # (the parent of several server workers): at 10,000 keys the scan takes 1-2 s.
+    # Fill the handle cache when opening. Off for a process that only checks the token
+    # (the parent of several server workers): at 10,000 keys the search takes 1-2 s.
     preload: bool = True
 
     @classmethod
@@ -180,6 +195,16 @@ class _Module:
         self.initialized = True
 
 
+class _Miss(Exception):
+    """Internal: the handle cache lacks ``mid`` (None: it was never filled). Raised under
+    ``Token._lock``; :meth:`Token._run` fills the cache outside the lock and runs the call
+    once more."""
+
+    def __init__(self, mid: bytes | None) -> None:
+        super().__init__(mid)
+        self.mid = mid
+
+
 def _check_material_id(material_id: bytes) -> bytes:
     if not isinstance(material_id, bytes | bytearray) or len(material_id) != MATERIAL_ID_BYTES:
         raise ValueError(f"a key material id is {MATERIAL_ID_BYTES} bytes")
@@ -207,7 +232,18 @@ class Token:
         self._ptoken: Any = None  # python-pkcs11 Token of our slot
         self._session: Any = None  # the logged-in session every request uses
         self._keys: dict[bytes, Any] = {}  # CKA_ID -> python-pkcs11 key object
-        self._filled = False  # whether _keys holds every key (a scan since the last connect)
+        self._filled = False  # whether _keys holds every key (a search since the last connect)
+        # The session of the search that found the objects in _keys (python-pkcs11 binds an
+        # object to its session): open while they are cached; closed when the next replaces it.
+        self._found_on: Any = None
+        # While a search runs: what this process put in (object) or dropped from (None) _keys
+        # since it began, which its result cannot know. None when no search runs.
+        self._changed: dict[bytes, Any] | None = None
+        # Single flight: one search at a time; a miss waits for a search that began after it.
+        self._fill_cond = threading.Condition(threading.Lock())
+        self._filling = False
+        self._fills_begun = 0
+        self._fills_ended = 0  # every search up to this number has ended
         self._closed = False
         self._described = False
         self._wrap_mechanism: str | None = None
@@ -234,6 +270,12 @@ class Token:
         token._run("open the token", lambda: None, recover=in_use)
         with _Module._registry_lock:
             mod.users[label] = mod.users.get(label, 0) + 1
+        if opts.preload:
+            try:
+                token._run("read the master keys", token._need_filled, recover=in_use)
+            except BaseException:
+                token.close()
+                raise
         log.info(
             "token %r open (%s), %d master keys, wrap %s, os locking %s",
             label, mod.path, len(token._keys), token._wrap_mechanism, mod.os_locking,
@@ -257,6 +299,9 @@ class Token:
                     left = mod.users.get(self._label, 1) - 1
                     mod.users[self._label] = left
                 session = self._session if self._gen == mod.generation else None
+                if session is not None and self._found_on is not None:
+                    with contextlib.suppress(errors.PKCS11Error):
+                        self._found_on.close()
                 if session is not None:
                     if left <= 0:
                         mod.cryptoki.logout(session.handle)
@@ -303,7 +348,7 @@ class Token:
             # so this check costs no C_FindObjects; ids are random, so other processes cannot
             # collide in practice.
             if not self._filled:
-                self._scan()  # opened without preload: fill it once
+                raise _Miss(None)  # opened without preload, or re-initialised: fill it once
             existing = self._keys.get(mid)
             if existing is not None:
                 if existing[Attribute.LABEL] == label:
@@ -329,7 +374,7 @@ class Token:
                     Attribute.MODIFIABLE: False,
                 },
             )
-            self._keys[mid] = obj
+            self._put(mid, obj)
 
         self._run("create a master key", op, storing=True)
 
@@ -342,7 +387,7 @@ class Token:
 
         def op() -> None:
             self._with_master(mid, destroy)
-            self._keys.pop(mid, None)
+            self._drop(mid)
 
         self._run("destroy a master key", op)
 
@@ -356,18 +401,37 @@ class Token:
                     obj[Attribute.CLASS]  # cheap: is the handle still an object?
                     return True
                 except errors.HANDLE:
-                    self._keys.pop(mid, None)
-            try:
-                self._master(mid)
-            except KeyNotFound:
-                return False
+                    self._drop(mid)
+            self._master(mid)  # a miss searches, then this runs again
             return True
 
-        return self._run("look up a master key", op)
+        try:
+            return self._run("look up a master key", op)
+        except KeyNotFound:
+            return False
+
+    def has_master(self, material_id: bytes) -> bool:
+        """Whether the master key's handle is cached: a call on it then makes no search.
+
+        No token call and no lock, for a caller that must decide quickly whether it may run
+        a call where it cannot wait. False does not mean the key is missing (that is
+        :meth:`has_master_key`, which searches)."""
+        return (
+            self._keys.get(bytes(material_id)) is not None
+            and self._session is not None
+            and self._gen == self._module.generation
+        )
 
     def list_master_keys(self) -> list[tuple[bytes, str]]:
-        """(CKA_ID, CKA_LABEL) of every AES master key on the token. Searches: not for requests."""
-        return self._run("list master keys", self._scan)
+        """(CKA_ID, CKA_LABEL) of every AES master key on the token. Searches (on a session of
+        its own, not holding up other calls): not for requests."""
+
+        def op() -> list[tuple[bytes, str]]:
+            with self._side_session() as session:
+                found = self._search(session, labels=True)
+            return sorted((mid, label) for mid, label, _ in found)
+
+        return self._run("list master keys", op, side=True)
 
     def check_master_key(self, material_id: bytes) -> MasterKeyCheck:
         """Read a master key's protection attributes and try to extract it (CKA_VALUE, C_WrapKey).
@@ -555,11 +619,14 @@ class Token:
             mod.gate.enter()
             try:
                 try:
-                    with self._lock:
-                        self._ensure_ready()
-                        if not (side and mod.os_locking):
-                            return op()
-                    return op()  # side operation: runs beside the request path
+                    try:
+                        return self._attempt(op, side)
+                    except _Miss as miss:
+                        self._fill_for(miss.mid)  # outside self._lock
+                    try:
+                        return self._attempt(op, side)
+                    except _Miss as miss:
+                        raise self._missing(miss.mid) from None
                 except errors.PKCS11Error as exc:
                     with self._lock:
                         raise self._classify(exc, what, integrity, storing=storing) from None
@@ -571,6 +638,13 @@ class Token:
                 break
             self._recover(generation, detail)
         raise TokenUnavailable(f"token {self._label!r} is unavailable: {detail}")
+
+    def _attempt(self, op: Callable[[], T], side: bool) -> T:
+        with self._lock:
+            self._ensure_ready()
+            if not (side and self._module.os_locking):
+                return op()
+        return op()  # side operation: runs beside the request path
 
     def _classify(
         self,
@@ -683,8 +757,6 @@ class Token:
         mod.pins[self._label] = self._pin
         self._ptoken, self._session, self._gen = ptoken, session, mod.generation
         try:
-            if self._options.preload:
-                self._scan()  # the one search that fills the handle cache
             if not self._described:
                 self._describe()
                 self._described = True
@@ -702,6 +774,7 @@ class Token:
         self._ptoken = None
         self._keys = {}
         self._filled = False
+        self._found_on = None
 
     def _healthy(self) -> bool:
         """The probe that tells a bad input from a sick token: still logged in on our session
@@ -724,54 +797,156 @@ class Token:
     @contextlib.contextmanager
     def _side_session(self) -> Any:
         """A session of its own for slow work; closing it destroys what it made."""
-        with self._lock:
-            ptoken = self._ptoken
-        session = ptoken.open(rw=True)
+        session = self._open_side_session()
         try:
             yield session
         finally:
             with contextlib.suppress(errors.PKCS11Error):
                 session.close()  # opened without a PIN, so this does not log out
 
+    def _open_side_session(self) -> Any:
+        with self._lock:
+            ptoken = self._ptoken
+        return ptoken.open(rw=True)  # rw: a cached key's session may destroy it
+
     # -- the handle cache -------------------------------------------------------------------
 
-    def _scan(self) -> list[tuple[bytes, str]]:
-        """One C_FindObjects over the AES secret keys: refreshes the cache, lists the keys."""
-        found: list[tuple[bytes, str]] = []
-        fresh: dict[bytes, Any] = {}
-        for obj in self._session.get_objects({**_AES_SEARCH, Attribute.TOKEN: True}):
-            attrs = obj.get_attributes([Attribute.ID, Attribute.LABEL])
+    @staticmethod
+    def _search(session: Any, *, labels: bool) -> list[tuple[bytes, str, Any]]:
+        """(CKA_ID, CKA_LABEL or "", object) of every AES token key with a material id, by one
+        C_FindObjects on ``session``. The label costs a little more; only listings need it."""
+        wanted = [Attribute.ID, Attribute.LABEL] if labels else [Attribute.ID]
+        found: list[tuple[bytes, str, Any]] = []
+        for obj in session.get_objects(_AES_SEARCH, batch_size=_SEARCH_BATCH):
+            attrs = obj.get_attributes(wanted)
             mid = bytes(attrs.get(Attribute.ID, b""))
-            if len(mid) != MATERIAL_ID_BYTES:
-                continue  # not one of ours
-            found.append((mid, str(attrs.get(Attribute.LABEL, ""))))
-            if mid in fresh:
-                log.warning("several objects share CKA_ID %s; using the first", mid.hex())
-                continue
-            fresh[mid] = obj
-        self._keys = fresh
-        self._filled = True
-        found.sort()
+            if len(mid) == MATERIAL_ID_BYTES:  # else not one of ours
+                found.append((mid, str(attrs.get(Attribute.LABEL, "")), obj))
         return found
 
-    def _master(self, mid: bytes) -> Any:
-        """The cached key; on a miss, one scan of every AES key, which refreshes the whole
-        cache. Holds self._lock.
+    def _need_filled(self) -> None:
+        """Holds self._lock: a cache that was never filled is filled (by _run)."""
+        if not self._filled:
+            raise _Miss(None)
 
-        A miss is a key another process created after our last scan, and those come in
+    def _fill_for(self, mid: bytes | None) -> None:
+        """Have the handle cache filled by a search that began after the miss on ``mid``
+        (None: a cache never filled), or by one already running that found it. Not under
+        self._lock.
+
+        A miss is a key another process created after our last search, and those come in
         batches (keys created through another worker): SoftHSM2's C_FindObjects reads every
         object whatever the template (170 ms at 10,000), so one search per missing key would
-        cost that per key; one scan picks up the whole batch for ~1.5x the price."""
-        obj = self._keys.get(mid)
-        if obj is not None:
-            return obj
-        self._scan()
-        obj = self._keys.get(mid)
-        if obj is None:
+        cost that per key; one search of every key picks up the whole batch for ~1.5x the price.
+        Concurrent misses share it: a thread that misses while a search runs waits for it, and
+        searches again only if its key was created too late for it."""
+        if NO_SEARCH.get():
+            what = "the master keys" if mid is None else f"master key {mid.hex()}"
+            raise WouldSearch(f"{what} of {self._label!r} would need a search of the token")
+        with self._fill_cond:
+            wanted = self._fills_begun + 1  # the first search to begin after this miss
+            while self._fills_ended < wanted:
+                if not self._filling:
+                    self._filling = True
+                    self._fills_begun += 1
+                    break  # this thread searches
+                self._fill_cond.wait()
+                if self._filled if mid is None else self._keys.get(mid) is not None:
+                    return  # the search that was running found it
+            else:
+                return  # a search that began after the miss has ended
+        try:
+            self._fill()
+        except errors.PKCS11Error as exc:
+            with self._lock:
+                raise self._classify(exc, "search the master keys", ()) from None
+        finally:
+            with self._fill_cond:
+                self._filling = False
+                self._fills_ended = self._fills_begun
+                self._fill_cond.notify_all()
+
+    def _fill(self) -> None:
+        """One search of every master key on a session of its own, without self._lock (calls
+        on cached keys go on meanwhile, unless the library cannot lock: then with it); its
+        objects then replace the cache, with what this process changed meanwhile on top."""
+        mod = self._module
+        with self._lock:
+            self._ensure_ready()
+            generation = self._gen
+            self._changed = {}
+        serial: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if mod.os_locking else self._lock
+        )
+        session = None
+        try:
+            with serial:
+                session = self._open_side_session()
+                found = self._search(session, labels=False)
+        except BaseException:
+            with self._lock:
+                self._changed = None
+            if session is not None:
+                with contextlib.suppress(errors.PKCS11Error):
+                    session.close()
+            raise
+        with self._lock:
+            changed, self._changed = self._changed or {}, None
+            if self._closed or self._gen != generation or mod.generation != generation:
+                # Closed, or re-initialised (the gate keeps that from happening during a
+                # search, but not between two calls): these handles are void or unwanted.
+                if mod.generation == generation:
+                    with contextlib.suppress(errors.PKCS11Error):
+                        session.close()
+                return
+            keys: dict[bytes, Any] = {}
+            for mid, _label, obj in found:
+                if mid in keys:
+                    log.warning("several objects share CKA_ID %s; using the first", mid.hex())
+                    continue
+                keys[mid] = obj
+            for mid, obj in changed.items():
+                if obj is None:
+                    keys.pop(mid, None)
+                else:
+                    keys[mid] = obj
+            # Every object of the previous search is replaced or gone, and objects are only
+            # used under self._lock: its session can close now.
+            old, self._found_on = self._found_on, session
+            self._keys = keys
+            self._filled = True
+            if old is not None:
+                with contextlib.suppress(errors.PKCS11Error):
+                    old.close()
+
+    def _put(self, mid: bytes, obj: Any) -> None:
+        """Holds self._lock."""
+        self._keys[mid] = obj
+        if self._changed is not None:
+            self._changed[mid] = obj
+
+    def _drop(self, mid: bytes) -> None:
+        """Holds self._lock."""
+        self._keys.pop(mid, None)
+        if self._changed is not None:
+            self._changed[mid] = None
+
+    def _missing(self, mid: bytes | None) -> Exception:
+        """What a miss after a search means."""
+        with self._lock:
             # SoftHSM2 finds nothing, without an error, once its token directory is gone.
             if not self._healthy():
-                raise Lost("the token stopped answering during a key lookup")
-            raise KeyNotFound(f"no master key with material id {mid.hex()} on {self._label!r}")
+                return Lost("the token stopped answering during a key lookup")
+        if mid is None:
+            return TokenError(f"could not read the master keys of {self._label!r}")
+        return KeyNotFound(f"no master key with material id {mid.hex()} on {self._label!r}")
+
+    def _master(self, mid: bytes) -> Any:
+        """The cached key. Holds self._lock; a miss raises :class:`_Miss`, on which
+        :meth:`_run` searches outside the lock and runs the call again."""
+        obj = self._keys.get(mid)
+        if obj is None:
+            raise _Miss(mid)
         return obj
 
     def _with_master(self, mid: bytes, fn: Callable[[Any], T]) -> T:
@@ -781,8 +956,8 @@ class Token:
         try:
             return fn(key)
         except errors.HANDLE:
-            self._keys.pop(mid, None)
-        return fn(self._master(mid))
+            self._drop(mid)
+        raise _Miss(mid)
 
     def _check(self, obj: Any) -> MasterKeyCheck:
         names = {
