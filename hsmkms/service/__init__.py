@@ -114,10 +114,18 @@ class Service:
         # The data plane reads through the cache; every other operation reads the store itself,
         # so a client that inspects or changes a key sees what the store holds now.
         fresh = cache.FRESH.set(operation not in quick.DATA_PLANE)
+        # On the event loop a handle-cache miss must not search the token (seconds at
+        # 10,000 keys): the token raises WouldSearch instead, and the call goes to a thread.
+        inline = quick.NO_WAIT.get()
+        no_search = hsm.NO_SEARCH.set(inline)
         try:
             try:
                 return handler(self, Request(operation, params, caller))
+            except hsm.WouldSearch:
+                raise quick.WouldBlock() from None
             except hsm.KeyNotFound:
+                if inline:
+                    raise quick.WouldBlock() from None  # re-initialising is thread work too
                 # The store vouched for the material but this process's view of the token
                 # lacks it (another worker created it); re-read the token once and retry.
                 try:
@@ -185,6 +193,7 @@ class Service:
                 "The metadata store failed; see the server log."
             ) from None
         finally:
+            hsm.NO_SEARCH.reset(no_search)
             cache.FRESH.reset(fresh)
 
     # -- helpers for the operation modules ---------------------------------------------
@@ -233,12 +242,25 @@ class Service:
         except hsm.KeyNotFound:
             pass  # already gone: a sweep interrupted after this step
 
+    def check_handle(self, material: bytes) -> None:
+        """Before a call on the event loop (``quick.NO_WAIT``) asks the token for a master key
+        whose handle this process has not looked up yet (a key another worker created): the
+        token would search every key for it (1-2 s at 10,000 keys on SoftHSM2). Raise
+        :class:`quick.WouldBlock` instead, before the call has done anything, and the wire
+        layer runs it again on a thread, where the search blocks no one else. Every data-plane
+        call names its master key here: :meth:`seal`, :meth:`unseal`, :meth:`key_pair_sealed`."""
+        if quick.NO_WAIT.get():
+            has_master = getattr(self.token, "has_master", None)  # stand-ins may lack it
+            if has_master is not None and not has_master(material):
+                raise quick.WouldBlock()
+
     def seal(self, key: KeyRecord, plaintext: bytes, context: dict[str, str] | None
              ) -> tuple[bytes, str]:
         """Encrypt under the key's current material: (blob, KeyMaterialId)."""
         material_hex = key.current_material_id
         assert material_hex is not None
         material = bytes.fromhex(material_hex)
+        self.check_handle(material)
         header = blobfmt.sealed_header(key.key_id, material)
         iv = self.ivs.next()
         aad = header + blobfmt.encode_context(context)
@@ -284,6 +306,7 @@ class Service:
             raise errors.DryRunOperationException(
                 "The request would have succeeded, but the DryRun option is set."
             )
+        self.check_handle(parsed.material_id)
         aad = parsed.aad(context)
         if parsed.kind == blobfmt.KIND_SEALED:
             plaintext = self.token.decrypt(parsed.material_id, parsed.iv, parsed.body, aad)
@@ -335,6 +358,8 @@ class Service:
         """A fresh pair whose private key leaves only as a blob: (SPKI, blob, KeyMaterialId).
 
         On the token, the private key is wrapped there and never enters host memory."""
+        assert key.current_material_id is not None
+        self.check_handle(bytes.fromhex(key.current_material_id))  # before a pair is spent
         if spec not in self._token_specs:
             public, private = self.key_pair(spec)
             blob, sealed_under = self.seal(key, private, context)

@@ -6,9 +6,12 @@ commits wait for the disk), no RSA generation (up to a second), no token-side ke
 generation; what is left is cached metadata, one or two AES-GCM calls on the token, and EC
 pair generation on the host (< 0.5 ms; it holds the GIL on a thread just the same).
 
-A quick call that finds it would have to wait after all (the RSA pool ran dry between the
-check and the take) raises :class:`WouldBlock` before doing anything, and the caller runs it
-again on a thread.
+A quick call that finds it would have to wait after all raises :class:`WouldBlock` before
+doing anything, and the caller runs it again on a thread: the RSA pool ran dry between the
+check and the take, or the master key's token handle is not cached in this process yet (a key
+another worker created: finding it searches every key on the token, 1-2 s at 10,000 keys;
+see ``Service.check_handle``). The thread's search holds no lock that inline calls need, so
+the event loop keeps serving the keys it knows meanwhile.
 """
 
 from __future__ import annotations
