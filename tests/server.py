@@ -149,13 +149,23 @@ class ServerProcess:
                     f"hsmkms serve exited with {self.proc.returncode}:\n{self.log()}"
                 )
             try:
-                if self.get("/health").status == 200:
+                if self.get("/health").status == 200 and self._all_workers_listen():
                     return
             except OSError:
                 pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"hsmkms serve not healthy after {timeout}s:\n{self.log()}")
+
+    def _all_workers_listen(self) -> bool:
+        """With several workers, /health answers once the first is up; each worker has a
+        socket of its own and gets connections only once it listens, so wait for them all."""
+        if self.workers == 1:
+            return True
+        from hsmkms.bench.servers import listening_workers
+
+        assert self.proc is not None
+        return listening_workers(self.proc.pid, self.port) >= self.workers
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

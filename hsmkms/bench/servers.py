@@ -26,6 +26,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening_workers(pid: int, port: int) -> int:
+    """How many processes under ``pid`` (itself excluded) listen on ``port``: with a socket per
+    worker (hsmkms/api/workers.py) a worker receives connections only once it listens, so a
+    server whose first worker answers /health may still have others starting."""
+    import psutil
+
+    count = 0
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return 0
+    for child in children:
+        try:
+            conns = child.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+               for c in conns):  # fmt: skip
+            count += 1
+    return count
+
+
 class Server:
     """A child process serving HTTP on ``HOST:port``; a context manager that stops it."""
 
@@ -143,7 +165,11 @@ class Hsmkms(Server):
         return env
 
     def ready(self) -> bool:
-        return self.get("/health")[0] == 200
+        if self.get("/health")[0] != 200:
+            return False
+        # Every worker listening, not just the first: connections opened now stay put.
+        assert self.proc is not None
+        return self.workers == 1 or listening_workers(self.proc.pid, self.port) >= self.workers
 
     def endpoint(self) -> Endpoint:
         parser = configparser.ConfigParser(interpolation=None)
