@@ -259,19 +259,26 @@ class Bench:
         return row
 
     # -- the generator's ceiling ----------------------------------------------------------
+    def _against_trivial(self, server: Server, c: int) -> Result:
+        """GenerateDataKey requests at ``c`` against a server that answers without looking."""
+        fx = Fixture("1234abcd-12ab-34cd-56ef-1234567890ab", [b"{}"])
+        cpu = server.cpu_seconds()
+        r = _run(
+            run_cell(
+                server.endpoint(), workload("GenerateDataKey", fx, random.Random(1)),
+                c, min(self.opt.seconds, 2.0), warmup=self.opt.warmup,
+            )
+        )  # fmt: skip
+        r.server_cpu = server.cpu_seconds() - cpu
+        return r
+
     def generator_ceiling(self) -> dict[int, tuple[float, float]]:
         """concurrency -> (ops/s, generator CPU us per request) against a trivial server."""
         out: dict[int, tuple[float, float]] = {}
         with Trivial(self.work) as trivial:
-            fx = Fixture("1234abcd-12ab-34cd-56ef-1234567890ab", [b"{}"])
             for c in self.opt.concurrency:
                 cpu = time.process_time()
-                r = _run(
-                    run_cell(
-                        trivial.endpoint(), workload("GenerateDataKey", fx, random.Random(1)),
-                        c, min(self.opt.seconds, 2.0), warmup=self.opt.warmup,
-                    )
-                )  # fmt: skip
+                r = self._against_trivial(trivial, c)
                 used = time.process_time() - cpu
                 total = max(1, r.total)
                 # CPU over the warm-up too: an upper bound on the cost of one request.
@@ -287,19 +294,9 @@ class Bench:
         the way hsmkms serves, at the highest concurrency: the HTTP floor under every cell."""
         out: dict[int, tuple[float, float]] = {}
         c = max(self.opt.concurrency)
-        fx = Fixture("1234abcd-12ab-34cd-56ef-1234567890ab", [b"{}"])
         for workers in sorted({1, self.opt.workers}):
             with TrivialAsgi(self.work, workers) as floor:
-                row = Row(f"trivial ASGI app on uvicorn, {workers} workers", c, {})
-                cpu = floor.cpu_seconds()
-                r = _run(
-                    run_cell(
-                        floor.endpoint(), workload("GenerateDataKey", fx, random.Random(1)),
-                        c, min(self.opt.seconds, 2.0), warmup=self.opt.warmup,
-                    )
-                )  # fmt: skip
-                r.server_cpu = floor.cpu_seconds() - cpu
-                row.results["hsmkms"] = r
+                r = self._against_trivial(floor, c)
                 out[workers] = (r.rate, (r.cpu_per_request or 0.0) * 1e6)
                 print(
                     f"uvicorn + trivial ASGI app, {workers} worker(s)  c={c:<3} "
