@@ -176,6 +176,10 @@ def _pair_request(svc: Service, req: Request) -> tuple[Any, str]:
     _check_pair_spec(svc, spec)
     key = _usable_key(svc, req)
     check_dry_run(req)
+    assert key.current_material_id is not None
+    # Before a pair is taken from the pool: a call the event loop must hand to a thread
+    # (its master key's handle is not cached yet) would otherwise waste one.
+    svc.check_handle(bytes.fromhex(key.current_material_id))
     return key, spec
 
 
