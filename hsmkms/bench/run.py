@@ -445,10 +445,17 @@ class Bench:
             began = time.monotonic()
             fx.key_ids += _run(create_keys(ours.endpoint(), opt.keys - len(few), progress=True))
             out["create_seconds"] = time.monotonic() - began
-            rall = self.cell(
-                "GenerateDataKey over all keys", c, {"hsmkms": (ours, fx)}, ("hsmkms",),
-                label=f"GenerateDataKey, {len(fx.key_ids)} keys (each request a random one)",
-                seconds=opt.seconds * 2,
+            # The first pass pays, once per worker, for meeting the keys the other worker
+            # created (a search of every key handle on the token, and each key record's first
+            # read); the second shows the steady state.
+            rcold, rall = (
+                self.cell(
+                    "GenerateDataKey over all keys", c, {"hsmkms": (ours, fx)}, ("hsmkms",),
+                    label=f"GenerateDataKey, {len(fx.key_ids)} keys (each request a random "
+                    f"one), {which} pass",
+                    seconds=opt.seconds * 2,
+                )
+                for which in ("first", "second")
             )
             all_ids = fx.key_ids
             fx.key_ids = few
@@ -467,7 +474,14 @@ class Bench:
         print(f"start-up with {len(all_ids)} keys: healthy in {out['restart_seconds']:.2f} s, "
               f"first GenerateDataKey {out['first_request_seconds'] * 1000:.0f} ms later",
               flush=True)
-        out["rows"] = [r10, rall, rhot]
+        out["rows"] = [r10, rcold, rall, rhot]
+        base = r10.results["hsmkms"].rate
+        out["verdicts"] = [
+            f"- {row.workload}: {row.results['hsmkms'].rate / base - 1:+.0%} against "
+            f"{len(few)} keys (within 10%: "
+            f"{'met' if row.results['hsmkms'].rate >= 0.9 * base else '**not met**'})"
+            for row in (rall, rhot)
+        ] if base else []
         return out
 
 
@@ -686,7 +700,7 @@ def stages_markdown(
         "|---|" + "--:|" * len(names),
     ]
     stage_names: list[str] = []
-    for stages_of in parts.values():
+    for stages_of in sorted(parts.values(), key=len, reverse=True):  # the fullest sets the order
         stage_names += [k for k in stages_of if k not in stage_names]
     for stage in stage_names:
         cells = [f"{parts[n][stage]:.0f}" if stage in parts[n] else "" for n in names]
@@ -800,6 +814,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 *rows_markdown(result["rows"]),
                 "",
+                *result["verdicts"],
                 f"- creating {opt.keys - 10} keys took {result['create_seconds']:.0f} s",
                 f"- start-up with {opt.keys} keys: healthy after "
                 f"{result['restart_seconds']:.2f} s (< 10 s: "
