@@ -1,9 +1,9 @@
 """One benchmark run: hsmkms and moto side by side, the load generator's own ceiling, the
 in-process ceilings, a table on stdout and in docs/benchmarks.md.
 
-    scripts/bench                  # the full run (~8.5 minutes on 2 cores)
+    scripts/bench                  # the full run (~10 minutes on 2 cores)
     scripts/bench --quick          # a smoke test of every cell (~2 minutes), writes nothing
-    scripts/bench --keys 10000     # cost in the number of keys (~3.5 minutes, most of it
+    scripts/bench --keys 10000     # cost in the number of keys (~4.5 minutes, most of it
                                    # creating 10,000 token keys)
 
 Cells alternate between the two servers (hsmkms first in one cell, moto first in the next),
