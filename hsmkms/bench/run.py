@@ -748,29 +748,26 @@ def write_doc(path: Path, tag: str, body: str) -> None:
 
 def header(opt: Options, load: tuple[float, float]) -> list[str]:
     m = machine()
-    if opt.keys:
-        return [
-            f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {m['commit']}; "
-            f"load average {load[0]:.2f} before, {load[1]:.2f} after (1 min).",
-            "",
-            f"- machine: {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}",
-            f"- versions: {m['versions']}",
-            f"- hsmkms: `serve --workers {opt.workers}`, embedded default (SoftHSM2 + SQLite), "
-            "keys created through the server (CreateKey over 8 connections)",
-            f"- each cell: {opt.warmup:g} s warm-up, then {2 * opt.seconds:g} s measured",
-        ]
-    return [
+    common = [
         f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {m['commit']}; "
         f"load average {load[0]:.2f} before, {load[1]:.2f} after (1 min).",
         "",
         f"- machine: {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}",
         f"- versions: {m['versions']}",
-        f"- hsmkms: `serve --workers {opt.workers}`, embedded default (SoftHSM2 + SQLite), "
-        f"rsa_pool_size {opt.pool_size}; moto: `moto_server` (one process)",
+        f"- hsmkms: `serve --workers {opt.workers}`, embedded default (SoftHSM2 + SQLite), ",
+    ]
+    if opt.keys:
+        common[-1] += "keys created through the server (CreateKey over 8 connections)"
+        return [*common, f"- each cell: {opt.warmup:g} s warm-up, then {2 * opt.seconds:g} s "
+                "measured; CPU us/req: the server's CPU time (all processes) per answer"]
+    common[-1] += f"rsa_pool_size {opt.pool_size}; moto: `moto_server` (one process)"
+    return [
+        *common,
         f"- each cell: {opt.warmup:g} s warm-up, then {opt.seconds:g} s measured (RSA past "
-        "the pool: RSA_2048 twice that, RSA_3072 and RSA_4096 four times, each hsmkms turn "
-        "after draining the pools), SigV4-signed requests on keep-alive connections, "
-        "c = connections; CPU us/req: the server's CPU time (all processes) per answer",
+        "the pool: RSA_2048 twice that, RSA_3072 four times, RSA_4096 eight times, moto's "
+        "turns not lengthened, each hsmkms turn after draining the pools), SigV4-signed "
+        "requests on keep-alive connections, c = connections; CPU us/req: the server's CPU "
+        "time (all processes) per answer",
     ]
 
 
