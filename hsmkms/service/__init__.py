@@ -248,7 +248,8 @@ class Service:
         token would search every key for it (1-2 s at 10,000 keys on SoftHSM2). Raise
         :class:`quick.WouldBlock` instead, before the call has done anything, and the wire
         layer runs it again on a thread, where the search blocks no one else. Every data-plane
-        call names its master key here: :meth:`seal`, :meth:`unseal`, :meth:`key_pair_sealed`."""
+        call names its master key here: :meth:`seal`, :meth:`unseal`, and the data key pair
+        operations before they take a pair (service/crypto.py)."""
         if quick.NO_WAIT.get():
             has_master = getattr(self.token, "has_master", None)  # stand-ins may lack it
             if has_master is not None and not has_master(material):
@@ -358,8 +359,6 @@ class Service:
         """A fresh pair whose private key leaves only as a blob: (SPKI, blob, KeyMaterialId).
 
         On the token, the private key is wrapped there and never enters host memory."""
-        assert key.current_material_id is not None
-        self.check_handle(bytes.fromhex(key.current_material_id))  # before a pair is spent
         if spec not in self._token_specs:
             public, private = self.key_pair(spec)
             blob, sealed_under = self.seal(key, private, context)
