@@ -1,0 +1,39 @@
+"""Who makes a request: the nouns every layer shares, at the bottom of the import graph.
+
+:class:`Identity` is one access key of the credentials file (secret included: it never leaves
+the wire layer, which verifies SigV4 with it); :class:`Caller` is what a verified request
+carries into the operation layer (no secret).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One access key of the credentials file and who it is."""
+
+    access_key_id: str
+    secret_access_key: str
+    account_id: str
+    principal_arn: str
+
+    def __repr__(self) -> str:  # never print the secret
+        return (
+            f"Identity(access_key_id={self.access_key_id!r}, account_id={self.account_id!r}, "
+            f"principal_arn={self.principal_arn!r})"
+        )
+
+    def caller(self, source_ip: str = "") -> Caller:
+        return Caller(self.account_id, self.principal_arn, self.access_key_id, source_ip)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request: the verified principal and its account."""
+
+    account_id: str
+    principal_arn: str
+    access_key_id: str = ""
+    source_ip: str = ""
