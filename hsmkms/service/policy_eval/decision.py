@@ -1,0 +1,127 @@
+"""AWS's decision for one request under one key policy ("Policy evaluation logic"): which
+statements apply (principal, action, resource, conditions) and whether a Deny, an Allow or
+nothing decides."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+from hsmkms.service.policy_eval.document import (
+    PRINCIPAL_ARN,
+    Condition,
+    Policy,
+    Principals,
+    Statement,
+)
+from hsmkms.service.policy_eval.operators import _MATCHERS, _POSITIVE, _glob
+from hsmkms.service.policy_eval.request import RequestContext
+
+_SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+$")
+
+
+class Decision(Enum):
+    """AWS's evaluation outcome for one policy."""
+
+    ALLOW = "Allow"
+    DENY = "Deny"  # an explicit deny
+    NO_MATCH = "NoMatch"  # the implicit deny: no statement allows
+
+
+def evaluate(policy: Policy, ctx: RequestContext) -> Decision:
+    """AWS's decision for ``ctx`` under ``policy``: an explicit Deny wins, then Allow."""
+    allowed = False
+    for st in policy.statements:
+        if st.effect == "Allow" and allowed:
+            continue  # an Allow is already found; only a Deny can change the answer
+        if statement_applies(st, ctx):
+            if st.effect == "Deny":
+                return Decision.DENY
+            allowed = True
+    return Decision.ALLOW if allowed else Decision.NO_MATCH
+
+
+def statement_applies(st: Statement, ctx: RequestContext) -> bool:
+    """Whether one statement matches the request (its Effect aside)."""
+    if st.principal is not None:
+        if not principals_match(st.principal, ctx.principal_arn, ctx.principal_account):
+            return False
+    elif st.not_principal is not None:
+        if principals_match(st.not_principal, ctx.principal_arn, ctx.principal_account):
+            return False
+    else:
+        return False
+    if st.actions is not None:
+        if not any(_glob(a, ctx.action, fold=True) for a in st.actions):
+            return False
+    elif st.not_actions is not None:
+        if any(_glob(a, ctx.action, fold=True) for a in st.not_actions):
+            return False
+    else:
+        return False
+    if st.resources is not None:
+        if not any(_glob(r, ctx.resource_arn) for r in st.resources):
+            return False
+    elif st.not_resources is not None:
+        if any(_glob(r, ctx.resource_arn) for r in st.not_resources):
+            return False
+    else:
+        return False
+    return all(condition_holds(c, ctx) for c in st.conditions)
+
+
+def principals_match(principals: Principals, principal_arn: str, account_id: str) -> bool:
+    """Whether a Principal element names the caller (see the module docstring)."""
+    if principals.everyone:
+        return True
+    return any(principal_names(p, principal_arn, account_id) for p in principals.aws)
+
+
+def principal_names(name: str, principal_arn: str, account_id: str) -> bool:
+    """Whether one principal of a policy or grant (ARN, account id, account root ARN, "*")
+    names the caller ``principal_arn`` of ``account_id``."""
+    if name == "*" or name == principal_arn:
+        return True
+    if name == account_id:
+        return True
+    m = PRINCIPAL_ARN.match(name)
+    if m is None or m.group(2) != account_id:
+        return False
+    resource = m.group(3)
+    if resource == "root":
+        return True
+    session = _SESSION_ARN.match(principal_arn)
+    if session and m.group(1) == "iam" and resource.startswith("role/"):
+        return resource.rsplit("/", 1)[-1] == session.group(3)
+    return False
+
+
+def condition_holds(c: Condition, ctx: RequestContext) -> bool:
+    """One condition key under one operator, with AWS's rules for missing keys and sets."""
+    found = ctx.values(c.key)
+    if found is not None and not found:
+        found = None  # an empty set is a missing key
+    if c.operator == "Null":
+        want_null = [v.lower() == "true" for v in c.values]
+        return (found is None) in want_null
+    if found is None:
+        if c.set_operator == "ForAllValues":
+            return True
+        if c.set_operator == "ForAnyValue":
+            return False
+        return c.if_exists or c.negated
+
+    match = _MATCHERS[_POSITIVE.get(c.operator, c.operator)]
+
+    def member_ok(value: str) -> bool:
+        hit = any(match(value, expected) for expected in c.values)
+        return not hit if c.negated else hit
+
+    if c.set_operator == "ForAllValues":
+        return all(member_ok(v) for v in found)
+    if c.set_operator == "ForAnyValue":
+        return any(member_ok(v) for v in found)
+    # No set operator: the operator's plain reading, "the value equals one of ..." for a
+    # positive operator and its negation for a negated one.
+    hit = any(match(v, expected) for v in found for expected in c.values)
+    return not hit if c.negated else hit

@@ -1,0 +1,96 @@
+"""What a key policy can see of one request (:class:`RequestContext`), and the condition keys
+it answers: AWS's global keys (``aws:PrincipalArn``, ``aws:SourceIp``, ``aws:CurrentTime``...)
+and KMS's (``kms:EncryptionContext:<key>``, ``kms:KeySpec``, ``kms:ResourceAliases``...)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Condition keys whose value is a set (the others hold one value).
+MULTIVALUED_KEYS = frozenset({"kms:encryptioncontextkeys", "kms:grantoperations",
+                              "kms:resourcealiases"})
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a policy can see of one request: the action, who asks, on what, and with what.
+
+    ``None`` means "not in the request" (a missing condition key). ``resource_aliases`` may be
+    a callable, evaluated only if a policy asks for ``kms:ResourceAliases`` (it costs a store
+    read). ``extra`` holds further condition keys by name (``kms:KeyOrigin``...)."""
+
+    action: str
+    principal_arn: str
+    principal_account: str
+    resource_arn: str = "*"
+    encryption_context: Mapping[str, str] | None = None
+    key_spec: str | None = None
+    key_usage: str | None = None
+    encryption_algorithm: str | None = None
+    data_key_pair_spec: str | None = None
+    grant_operations: Sequence[str] | None = None
+    grant_is_for_aws_resource: bool | None = None
+    request_alias: str | None = None
+    resource_aliases: Sequence[str] | Callable[[], Sequence[str]] | None = None
+    source_ip: str | None = None
+    now: datetime | None = None
+    extra: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
+
+    def values(self, key: str) -> tuple[str, ...] | None:
+        """The request's values of condition key ``key`` (any case); None when absent."""
+        name = key.lower()
+        if name.startswith("kms:encryptioncontext:"):
+            if not self.encryption_context:
+                return None
+            wanted = name[len("kms:encryptioncontext:"):]
+            found = tuple(v for k, v in self.encryption_context.items() if k.lower() == wanted)
+            return found or None
+        if name == "kms:encryptioncontextkeys":
+            return tuple(self.encryption_context) if self.encryption_context else None
+        if name == "kms:resourcealiases":
+            aliases = self.resource_aliases
+            if callable(aliases):
+                aliases = aliases()
+            return tuple(aliases) if aliases else None
+        simple = self._simple(name)
+        if simple is not None:
+            return simple
+        for k, v in self.extra.items():
+            if k.lower() == name:
+                return (v,) if isinstance(v, str) else tuple(v)
+        return None
+
+    def _simple(self, name: str) -> tuple[str, ...] | None:
+        value: Any
+        if name in ("aws:principalarn",):
+            value = self.principal_arn
+        elif name in ("aws:principalaccount", "kms:calleraccount"):
+            value = self.principal_account
+        elif name == "aws:sourceip":
+            value = self.source_ip or None
+        elif name == "kms:keyspec":
+            value = self.key_spec
+        elif name == "kms:keyusage":
+            value = self.key_usage
+        elif name == "kms:encryptionalgorithm":
+            value = self.encryption_algorithm
+        elif name == "kms:datakeypairspec":
+            value = self.data_key_pair_spec
+        elif name == "kms:requestalias":
+            value = self.request_alias
+        elif name == "kms:grantoperations":
+            return tuple(self.grant_operations) if self.grant_operations else None
+        elif name == "kms:grantisforawsresource":
+            value = None if self.grant_is_for_aws_resource is None else (
+                "true" if self.grant_is_for_aws_resource else "false")
+        elif name == "aws:currenttime":
+            value = self.now.strftime("%Y-%m-%dT%H:%M:%SZ") if self.now else None
+        elif name == "aws:epochtime":
+            value = str(int(self.now.timestamp())) if self.now else None
+        else:
+            return None
+        return None if value is None else (value,)
+
