@@ -16,7 +16,7 @@ or a different context, fails authentication.
     63+n    16    GCM tag                      AAD = bytes 0..50 || context
     kind 0x02 (wrapped private key; the token cannot wrap with GCM):
     51      1     wrap mechanism: 0x01 AES_KEY_WRAP_PAD (RFC 5649), 0x02 AES_GCM
-    52      1     data key pair spec code (SPEC_CODES)
+    52      1     data key pair spec code (DataKeyPairSpec.blob_code, hsmkms/specs.py)
     53      12    IV of the binding tag
     65      n     wrapped private key, as the token's C_WrapKey gave it
     65+n    16    GCM tag of an empty plaintext   AAD = bytes 0..52 || context || wrapped key
@@ -28,6 +28,8 @@ import struct
 import uuid
 from dataclasses import dataclass
 from typing import Final
+
+from hsmkms.specs import DataKeyPairSpec
 
 MAGIC: Final = 0x48
 VERSION: Final = 0x01
@@ -41,17 +43,6 @@ PREFIX_LEN: Final = _PREFIX.size  # 51
 
 WRAP_MECHANISMS: Final = {0x01: "AES_KEY_WRAP_PAD", 0x02: "AES_GCM"}
 WRAP_CODES: Final = {v: k for k, v in WRAP_MECHANISMS.items()}
-SPEC_CODES: Final = {
-    "RSA_2048": 0x01,
-    "RSA_3072": 0x02,
-    "RSA_4096": 0x03,
-    "ECC_NIST_P256": 0x11,
-    "ECC_NIST_P384": 0x12,
-    "ECC_NIST_P521": 0x13,
-    "ECC_SECG_P256K1": 0x14,
-    "ECC_NIST_EDWARDS25519": 0x21,
-}
-SPECS_BY_CODE: Final = {v: k for k, v in SPEC_CODES.items()}
 
 
 class MalformedBlob(ValueError):
@@ -70,7 +61,7 @@ class Blob:
     tag: bytes
     header: bytes
     wrap_mechanism: str | None = None
-    spec: str | None = None
+    spec: DataKeyPairSpec | None = None
 
     @property
     def material_hex(self) -> str:
@@ -99,10 +90,14 @@ def sealed_header(key_id: str, material_id: bytes) -> bytes:
     return _PREFIX.pack(MAGIC, VERSION, KIND_SEALED, uuid.UUID(key_id).bytes, material_id)
 
 
-def wrapped_header(key_id: str, material_id: bytes, mechanism: str, spec: str) -> bytes:
+def wrapped_header(
+    key_id: str, material_id: bytes, mechanism: str, spec: DataKeyPairSpec
+) -> bytes:
+    if not spec.blob_code:
+        raise ValueError(f"no blob code is assigned to {spec}")
     return _PREFIX.pack(
         MAGIC, VERSION, KIND_WRAPPED, uuid.UUID(key_id).bytes, material_id
-    ) + bytes((WRAP_CODES[mechanism], SPEC_CODES[spec]))
+    ) + bytes((WRAP_CODES[mechanism], spec.blob_code))
 
 
 def parse(data: bytes) -> Blob:
@@ -129,8 +124,8 @@ def parse(data: bytes) -> Blob:
     if kind == KIND_WRAPPED:
         if len(data) < PREFIX_LEN + 2 + IV_LEN + 1 + TAG_LEN:
             raise MalformedBlob("too short")
-        mech_code, spec_code = data[PREFIX_LEN], data[PREFIX_LEN + 1]
-        if mech_code not in WRAP_MECHANISMS or spec_code not in SPECS_BY_CODE:
+        mech_code, spec = data[PREFIX_LEN], DataKeyPairSpec.by_blob_code(data[PREFIX_LEN + 1])
+        if mech_code not in WRAP_MECHANISMS or spec is None:
             raise MalformedBlob("unknown wrap mechanism or key pair spec")
         header_len = PREFIX_LEN + 2
         iv = data[header_len : header_len + IV_LEN]
@@ -143,7 +138,7 @@ def parse(data: bytes) -> Blob:
             tag=data[-TAG_LEN:],
             header=data[:header_len],
             wrap_mechanism=WRAP_MECHANISMS[mech_code],
-            spec=SPECS_BY_CODE[spec_code],
+            spec=spec,
         )
     raise MalformedBlob("unknown blob kind")
 

@@ -11,30 +11,30 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from hsmkms.specs import DataKeyPairSpec, Family
+
 log = logging.getLogger("hsmkms.keypairs")
 
-RSA_BITS: Final = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
-EC_CURVES: Final[dict[str, type[ec.EllipticCurve]]] = {
-    "ECC_NIST_P256": ec.SECP256R1,
-    "ECC_NIST_P384": ec.SECP384R1,
-    "ECC_NIST_P521": ec.SECP521R1,
-    "ECC_SECG_P256K1": ec.SECP256K1,
+# cryptography's curve for each curve name of hsmkms.specs (OpenSSL's names).
+CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "secp256r1": ec.SECP256R1,
+    "secp384r1": ec.SECP384R1,
+    "secp521r1": ec.SECP521R1,
+    "secp256k1": ec.SECP256K1,
 }
-SUPPORTED_SPECS: Final = (*RSA_BITS, *EC_CURVES, "ECC_NIST_EDWARDS25519")
 
 
-def _private_key(spec: str) -> PrivateKeyTypes:
-    if spec in RSA_BITS:
-        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS[spec])
-    if spec in EC_CURVES:
-        return ec.generate_private_key(EC_CURVES[spec]())
-    if spec == "ECC_NIST_EDWARDS25519":
+def _private_key(spec: DataKeyPairSpec) -> PrivateKeyTypes:
+    if spec.family is Family.RSA:
+        return rsa.generate_private_key(public_exponent=65537, key_size=spec.bits)
+    if spec.family is Family.EC and spec.curve is not None:
+        return ec.generate_private_key(CURVES[spec.curve.name]())
+    if spec.family is Family.EDWARDS:
         return ed25519.Ed25519PrivateKey.generate()
     raise ValueError(f"unsupported key pair spec {spec}")
 
@@ -53,8 +53,8 @@ def encode_pair(private_key: PrivateKeyTypes) -> tuple[bytes, bytes]:
 
 
 def generate(spec: str) -> tuple[bytes, bytes]:
-    """A fresh pair for ``spec`` as (SPKI DER, PKCS#8 DER)."""
-    return encode_pair(_private_key(spec))
+    """A fresh pair for ``spec`` (a DataKeyPairSpec or its name) as (SPKI DER, PKCS#8 DER)."""
+    return encode_pair(_private_key(DataKeyPairSpec(spec)))
 
 
 class PairPool:

@@ -1,8 +1,9 @@
 """The nouns of KMS as enums: key specs, data key pair specs, states, usages, algorithms.
 
 This is the one place a spec is described (DESIGN decision 12). Each :class:`KeySpec` and
-:class:`DataKeyPairSpec` member carries what every layer needs of it: its family, its size or
-curve, the usages and algorithms AWS allows it, the code the ciphertext blob stores for it
+:class:`DataKeyPairSpec` member carries what every layer needs of it (its row of :data:`KEY_SPECS`
+or :data:`DATA_KEY_PAIR_SPECS`, read through properties): its family, its size or curve, the
+usages and algorithms AWS allows it, the code the ciphertext blob stores for it
 (docs/ciphertext-format.md) and the name of the PKCS#11 mechanism that generates it (a
 python-pkcs11 ``Mechanism`` member name: only ``hsm/`` turns it into a CK_* value). Every enum
 is a ``StrEnum`` whose values are AWS's strings, checked against botocore's KMS model by
@@ -12,7 +13,7 @@ keep AWS's strings. Nothing here imports the rest of hsmkms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -149,6 +150,10 @@ _KEYGEN = {
 }
 
 _S = SigningAlgorithm
+_E = EncryptionAlgorithm
+_M = MacAlgorithm
+_U = KeyUsage
+_ECDH = (KeyAgreementAlgorithm.ECDH,)
 _RSA_SIGNING = (
     _S.RSASSA_PSS_SHA_256,
     _S.RSASSA_PSS_SHA_384,
@@ -157,137 +162,151 @@ _RSA_SIGNING = (
     _S.RSASSA_PKCS1_V1_5_SHA_384,
     _S.RSASSA_PKCS1_V1_5_SHA_512,
 )
-_RSA_ENCRYPTION = (EncryptionAlgorithm.RSAES_OAEP_SHA_1, EncryptionAlgorithm.RSAES_OAEP_SHA_256)
-_U = KeyUsage
+_RSA_ENCRYPTION = (_E.RSAES_OAEP_SHA_1, _E.RSAES_OAEP_SHA_256)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a spec is: the rows of the tables below."""
+
+    family: Family
+    bits: int  # key or modulus bits; the curve's field size; ML-DSA/ML-KEM's parameter set
+    curve: Curve | None = None
+    usages: tuple[KeyUsage, ...] = ()
+    encryption: tuple[EncryptionAlgorithm, ...] = ()
+    signing: tuple[SigningAlgorithm, ...] = ()
+    mac: tuple[MacAlgorithm, ...] = ()
+    agreement: tuple[KeyAgreementAlgorithm, ...] = ()
+    blob_code: int = 0  # data key pair specs: the byte naming it in a wrapped blob; 0: none
 
 
 class _Described(StrEnum):
-    """A spec: an AWS string that carries its family, size and curve."""
+    """A spec: an AWS string whose facts are one row of its table."""
 
-    family: Family
-    bits: int
-    curve: Curve | None
+    @property
+    def facts(self) -> Facts:
+        raise NotImplementedError
+
+    @property
+    def family(self) -> Family:
+        return self.facts.family
+
+    @property
+    def bits(self) -> int:
+        return self.facts.bits
+
+    @property
+    def curve(self) -> Curve | None:
+        return self.facts.curve
 
     @property
     def mechanism(self) -> str:
         """The python-pkcs11 ``Mechanism`` name that generates a key of this spec."""
-        return _KEYGEN[self.family]
+        return _KEYGEN[self.facts.family]
 
     @property
     def china_only(self) -> bool:
         """SM2 is offered only in AWS's China Regions."""
-        return self.family is Family.SM2
+        return self.facts.family is Family.SM2
 
     @property
     def asymmetric(self) -> bool:
-        return self.family not in (Family.AES, Family.HMAC)
+        return self.facts.family not in (Family.AES, Family.HMAC)
 
 
 class KeySpec(_Described):
     """CreateKey's KeySpec, with the usages and algorithms AWS allows each (AWS KMS Developer
-    Guide, "Key spec reference")."""
+    Guide, "Key spec reference"); the facts are :data:`KEY_SPECS`."""
 
-    usages: tuple[KeyUsage, ...]
-    encryption_algorithms: tuple[EncryptionAlgorithm, ...]
-    signing_algorithms: tuple[SigningAlgorithm, ...]
-    mac_algorithms: tuple[MacAlgorithm, ...]
-    key_agreement_algorithms: tuple[KeyAgreementAlgorithm, ...]
+    RSA_2048 = "RSA_2048"
+    RSA_3072 = "RSA_3072"
+    RSA_4096 = "RSA_4096"
+    ECC_NIST_P256 = "ECC_NIST_P256"
+    ECC_NIST_P384 = "ECC_NIST_P384"
+    ECC_NIST_P521 = "ECC_NIST_P521"
+    ECC_SECG_P256K1 = "ECC_SECG_P256K1"
+    SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
+    HMAC_224 = "HMAC_224"
+    HMAC_256 = "HMAC_256"
+    HMAC_384 = "HMAC_384"
+    HMAC_512 = "HMAC_512"
+    SM2 = "SM2"
+    ML_DSA_44 = "ML_DSA_44"
+    ML_DSA_65 = "ML_DSA_65"
+    ML_DSA_87 = "ML_DSA_87"
+    ECC_NIST_EDWARDS25519 = "ECC_NIST_EDWARDS25519"
+    ML_KEM_512 = "ML_KEM_512"
+    ML_KEM_768 = "ML_KEM_768"
+    ML_KEM_1024 = "ML_KEM_1024"
 
-    def __new__(
-        cls,
-        value: str,
-        family: Family,
-        bits: int,
-        curve: Curve | None = None,
-        usages: tuple[KeyUsage, ...] = (),
-        encryption: tuple[EncryptionAlgorithm, ...] = (),
-        signing: tuple[SigningAlgorithm, ...] = (),
-        mac: tuple[MacAlgorithm, ...] = (),
-        agreement: tuple[KeyAgreementAlgorithm, ...] = (),
-    ) -> KeySpec:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.family, member.bits, member.curve = family, bits, curve
-        member.usages = usages
-        member.encryption_algorithms = encryption
-        member.signing_algorithms = signing
-        member.mac_algorithms = mac
-        member.key_agreement_algorithms = agreement
-        return member
+    @property
+    def facts(self) -> Facts:
+        return KEY_SPECS[self]
 
-    RSA_2048 = (
-        "RSA_2048", Family.RSA, 2048, None,
-        (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY), _RSA_ENCRYPTION, _RSA_SIGNING,
-    )  # fmt: skip
-    RSA_3072 = (
-        "RSA_3072", Family.RSA, 3072, None,
-        (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY), _RSA_ENCRYPTION, _RSA_SIGNING,
-    )  # fmt: skip
-    RSA_4096 = (
-        "RSA_4096", Family.RSA, 4096, None,
-        (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY), _RSA_ENCRYPTION, _RSA_SIGNING,
-    )  # fmt: skip
-    ECC_NIST_P256 = (
-        "ECC_NIST_P256", Family.EC, 256, P256, (_U.SIGN_VERIFY, _U.KEY_AGREEMENT),
-        (), (_S.ECDSA_SHA_256,), (), (KeyAgreementAlgorithm.ECDH,),
-    )  # fmt: skip
-    ECC_NIST_P384 = (
-        "ECC_NIST_P384", Family.EC, 384, P384, (_U.SIGN_VERIFY, _U.KEY_AGREEMENT),
-        (), (_S.ECDSA_SHA_384,), (), (KeyAgreementAlgorithm.ECDH,),
-    )  # fmt: skip
-    ECC_NIST_P521 = (
-        "ECC_NIST_P521", Family.EC, 521, P521, (_U.SIGN_VERIFY, _U.KEY_AGREEMENT),
-        (), (_S.ECDSA_SHA_512,), (), (KeyAgreementAlgorithm.ECDH,),
-    )  # fmt: skip
-    ECC_SECG_P256K1 = (
-        "ECC_SECG_P256K1", Family.EC, 256, SECP256K1, (_U.SIGN_VERIFY,), (), (_S.ECDSA_SHA_256,),
-    )  # fmt: skip
-    SYMMETRIC_DEFAULT = (
-        "SYMMETRIC_DEFAULT", Family.AES, 256, None, (_U.ENCRYPT_DECRYPT,),
-        (EncryptionAlgorithm.SYMMETRIC_DEFAULT,),
-    )  # fmt: skip
-    HMAC_224 = (
-        "HMAC_224", Family.HMAC, 224, None, (_U.GENERATE_VERIFY_MAC,), (), (),
-        (MacAlgorithm.HMAC_SHA_224,),
-    )  # fmt: skip
-    HMAC_256 = (
-        "HMAC_256", Family.HMAC, 256, None, (_U.GENERATE_VERIFY_MAC,), (), (),
-        (MacAlgorithm.HMAC_SHA_256,),
-    )  # fmt: skip
-    HMAC_384 = (
-        "HMAC_384", Family.HMAC, 384, None, (_U.GENERATE_VERIFY_MAC,), (), (),
-        (MacAlgorithm.HMAC_SHA_384,),
-    )  # fmt: skip
-    HMAC_512 = (
-        "HMAC_512", Family.HMAC, 512, None, (_U.GENERATE_VERIFY_MAC,), (), (),
-        (MacAlgorithm.HMAC_SHA_512,),
-    )  # fmt: skip
-    SM2 = (
-        "SM2", Family.SM2, 256, SM2P256, (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY, _U.KEY_AGREEMENT),
-        (EncryptionAlgorithm.SM2PKE,), (_S.SM2DSA,), (), (KeyAgreementAlgorithm.ECDH,),
-    )  # fmt: skip
-    ML_DSA_44 = (
-        "ML_DSA_44", Family.ML_DSA, 44, None, (_U.SIGN_VERIFY,), (), (_S.ML_DSA_SHAKE_256,),
-    )  # fmt: skip
-    ML_DSA_65 = (
-        "ML_DSA_65", Family.ML_DSA, 65, None, (_U.SIGN_VERIFY,), (), (_S.ML_DSA_SHAKE_256,),
-    )  # fmt: skip
-    ML_DSA_87 = (
-        "ML_DSA_87", Family.ML_DSA, 87, None, (_U.SIGN_VERIFY,), (), (_S.ML_DSA_SHAKE_256,),
-    )  # fmt: skip
-    ECC_NIST_EDWARDS25519 = (
-        "ECC_NIST_EDWARDS25519", Family.EDWARDS, 255, ED25519, (_U.SIGN_VERIFY,), (),
-        (_S.ED25519_SHA_512, _S.ED25519_PH_SHA_512),
-    )  # fmt: skip
-    ML_KEM_512 = ("ML_KEM_512", Family.ML_KEM, 512, None, (_U.ENCAPSULATE_DECAPSULATE,))
-    ML_KEM_768 = ("ML_KEM_768", Family.ML_KEM, 768, None, (_U.ENCAPSULATE_DECAPSULATE,))
-    ML_KEM_1024 = ("ML_KEM_1024", Family.ML_KEM, 1024, None, (_U.ENCAPSULATE_DECAPSULATE,))
+    @property
+    def usages(self) -> tuple[KeyUsage, ...]:
+        return self.facts.usages
+
+    @property
+    def encryption_algorithms(self) -> tuple[EncryptionAlgorithm, ...]:
+        return self.facts.encryption
+
+    @property
+    def signing_algorithms(self) -> tuple[SigningAlgorithm, ...]:
+        return self.facts.signing
+
+    @property
+    def mac_algorithms(self) -> tuple[MacAlgorithm, ...]:
+        return self.facts.mac
+
+    @property
+    def key_agreement_algorithms(self) -> tuple[KeyAgreementAlgorithm, ...]:
+        return self.facts.agreement
 
     @property
     def default_usage(self) -> KeyUsage:
         """The KeyUsage CreateKey takes when none is given: ENCRYPT_DECRYPT where allowed."""
-        return self.usages[0]
+        return self.facts.usages[0]
 
+
+_RSA = Facts(Family.RSA, 0, None, (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY), _RSA_ENCRYPTION,
+             _RSA_SIGNING)  # fmt: skip
+_EC = (_U.SIGN_VERIFY, _U.KEY_AGREEMENT)
+_MLDSA = Facts(Family.ML_DSA, 0, None, (_U.SIGN_VERIFY,), signing=(_S.ML_DSA_SHAKE_256,))
+_MLKEM = Facts(Family.ML_KEM, 0, None, (_U.ENCAPSULATE_DECAPSULATE,))
+_HMAC = Facts(Family.HMAC, 0, None, (_U.GENERATE_VERIFY_MAC,))
+
+KEY_SPECS: dict[KeySpec, Facts] = {
+    KeySpec.RSA_2048: replace(_RSA, bits=2048),
+    KeySpec.RSA_3072: replace(_RSA, bits=3072),
+    KeySpec.RSA_4096: replace(_RSA, bits=4096),
+    KeySpec.ECC_NIST_P256: Facts(Family.EC, 256, P256, _EC, signing=(_S.ECDSA_SHA_256,),
+                                 agreement=_ECDH),  # fmt: skip
+    KeySpec.ECC_NIST_P384: Facts(Family.EC, 384, P384, _EC, signing=(_S.ECDSA_SHA_384,),
+                                 agreement=_ECDH),  # fmt: skip
+    KeySpec.ECC_NIST_P521: Facts(Family.EC, 521, P521, _EC, signing=(_S.ECDSA_SHA_512,),
+                                 agreement=_ECDH),  # fmt: skip
+    KeySpec.ECC_SECG_P256K1: Facts(Family.EC, 256, SECP256K1, (_U.SIGN_VERIFY,),
+                                   signing=(_S.ECDSA_SHA_256,)),  # fmt: skip
+    KeySpec.SYMMETRIC_DEFAULT: Facts(Family.AES, 256, None, (_U.ENCRYPT_DECRYPT,),
+                                     (_E.SYMMETRIC_DEFAULT,)),  # fmt: skip
+    KeySpec.HMAC_224: replace(_HMAC, bits=224, mac=(_M.HMAC_SHA_224,)),
+    KeySpec.HMAC_256: replace(_HMAC, bits=256, mac=(_M.HMAC_SHA_256,)),
+    KeySpec.HMAC_384: replace(_HMAC, bits=384, mac=(_M.HMAC_SHA_384,)),
+    KeySpec.HMAC_512: replace(_HMAC, bits=512, mac=(_M.HMAC_SHA_512,)),
+    KeySpec.SM2: Facts(Family.SM2, 256, SM2P256,
+                       (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY, _U.KEY_AGREEMENT),
+                       (_E.SM2PKE,), (_S.SM2DSA,), agreement=_ECDH),  # fmt: skip
+    KeySpec.ML_DSA_44: replace(_MLDSA, bits=44),
+    KeySpec.ML_DSA_65: replace(_MLDSA, bits=65),
+    KeySpec.ML_DSA_87: replace(_MLDSA, bits=87),
+    KeySpec.ECC_NIST_EDWARDS25519: Facts(Family.EDWARDS, 255, ED25519, (_U.SIGN_VERIFY,),
+                                         signing=(_S.ED25519_SHA_512,
+                                                  _S.ED25519_PH_SHA_512)),  # fmt: skip
+    KeySpec.ML_KEM_512: replace(_MLKEM, bits=512),
+    KeySpec.ML_KEM_768: replace(_MLKEM, bits=768),
+    KeySpec.ML_KEM_1024: replace(_MLKEM, bits=1024),
+}
 
 # CreateKey's deprecated CustomerMasterKeySpec: the KeySpecs that existed before 2022.
 CUSTOMER_MASTER_KEY_SPECS: frozenset[KeySpec] = frozenset(
@@ -296,39 +315,50 @@ CUSTOMER_MASTER_KEY_SPECS: frozenset[KeySpec] = frozenset(
 
 
 class DataKeyPairSpec(_Described):
-    """GenerateDataKeyPair's KeyPairSpec. ``blob_code`` is the byte that names the spec in a
-    token-wrapped private key blob (0: none is assigned yet)."""
+    """GenerateDataKeyPair's KeyPairSpec; the facts are :data:`DATA_KEY_PAIR_SPECS`."""
 
-    blob_code: int
+    RSA_2048 = "RSA_2048"
+    RSA_3072 = "RSA_3072"
+    RSA_4096 = "RSA_4096"
+    ECC_NIST_P256 = "ECC_NIST_P256"
+    ECC_NIST_P384 = "ECC_NIST_P384"
+    ECC_NIST_P521 = "ECC_NIST_P521"
+    ECC_SECG_P256K1 = "ECC_SECG_P256K1"
+    SM2 = "SM2"
+    ECC_NIST_EDWARDS25519 = "ECC_NIST_EDWARDS25519"
+    ML_KEM_512 = "ML_KEM_512"
+    ML_KEM_768 = "ML_KEM_768"
+    ML_KEM_1024 = "ML_KEM_1024"
 
-    def __new__(
-        cls, value: str, family: Family, bits: int, curve: Curve | None, blob_code: int
-    ) -> DataKeyPairSpec:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.family, member.bits, member.curve = family, bits, curve
-        member.blob_code = blob_code
-        return member
+    @property
+    def facts(self) -> Facts:
+        return DATA_KEY_PAIR_SPECS[self]
 
-    RSA_2048 = ("RSA_2048", Family.RSA, 2048, None, 0x01)
-    RSA_3072 = ("RSA_3072", Family.RSA, 3072, None, 0x02)
-    RSA_4096 = ("RSA_4096", Family.RSA, 4096, None, 0x03)
-    ECC_NIST_P256 = ("ECC_NIST_P256", Family.EC, 256, P256, 0x11)
-    ECC_NIST_P384 = ("ECC_NIST_P384", Family.EC, 384, P384, 0x12)
-    ECC_NIST_P521 = ("ECC_NIST_P521", Family.EC, 521, P521, 0x13)
-    ECC_SECG_P256K1 = ("ECC_SECG_P256K1", Family.EC, 256, SECP256K1, 0x14)
-    SM2 = ("SM2", Family.SM2, 256, SM2P256, 0)
-    ECC_NIST_EDWARDS25519 = ("ECC_NIST_EDWARDS25519", Family.EDWARDS, 255, ED25519, 0x21)
-    ML_KEM_512 = ("ML_KEM_512", Family.ML_KEM, 512, None, 0)
-    ML_KEM_768 = ("ML_KEM_768", Family.ML_KEM, 768, None, 0)
-    ML_KEM_1024 = ("ML_KEM_1024", Family.ML_KEM, 1024, None, 0)
+    @property
+    def blob_code(self) -> int:
+        """The byte that names the spec in a token-wrapped private key blob (0: none yet)."""
+        return self.facts.blob_code
 
     @classmethod
     def by_blob_code(cls, code: int) -> DataKeyPairSpec | None:
         return _PAIR_BY_CODE.get(code)
 
 
-_PAIR_BY_CODE = {s.blob_code: s for s in DataKeyPairSpec if s.blob_code}
+DATA_KEY_PAIR_SPECS: dict[DataKeyPairSpec, Facts] = {
+    DataKeyPairSpec.RSA_2048: Facts(Family.RSA, 2048, blob_code=0x01),
+    DataKeyPairSpec.RSA_3072: Facts(Family.RSA, 3072, blob_code=0x02),
+    DataKeyPairSpec.RSA_4096: Facts(Family.RSA, 4096, blob_code=0x03),
+    DataKeyPairSpec.ECC_NIST_P256: Facts(Family.EC, 256, P256, blob_code=0x11),
+    DataKeyPairSpec.ECC_NIST_P384: Facts(Family.EC, 384, P384, blob_code=0x12),
+    DataKeyPairSpec.ECC_NIST_P521: Facts(Family.EC, 521, P521, blob_code=0x13),
+    DataKeyPairSpec.ECC_SECG_P256K1: Facts(Family.EC, 256, SECP256K1, blob_code=0x14),
+    DataKeyPairSpec.SM2: Facts(Family.SM2, 256, SM2P256),
+    DataKeyPairSpec.ECC_NIST_EDWARDS25519: Facts(Family.EDWARDS, 255, ED25519, blob_code=0x21),
+    DataKeyPairSpec.ML_KEM_512: Facts(Family.ML_KEM, 512),
+    DataKeyPairSpec.ML_KEM_768: Facts(Family.ML_KEM, 768),
+    DataKeyPairSpec.ML_KEM_1024: Facts(Family.ML_KEM, 1024),
+}
+_PAIR_BY_CODE = {f.blob_code: s for s, f in DATA_KEY_PAIR_SPECS.items() if f.blob_code}
 
 # The specs whose pairs hsmkms makes today (host or token): RSA, the EC curves, Ed25519.
 PAIR_FAMILIES = frozenset({Family.RSA, Family.EC, Family.EDWARDS})
