@@ -15,15 +15,18 @@ other client away with 503. This protocol adds:
   a worker): one more is answered ``ThrottlingException`` (HTTP 400, as AWS KMS answers when
   it sheds load), which AWS SDKs retry with backoff.
 
-The limits travel on uvicorn's ``Config`` as ``hsmkms_limits`` (the Config is what reaches
-each worker process), and are read once per connection.
+The limits are the protocol's own parameter: :func:`guarded` binds them to the class, and
+uvicorn's ``Config(http=guarded(limits))`` carries the binding to each worker process (a
+``functools.partial`` of importable objects pickles across the spawn).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +79,11 @@ async def _throttled(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _THROTTLED})
 
 
+def guarded(limits: Limits) -> Callable[..., GuardedHttpToolsProtocol]:
+    """The protocol factory for uvicorn's ``Config(http=...)``, with ``limits``."""
+    return functools.partial(GuardedHttpToolsProtocol, limits=limits)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the deadlines and limits of the module docstring."""
 
@@ -85,9 +93,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         server_state: Any,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: Limits | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.limits: Limits = getattr(config, "hsmkms_limits", None) or Limits()
+        self.limits: Limits = limits or Limits()
         # uvicorn's check would count idle connections too: ours counts requests only.
         self.limit_concurrency = None
         self._deadline: asyncio.TimerHandle | None = None
