@@ -157,10 +157,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     import json
     from datetime import timedelta
 
-    from hsmkms import hsm
+    from hsmkms import compose, hsm
     from hsmkms.home import use_home
     from hsmkms.service import doctor
-    from hsmkms.store import StoreError, open_store
+    from hsmkms.store import StoreError
 
     settings = use_home(
         Settings.load(
@@ -177,7 +177,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         raise ConfigError(f"no store at {store_path}: is --home right?")
     label = settings.token_label
     try:
-        token = hsm.open_token(settings.pkcs11_module, label, settings.read_pin())
+        masters = compose.master_keys(settings, compose.open_token(settings))
     except hsm.LoginFailed:
         print(f"hsmkms doctor: token '{label}' refused the PIN (not retried)", file=sys.stderr)
         return EXIT_UNCHECKED
@@ -185,10 +185,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"hsmkms doctor: cannot open token '{label}': {exc}", file=sys.stderr)
         return EXIT_UNCHECKED
     try:
-        store = open_store(store_path, busy_timeout=settings.store_busy_timeout)
+        store = compose.open_metadata(settings)
         try:
             report = doctor.check(
-                store, token, fix=args.fix, min_age=timedelta(seconds=args.min_age),
+                store,
+                masters,
+                fix=args.fix,
+                min_age=timedelta(seconds=args.min_age),
                 deep=args.deep,
             )
         finally:
@@ -197,7 +200,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"hsmkms doctor: the check could not finish: {exc}", file=sys.stderr)
         return EXIT_UNCHECKED
     finally:
-        token.close()
+        masters.close()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -207,7 +210,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 # -- serve -----------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hsmkms.home import ensure_home, read_credentials
+    from hsmkms import compose
+    from hsmkms.home import ensure_home
 
     settings = Settings.load(
         args.config,
@@ -239,7 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "to your HSM vendor's library"
         )
     settings = ensure_home(settings)
-    identities = read_credentials(settings.credentials_path)
+    identities = compose.identities(settings)
     # Several workers each open the token themselves: here it is only checked, so the key
     # handles are not looked up (1-2 s at 10,000 keys, before the workers even start).
     kms = open_kms(settings, preload_keys=settings.workers == 1)
@@ -248,7 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hsmkms.api import create_app
-    from hsmkms.api.protocol import Limits
+    from hsmkms.api.protocol import Limits, guarded
 
     app: Any
     if settings.workers == 1:
@@ -270,20 +274,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=bool(args.access_log),
         server_header=False,
         lifespan="on",
-        # uvicorn's httptools protocol with deadlines and limits it lacks (slow clients).
-        http="hsmkms.api.protocol:GuardedHttpToolsProtocol",
+        # uvicorn's httptools protocol with deadlines and limits it lacks (slow clients). The
+        # factory is called as the class would be (uvicorn's annotation names classes only).
+        http=guarded(  # type: ignore[arg-type]
+            Limits(
+                header_timeout=settings.header_timeout,
+                body_timeout=settings.body_timeout,
+                limit_concurrency=settings.limit_concurrency,
+            )
+        ),
         ws="none",  # no WebSocket upgrades: nothing here speaks them
         # No X-Forwarded-For rewriting: the client address is the peer's (policies read it as
         # aws:SourceIp, and uvicorn would trust the header from any local process), and one
         # middleware layer less per request.
         proxy_headers=False,
         timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
-    )
-    # Read by GuardedHttpToolsProtocol in every worker (the Config is what reaches them).
-    config.hsmkms_limits = Limits(  # type: ignore[attr-defined]
-        header_timeout=settings.header_timeout,
-        body_timeout=settings.body_timeout,
-        limit_concurrency=settings.limit_concurrency,
     )
     if settings.workers > 1:
         from hsmkms.api import workers
@@ -314,45 +319,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def open_kms(settings: Settings, preload_keys: bool = True) -> Any:
     """Open the KMS (token login, store) here, turning each failure into advice."""
-    from hsmkms import hsm
+    from hsmkms import compose, hsm
     from hsmkms.kms import KMS
 
     label, module = settings.token_label, settings.pkcs11_module
     try:
-        return KMS(settings, preload_keys=preload_keys)
+        return KMS.from_service(compose.open_service(settings, preload_keys=preload_keys))
     except ConfigError:
         raise
+    except hsm.LoginFailed:
+        pin_file = f"the PIN file {settings.pin_path}"
+        source = "HSMKMS_PIN" if os.environ.get("HSMKMS_PIN") else pin_file
+        raise StartupError(
+            f"token '{label}' refused the user PIN from {source}: put the right PIN there. "
+            "Not retried: HSMs lock a token after a few wrong PINs."
+        ) from None
+    except hsm.TokenUnavailable as exc:
+        raise StartupError(
+            f"cannot reach token '{label}' through {module}: {exc}. Check --token-label "
+            "and --pkcs11-module (list the tokens: softhsm2-util --show-slots, or "
+            f"pkcs11-tool --module {module} --list-token-slots)"
+        ) from None
+    except hsm.TokenError as exc:
+        raise StartupError(f"token '{label}' ({module}): {exc}") from None
     except Exception as exc:
-        # The operation layer answers AWS errors and keeps the token's error as the context.
-        cause = _token_error(exc, hsm.TokenError)
-        if isinstance(cause, hsm.LoginFailed):
-            pin_file = f"the PIN file {settings.pin_path}"
-            source = "HSMKMS_PIN" if os.environ.get("HSMKMS_PIN") else pin_file
-            raise StartupError(
-                f"token '{label}' refused the user PIN from {source}: put the right PIN there. "
-                "Not retried: HSMs lock a token after a few wrong PINs."
-            ) from None
-        if isinstance(cause, hsm.TokenUnavailable):
-            raise StartupError(
-                f"cannot reach token '{label}' through {module}: {cause}. Check --token-label "
-                "and --pkcs11-module (list the tokens: softhsm2-util --show-slots, or "
-                f"pkcs11-tool --module {module} --list-token-slots)"
-            ) from None
-        if cause is not None:
-            raise StartupError(f"token '{label}' ({module}): {cause}") from None
         raise StartupError(f"cannot open the KMS: {type(exc).__name__}: {exc}") from None
-
-
-def _token_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The first ``kind`` in ``exc``'s chain of causes and contexts."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def export_settings(settings: Settings) -> None:

@@ -20,22 +20,12 @@ import secrets
 import shutil
 import string
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from hsmkms.config import ConfigError, Settings
+from hsmkms.identity import Identity
 
 PROFILE = "hsmkms"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """One access key of the credentials file and who it is."""
-
-    access_key_id: str
-    secret_access_key: str
-    account_id: str
-    principal_arn: str
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -12,21 +12,31 @@ handed to the operation layer. Errors are :class:`hsmkms.errors.KMSError`, a bot
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hsmkms import errors, model
 from hsmkms.config import Settings
+from hsmkms.identity import Caller
+
+__all__ = ["KMS", "Caller", "OperationLayer"]
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who makes a request: the verified principal and its account."""
+class OperationLayer(Protocol):
+    """What the library face needs of :class:`hsmkms.service.Service` (tests stand in)."""
 
-    account_id: str
-    principal_arn: str
-    access_key_id: str = ""
-    source_ip: str = ""
+    settings: Settings
+
+    def dispatch(self, operation: str, params: dict[str, Any], caller: Caller) -> dict: ...
+
+    def runs_quickly(self, operation: str, params: dict[str, Any]) -> bool: ...
+
+    def pool_stock(self) -> dict[str, int]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def start_scheduler(self) -> object: ...
+
+    def close(self) -> None: ...
 
 
 def _snake(name: str) -> str:
@@ -44,20 +54,36 @@ class KMS:
         preload_keys: bool = True,
         **overrides: Any,
     ) -> None:
-        from hsmkms.service import Service
+        from hsmkms import compose, hsm
 
-        self.settings = settings or Settings.load(**overrides)
-        self.service = Service.open(self.settings, preload_keys=preload_keys)
-        self.caller = caller or self.service.default_caller()
+        settings = settings or Settings.load(**overrides)
+        try:
+            service = compose.open_service(settings, preload_keys=preload_keys)
+        except hsm.TokenError as exc:
+            raise errors.KMSInternalException(f"cannot open the token: {exc}") from None
+        self._attach(service, caller)
 
     @classmethod
-    def from_service(cls, service: Any, caller: Caller | None = None) -> KMS:
+    def from_service(cls, service: OperationLayer, caller: Caller | None = None) -> KMS:
         """A KMS over an already open operation layer (shares its token and store)."""
         kms = object.__new__(cls)
-        kms.settings = service.settings
-        kms.service = service
-        kms.caller = caller or service.default_caller()
+        kms._attach(service, caller)
         return kms
+
+    def _attach(self, service: OperationLayer, caller: Caller | None) -> None:
+        self.settings = service.settings
+        self.service = service
+        self._caller = caller
+
+    @property
+    def caller(self) -> Caller:
+        """Who calls when a call names no one: by default the first identity of the
+        credentials file (the embedded default's admin), read on first use."""
+        if self._caller is None:
+            from hsmkms import compose
+
+            self._caller = compose.default_caller(self.settings)
+        return self._caller
 
     # -- generic entry, used by the wire layer ------------------------------------------
     def call(self, operation: str, params: dict[str, Any], caller: Caller | None = None) -> dict:
@@ -77,8 +103,7 @@ class KMS:
         (:mod:`hsmkms.service.quick`), else None: then :meth:`call` it on a thread."""
         from hsmkms.service import quick
 
-        runs_quickly = getattr(self.service, "runs_quickly", None)  # stand-ins may lack it
-        if runs_quickly is None or not runs_quickly(operation, params):
+        if not self.service.runs_quickly(operation, params):
             return None
         no_wait = quick.NO_WAIT.set(True)
         try:
@@ -90,11 +115,14 @@ class KMS:
 
     def keypair_pool_stock(self) -> dict[str, int]:
         """Pre-generated pairs in stock in this process, by spec (empty: no pool)."""
-        pool = getattr(self.service, "pool", None)
-        return dict(pool.stock()) if pool is not None and pool.size else {}
+        return self.service.pool_stock()
 
     def health(self) -> dict[str, Any]:
         return self.service.health()
+
+    def start_background(self) -> None:
+        """Start the process-lifetime jobs: due rotations and deletion sweeps."""
+        self.service.start_scheduler()
 
     def close(self) -> None:
         self.service.close()

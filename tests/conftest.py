@@ -7,12 +7,19 @@ PKCS#11 library once, so every in-process test shares this one token and home.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from hsmkms.config import Settings
 from hsmkms.home import ensure_home
+
+# The server launcher and the SigV4 signer the tests share with the benchmark live in bench/
+# at the repository's root, which is not installed (tests/server.py imports from there).
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +47,10 @@ def token(settings: Settings):
 @pytest.fixture(scope="session")
 def service(settings: Settings, token):
     """The operation layer over the session's token and a SQLite store in the home."""
-    from hsmkms.service import Service
+    from hsmkms.compose import build_service
     from hsmkms.store import open_store
 
-    svc = Service(settings, token, open_store(settings.store_path))
+    svc = build_service(settings, token, open_store(settings.store_path))
     yield svc
     svc.pool.close()
     svc.store.close()
@@ -68,10 +75,10 @@ def kms(request: pytest.FixtureRequest):
 @pytest.fixture(scope="session")
 def token_pairs_kms(settings: Settings, token, service):
     """The library face with keypair_source = "token": data key pairs made on the HSM."""
+    from hsmkms.compose import build_service
     from hsmkms.kms import KMS
-    from hsmkms.service import Service
 
-    svc = Service(settings.replace(keypair_source="token"), token, service.store)
+    svc = build_service(settings.replace(keypair_source="token"), token, service.store)
     yield KMS.from_service(svc)
     svc.pool.close()
 

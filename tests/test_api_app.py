@@ -38,6 +38,7 @@ class FakeService:
         self.health_report: dict[str, Any] | Exception = {"ok": True, "token": {"ok": True}}
         self.closed = False
         self.swept = False
+        self.pool: Any = None  # a test may give it a key pair pool
 
     def dispatch(self, operation: str, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         self.calls.append((operation, params, caller))
@@ -54,10 +55,13 @@ class FakeService:
             raise self.health_report
         return self.health_report
 
-    def default_caller(self) -> Caller:
-        return Caller("000000000000", "arn:aws:iam::000000000000:root")
+    def runs_quickly(self, operation: str, params: dict[str, Any]) -> bool:
+        return False
 
-    def start_sweeper(self) -> None:
+    def pool_stock(self) -> dict[str, int]:
+        return self.pool.stock() if self.pool is not None and self.pool.size else {}
+
+    def start_scheduler(self) -> None:
         self.swept = True
 
     def close(self) -> None:

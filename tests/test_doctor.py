@@ -43,7 +43,7 @@ def test_orphans_are_harmless_and_fix_destroys_only_the_old_ones_hsmkms_made(
 ):
     made = on_token(srv.home, r"""
 import os, uuid
-from hsmkms.service.doctor import material_label
+from hsmkms.modes.token_objects import material_label
 ids = {}
 for name, age in (("old", timedelta(hours=2)), ("young", timedelta(seconds=5))):
     mid = os.urandom(32)

@@ -215,12 +215,12 @@ def test_only_get_key_rotation_status_works_across_accounts(library):
 def test_a_blob_under_a_material_another_process_rotated_in_decrypts_at_once(
     library, settings, token
 ):
+    from hsmkms.compose import build_service
     from hsmkms.kms import KMS
-    from hsmkms.service import Service
     from hsmkms.store import open_store
 
     # Another worker on the same store: its own connection, and its own cache of records.
-    other = Service(settings, token, open_store(settings.store_path))
+    other = build_service(settings, token, open_store(settings.store_path))
     try:
         elsewhere = KMS.from_service(other)
         kid = library.create_key()["KeyMetadata"]["KeyId"]

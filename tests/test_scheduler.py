@@ -19,6 +19,7 @@ import pytest
 from helpers import raises
 
 from hsmkms.kms import KMS
+from hsmkms.compose import build_service
 from hsmkms.service import Service, rotation
 from hsmkms.service.scheduler import LEASE, Scheduler
 
@@ -30,7 +31,7 @@ MS = timedelta(milliseconds=1)
 @pytest.fixture
 def fast(settings, token, service) -> Iterator[KMS]:
     """The library face over the session's token and store, with 0.01-second rotation days."""
-    svc = Service(settings.replace(rotation_day_seconds=SHORT_DAY), token, service.store)
+    svc = build_service(settings.replace(rotation_day_seconds=SHORT_DAY), token, service.store)
     yield KMS.from_service(svc)
     svc.pool.close()
 

@@ -127,7 +127,7 @@ def test_a_create_key_the_store_refused_leaves_no_master_key(
     from hsmkms import errors
     from hsmkms.store import StoreFull
 
-    store, token = library.service.store, library.service.token
+    store, token = library.service.store, library.service.masters.token
     made: list[bytes] = []
     real_create = token.create_master_key
 

@@ -28,8 +28,7 @@ from typing import Any, Protocol
 from hsmkms import errors, model
 from hsmkms.api.sigv4 import SignedRequest, Verifier
 from hsmkms.config import Settings
-from hsmkms.home import Identity
-from hsmkms.kms import Caller
+from hsmkms.identity import Caller, Identity
 
 log = logging.getLogger("hsmkms.api")
 
@@ -67,7 +66,15 @@ class KMSLike(Protocol):
         self, operation: str, params: dict[str, Any], caller: Caller | None = None
     ) -> dict[str, Any]: ...
 
+    def try_quick(
+        self, operation: str, params: dict[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any] | None: ...
+
+    def keypair_pool_stock(self) -> dict[str, int]: ...
+
     def health(self) -> dict[str, Any]: ...
+
+    def start_background(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -129,7 +136,7 @@ class App:
         owns_kms: bool = False,
     ) -> None:
         if threads is None:
-            threads = int(getattr(settings, "api_threads", DEFAULT_THREADS))
+            threads = DEFAULT_THREADS
         self.kms = kms
         self.settings = settings
         self.verifier = Verifier(identities, settings.region)
@@ -143,8 +150,8 @@ class App:
         )
         self.metrics = Metrics()
         self.owns_kms = owns_kms
-        inline = getattr(settings, "api_inline", True) and self.pool is not None
-        self._quick = getattr(kms, "try_quick", None) if inline else None
+        inline = settings.api_inline and self.pool is not None
+        self._quick = kms.try_quick if inline else None
         self._inline_paused_until = 0.0
         self._inline_slow_at = float("-inf")
         self.operations = model.operations()  # also compiles the model before the 1st request
@@ -162,7 +169,7 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 if self.owns_kms:
-                    _start_background(self.kms)
+                    self.kms.start_background()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await asyncio.get_running_loop().run_in_executor(None, self.close)
@@ -183,8 +190,7 @@ class App:
             await self._health(send)
             return
         if path == "/metrics" and method == "GET":
-            stock = getattr(self.kms, "keypair_pool_stock", None)
-            text = self.metrics.render(stock() if callable(stock) else None)
+            text = self.metrics.render(self.kms.keypair_pool_stock())
             await _respond(send, 200, text, b"text/plain; version=0.0.4")
             return
 
@@ -216,12 +222,7 @@ class App:
             )
             params = model.from_wire(operation, _parse_json(body))
             client = scope.get("client")
-            caller = Caller(
-                account_id=identity.account_id,
-                principal_arn=identity.principal_arn,
-                access_key_id=identity.access_key_id,
-                source_ip=client[0] if client else "",
-            )
+            caller = identity.caller(source_ip=client[0] if client else "")
             result = await self._call(operation, params, caller)
             payload = _dumps(model.to_wire(operation, result))
             code, status = "OK", 200
@@ -338,13 +339,6 @@ class App:
         await _respond(send, status, _dumps(report, default=str), b"application/json")
 
 
-def _start_background(kms: KMSLike) -> None:
-    """The operation layer's process-lifetime jobs (the deletion sweeper), where it has them."""
-    start = getattr(getattr(kms, "service", None), "start_sweeper", None)
-    if callable(start):
-        start()
-
-
 def _headers(scope: Scope) -> dict[str, list[str]]:
     """Lower-case name -> values in arrival order; latin-1 is how HTTP bytes map to text."""
     out: dict[str, list[str]] = {}
@@ -409,9 +403,8 @@ def create_app(
 ) -> App:
     """The ASGI app serving ``kms`` to the holders of ``identities`` (access key id -> Identity).
 
-    ``threads``: worker threads for ``KMS.call`` (default: ``settings.api_threads`` if the
-    settings have it, else 8). ``owns_kms``: start the operation layer's background jobs
-    with the server and close the KMS when it stops."""
+    ``threads``: worker threads for ``KMS.call`` (default 8). ``owns_kms``: start the
+    operation layer's background jobs with the server and close the KMS when it stops."""
     return App(
         kms,
         identities,
@@ -428,9 +421,9 @@ def app_from_env() -> App:
     exports before it starts the workers, so ``--workers N`` gives N processes, each with its
     own token session and login.
     """
-    from hsmkms.home import ensure_home, read_credentials
+    from hsmkms import compose
     from hsmkms.kms import KMS
 
-    settings = ensure_home(Settings.load())
-    identities = read_credentials(settings.credentials_path)
-    return create_app(KMS(settings), identities, settings, owns_kms=True)
+    settings = Settings.load()
+    kms = KMS(settings)  # creates the embedded home if needed
+    return create_app(kms, compose.identities(settings), settings, owns_kms=True)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hsmkms import errors
+from hsmkms.specs import EncryptionAlgorithm, KeySpec, KeyState, KeyUsage
 from hsmkms.store import KeyRecord
 
 if TYPE_CHECKING:
-    from hsmkms.kms import Caller
+    from hsmkms.identity import Caller
     from hsmkms.service import Service
 
 Handler = Callable[["Service", "Request"], dict[str, Any]]
@@ -28,8 +31,7 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/(.+)$")
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
 
-SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
-ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
+E = TypeVar("E", bound=StrEnum)
 
 
 def operation(name: str) -> Callable[[Handler], Handler]:
@@ -46,20 +48,73 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
+@dataclass(eq=False)
 class Request:
+    """One operation's request: its validated parameters (botocore's model has checked every
+    member's type, length, range and enum) seen through typed accessors, and who asks.
+
+    ``grants_checked`` is the one thing authorization learns and keeps for the rest of the
+    request: that every grant token names a grant that exists (asked of the store once)."""
+
     operation: str
-    params: dict[str, Any]
+    params: Mapping[str, Any]
     caller: Caller
-    extra: dict[str, Any] = field(default_factory=dict)
+    grants_checked: bool = field(default=False, compare=False)
+
+    def again(self) -> Request:
+        """The same request, as yet unchecked (for a retry from the start)."""
+        return Request(self.operation, self.params, self.caller)
 
     def get(self, name: str, default: Any = None) -> Any:
         value = self.params.get(name)
         return default if value is None else value
 
+    # -- typed views of the members (None where the member is absent) ---------------------
+    def text(self, name: str) -> str | None:
+        return self.params.get(name)
+
+    def number(self, name: str) -> int | None:
+        value = self.params.get(name)
+        return None if value is None else int(value)
+
+    def data(self, name: str) -> bytes | None:
+        return self.params.get(name)
+
+    def flag(self, name: str) -> bool:
+        return bool(self.params.get(name))
+
+    def texts(self, name: str) -> list[str]:
+        return list(self.params.get(name) or ())
+
+    def choice(self, name: str, kind: type[E]) -> E | None:
+        """An enum member (the model checked the value is one of the enum's)."""
+        value = self.params.get(name)
+        return None if value is None else kind(value)
+
+    def context(self, name: str = "EncryptionContext") -> dict[str, str] | None:
+        return self.params.get(name)
+
+    @property
+    def key_id(self) -> str:
+        """``KeyId``, for the operations whose model requires it."""
+        value: str = self.params["KeyId"]
+        return value
+
     @property
     def dry_run(self) -> bool:
         return bool(self.params.get("DryRun"))
+
+    @cached_property
+    def grant_ids(self) -> tuple[str, ...]:
+        """The grants the request's grant tokens name. Each token must be one hsmkms issued
+        (else InvalidGrantTokenException); authorization
+        (:func:`hsmkms.service.policy.authorize`) checks those grants still exist."""
+        from hsmkms.service.grants import grant_id_of_token
+
+        tokens = self.params.get("GrantTokens") or []
+        if any(not isinstance(t, str) for t in tokens):
+            raise errors.InvalidGrantTokenException("The grant token is not valid.")
+        return tuple(grant_id_of_token(t) for t in tokens)
 
 
 def validation(field_name: str, value: Any, constraint: str) -> errors.KMSError:
@@ -71,17 +126,8 @@ def validation(field_name: str, value: Any, constraint: str) -> errors.KMSError:
 
 
 def check_grant_tokens(req: Request) -> None:
-    """Each grant token must be one hsmkms issued (else InvalidGrantTokenException); the grant
-    ids they name are left in ``req.extra["grant_ids"]``, and authorization
-    (:func:`hsmkms.service.policy.authorize`) checks those grants still exist."""
-    if "grant_ids" in req.extra:
-        return
-    from hsmkms.service.grants import grant_id_of_token
-
-    tokens = req.get("GrantTokens", [])
-    if any(not isinstance(t, str) for t in tokens):
-        raise errors.InvalidGrantTokenException("The grant token is not valid.")
-    req.extra["grant_ids"] = [grant_id_of_token(t) for t in tokens]
+    """The request's grant tokens are ones hsmkms issued (InvalidGrantTokenException else)."""
+    req.grant_ids  # noqa: B018  (reading it checks every token)
 
 
 def check_dry_run(req: Request) -> None:
@@ -139,35 +185,36 @@ def _alias_target(svc: Service, account: str, alias_name: str) -> str:
 
 def check_enabled(key: KeyRecord) -> None:
     """AWS's key state table for operations that need an Enabled key."""
-    if key.state == "Disabled":
+    if key.state == KeyState.DISABLED:
         raise errors.DisabledException(f"{key.arn} is disabled.")
-    if key.state == "PendingDeletion":
+    if key.state == KeyState.PENDING_DELETION:
         raise errors.KMSInvalidStateException(f"{key.arn} is pending deletion.")
-    if key.state != "Enabled":
+    if key.state != KeyState.ENABLED:
         raise errors.KMSInvalidStateException(f"{key.arn} is {key.state}.")
 
 
 def check_usable(key: KeyRecord) -> None:
     """A key that cryptographic operations may use: Enabled and ENCRYPT_DECRYPT."""
     check_enabled(key)
-    if key.key_usage != ENCRYPT_DECRYPT or key.key_spec != SYMMETRIC_DEFAULT:
+    if key.key_usage != KeyUsage.ENCRYPT_DECRYPT or key.key_spec != KeySpec.SYMMETRIC_DEFAULT:
         raise errors.InvalidKeyUsageException(
             f"{key.arn} key usage is {key.key_usage}, which is not valid for this operation."
         )
 
 
 def check_not_pending_deletion(key: KeyRecord) -> None:
-    if key.state == "PendingDeletion":
+    if key.state == KeyState.PENDING_DELETION:
         raise errors.KMSInvalidStateException(f"{key.arn} is pending deletion.")
 
 
-def check_algorithm(key: KeyRecord, algorithm: str | None) -> str:
-    if algorithm not in (None, SYMMETRIC_DEFAULT):
+def check_algorithm(key: KeyRecord, algorithm: str | None) -> EncryptionAlgorithm:
+    default = EncryptionAlgorithm.SYMMETRIC_DEFAULT
+    if algorithm not in (None, default):
         raise errors.InvalidKeyUsageException(
             f"{key.arn} does not support the encryption algorithm {algorithm}: a symmetric "
-            f"encryption KMS key supports only {SYMMETRIC_DEFAULT}."
+            f"encryption KMS key supports only {default}."
         )
-    return SYMMETRIC_DEFAULT
+    return default
 
 
 def new_key_id() -> str:

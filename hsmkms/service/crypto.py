@@ -18,15 +18,14 @@ from hsmkms.service.core import (
     check_usable,
     operation,
 )
+from hsmkms.specs import DataKeyPairSpec, DataKeySpec, DryRunModifier, EncryptionAlgorithm
 
 if TYPE_CHECKING:
     from hsmkms.service import Service
-
-DATA_KEY_BYTES = {"AES_128": 16, "AES_256": 32}
-CHINA_ONLY_SPECS = {"SM2"}
+    from hsmkms.store import KeyRecord
 
 
-def _usable_key(svc: Service, req: Request, member: str = "KeyId") -> Any:
+def _usable_key(svc: Service, req: Request, member: str = "KeyId") -> KeyRecord:
     check_grant_tokens(req)
     key = svc.authorized_key(req, req.params[member])
     check_usable(key)
@@ -36,14 +35,14 @@ def _usable_key(svc: Service, req: Request, member: str = "KeyId") -> Any:
 @operation("Encrypt")
 def encrypt(svc: Service, req: Request) -> dict[str, Any]:
     key = _usable_key(svc, req)
-    algorithm = check_algorithm(key, req.get("EncryptionAlgorithm"))
+    algorithm = check_algorithm(key, req.text("EncryptionAlgorithm"))
     check_dry_run(req)
-    blob, _material = svc.seal(key, req.params["Plaintext"], req.get("EncryptionContext"))
+    blob, _material = svc.seal(key, req.params["Plaintext"], req.context())
     return {"CiphertextBlob": blob, "KeyId": key.arn, "EncryptionAlgorithm": algorithm}
 
 
 def _ignore_ciphertext(req: Request) -> bool:
-    return req.dry_run and "IGNORE_CIPHERTEXT" in (req.get("DryRunModifiers") or [])
+    return req.dry_run and DryRunModifier.IGNORE_CIPHERTEXT in req.texts("DryRunModifiers")
 
 
 def _dry_run_or_ciphertext(svc: Service, req: Request, key_member: str, algorithm: str) -> None:
@@ -55,7 +54,7 @@ def _dry_run_or_ciphertext(svc: Service, req: Request, key_member: str, algorith
                 f"{key_member} is required when DryRunModifiers contains IGNORE_CIPHERTEXT."
             )
         key = _usable_key(svc, req, key_member)
-        check_algorithm(key, req.get(algorithm))
+        check_algorithm(key, req.text(algorithm))
         check_dry_run(req)
     if req.get("CiphertextBlob") is None:
         raise errors.ValidationException(
@@ -67,22 +66,19 @@ def _dry_run_or_ciphertext(svc: Service, req: Request, key_member: str, algorith
 @operation("Decrypt")
 def decrypt(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
-    if req.get("Recipient") is not None:
-        raise errors.UnsupportedOperationException(
-            "Recipient (Nitro Enclaves attestation) is not supported by hsmkms."
-        )
+    _no_recipient(req)
     _dry_run_or_ciphertext(svc, req, "KeyId", "EncryptionAlgorithm")
     key, plaintext, material = svc.unseal(
         req,
         req.params["CiphertextBlob"],
-        req.get("EncryptionContext"),
-        expected_key_id=req.get("KeyId"),
-        algorithm=req.get("EncryptionAlgorithm"),
+        req.context(),
+        expected_key_id=req.text("KeyId"),
+        algorithm=req.text("EncryptionAlgorithm"),
     )
     return {
         "KeyId": key.arn,
         "Plaintext": plaintext,
-        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "EncryptionAlgorithm": EncryptionAlgorithm.SYMMETRIC_DEFAULT,
         "KeyMaterialId": material,
     }
 
@@ -92,22 +88,22 @@ def re_encrypt(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
     dest = svc.authorized_key(req, req.params["DestinationKeyId"], action="ReEncryptTo")
     check_usable(dest)
-    dest_algorithm = check_algorithm(dest, req.get("DestinationEncryptionAlgorithm"))
+    dest_algorithm = check_algorithm(dest, req.text("DestinationEncryptionAlgorithm"))
     _dry_run_or_ciphertext(svc, req, "SourceKeyId", "SourceEncryptionAlgorithm")
     source, plaintext, source_material = svc.unseal(
         req,
         req.params["CiphertextBlob"],
-        req.get("SourceEncryptionContext"),
-        expected_key_id=req.get("SourceKeyId"),
-        algorithm=req.get("SourceEncryptionAlgorithm"),
+        req.context("SourceEncryptionContext"),
+        expected_key_id=req.text("SourceKeyId"),
+        algorithm=req.text("SourceEncryptionAlgorithm"),
         action="ReEncryptFrom",
     )
-    blob, dest_material = svc.seal(dest, plaintext, req.get("DestinationEncryptionContext"))
+    blob, dest_material = svc.seal(dest, plaintext, req.context("DestinationEncryptionContext"))
     return {
         "CiphertextBlob": blob,
         "SourceKeyId": source.arn,
         "KeyId": dest.arn,
-        "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "SourceEncryptionAlgorithm": EncryptionAlgorithm.SYMMETRIC_DEFAULT,
         "DestinationEncryptionAlgorithm": dest_algorithm,
         "SourceKeyMaterialId": source_material,
         "DestinationKeyMaterialId": dest_material,
@@ -115,26 +111,32 @@ def re_encrypt(svc: Service, req: Request) -> dict[str, Any]:
 
 
 def _data_key_length(req: Request) -> int:
-    spec, count = req.get("KeySpec"), req.get("NumberOfBytes")
+    spec, count = req.choice("KeySpec", DataKeySpec), req.number("NumberOfBytes")
     if spec is not None and count is not None:
         raise errors.ValidationException(
             "Please specify either number of bytes or key spec, not both."
         )
-    if spec is None and count is None:
+    if spec is not None:
+        return spec.size
+    if count is None:
         raise errors.ValidationException("Please specify either number of bytes or key spec.")
-    return DATA_KEY_BYTES[spec] if spec is not None else int(count)
+    return count
 
 
-def _data_key(svc: Service, req: Request) -> tuple[Any, bytes, bytes, str]:
+def _no_recipient(req: Request) -> None:
     if req.get("Recipient") is not None:
         raise errors.UnsupportedOperationException(
             "Recipient (Nitro Enclaves attestation) is not supported by hsmkms."
         )
+
+
+def _data_key(svc: Service, req: Request) -> tuple[KeyRecord, bytes, bytes, str]:
+    _no_recipient(req)
     length = _data_key_length(req)
     key = _usable_key(svc, req)
     check_dry_run(req)
     plaintext = svc.random(length)
-    blob, material = svc.seal(key, plaintext, req.get("EncryptionContext"))
+    blob, material = svc.seal(key, plaintext, req.context())
     return key, plaintext, blob, material
 
 
@@ -155,8 +157,8 @@ def generate_data_key_without_plaintext(svc: Service, req: Request) -> dict[str,
     return {"CiphertextBlob": blob, "KeyId": key.arn, "KeyMaterialId": material}
 
 
-def _check_pair_spec(svc: Service, spec: str) -> None:
-    if spec in CHINA_ONLY_SPECS:
+def _check_pair_spec(svc: Service, spec: DataKeyPairSpec) -> None:
+    if spec.china_only:
         raise errors.UnsupportedOperationException(
             f"KeyPairSpec {spec} is available only in China Regions; this endpoint serves "
             f"{svc.region}."
@@ -167,19 +169,16 @@ def _check_pair_spec(svc: Service, spec: str) -> None:
         )
 
 
-def _pair_request(svc: Service, req: Request) -> tuple[Any, str]:
-    if req.get("Recipient") is not None:
-        raise errors.UnsupportedOperationException(
-            "Recipient (Nitro Enclaves attestation) is not supported by hsmkms."
-        )
-    spec = req.params["KeyPairSpec"]
+def _pair_request(svc: Service, req: Request) -> tuple[KeyRecord, DataKeyPairSpec]:
+    _no_recipient(req)
+    spec = DataKeyPairSpec(req.params["KeyPairSpec"])
     _check_pair_spec(svc, spec)
     key = _usable_key(svc, req)
     check_dry_run(req)
     assert key.current_material_id is not None
     # Before a pair is taken from the pool: a call the event loop must hand to a thread
     # (its master key's handle is not cached yet) would otherwise waste one.
-    svc.check_handle(bytes.fromhex(key.current_material_id))
+    svc.check_handle(key.current_material_id)
     return key, spec
 
 
@@ -187,7 +186,7 @@ def _pair_request(svc: Service, req: Request) -> tuple[Any, str]:
 def generate_data_key_pair(svc: Service, req: Request) -> dict[str, Any]:
     key, spec = _pair_request(svc, req)
     public, private = svc.key_pair(spec)
-    blob, material = svc.seal(key, private, req.get("EncryptionContext"))
+    blob, material = svc.seal(key, private, req.context())
     return {
         "PrivateKeyCiphertextBlob": blob,
         "PrivateKeyPlaintext": private,
@@ -201,7 +200,7 @@ def generate_data_key_pair(svc: Service, req: Request) -> dict[str, Any]:
 @operation("GenerateDataKeyPairWithoutPlaintext")
 def generate_data_key_pair_without_plaintext(svc: Service, req: Request) -> dict[str, Any]:
     key, spec = _pair_request(svc, req)
-    public, blob, material = svc.key_pair_sealed(key, spec, req.get("EncryptionContext"))
+    public, blob, material = svc.key_pair_sealed(key, spec, req.context())
     return {
         "PrivateKeyCiphertextBlob": blob,
         "PublicKey": public,
@@ -217,11 +216,8 @@ def generate_random(svc: Service, req: Request) -> dict[str, Any]:
         raise errors.UnsupportedOperationException(
             "Custom key stores are not supported by hsmkms."
         )
-    if req.get("Recipient") is not None:
-        raise errors.UnsupportedOperationException(
-            "Recipient (Nitro Enclaves attestation) is not supported by hsmkms."
-        )
-    count = req.get("NumberOfBytes")
+    _no_recipient(req)
+    count = req.number("NumberOfBytes")
     if count is None:
         raise errors.ValidationException("NumberOfBytes is required.")
-    return {"Plaintext": svc.random(int(count))}
+    return {"Plaintext": svc.random(count)}

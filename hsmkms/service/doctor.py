@@ -23,12 +23,13 @@ is not reported either.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hsmkms import hsm
+from hsmkms.service.masterkeys import MasterKeys
+from hsmkms.specs import KeyState
 from hsmkms.store import KeyRecord, Store
 
 log = logging.getLogger("hsmkms.doctor")
@@ -37,32 +38,6 @@ log = logging.getLogger("hsmkms.doctor")
 # record (it waits up to the store's busy timeout, 10 s by default). An hour leaves room for
 # clocks that disagree between the nodes of a cluster.
 DEFAULT_MIN_AGE = timedelta(hours=1)
-
-_LABEL = re.compile(
-    r"^hsmkms:(?P<key>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r":(?P<mid>[0-9a-f]{16})(?::(?P<created>\d{1,12}))?$"
-)
-
-
-def material_label(key_id: str, material_id: bytes, created: datetime) -> str:
-    """CKA_LABEL of a master key: ``hsmkms:<key id>:<material id prefix>:<unix seconds>``."""
-    return f"hsmkms:{key_id}:{material_id.hex()[:16]}:{int(created.timestamp())}"
-
-
-@dataclass(frozen=True)
-class Label:
-    key_id: str
-    created: datetime | None  # None on labels written before the time was part of them
-
-
-def parse_material_label(label: str, material_id: bytes) -> Label | None:
-    """The key and creation time a label names, if it is one of ours for this material."""
-    m = _LABEL.match(label)
-    if m is None or m["mid"] != material_id.hex()[:16]:
-        return None
-    created = m["created"]
-    return Label(m["key"], datetime.fromtimestamp(int(created), UTC) if created else None)
-
 
 @dataclass(frozen=True)
 class Missing:
@@ -153,15 +128,15 @@ class Report:
 
 def check(
     store: Store,
-    token: Any,
+    masters: MasterKeys,
     *,
     fix: bool = False,
     min_age: timedelta = DEFAULT_MIN_AGE,
     deep: bool = False,
     now: datetime | None = None,
 ) -> Report:
-    """Cross-check ``store`` and ``token`` (a :class:`hsmkms.hsm.Token`); with ``fix``,
-    destroy orphans hsmkms labelled that are older than ``min_age``.
+    """Cross-check ``store`` and the materials ``masters`` holds; with ``fix``, destroy
+    orphans hsmkms named that are older than ``min_age``.
 
     Raises :class:`hsmkms.hsm.TokenError` or :class:`hsmkms.store.StoreError` when either
     cannot be read: then nothing can be concluded.
@@ -170,9 +145,9 @@ def check(
     report = Report(checked_attributes=deep)
     # The store first, the token second (see the module docstring).
     recorded = store.all_materials()
-    on_token = dict(token.list_master_keys())
+    held = masters.inventory()
     report.materials = len(recorded)
-    report.master_keys = len(on_token)
+    report.master_keys = len(held)
     keys: dict[str, KeyRecord | None] = {}
     for material in recorded:
         if material.key_id not in keys:
@@ -181,85 +156,64 @@ def check(
 
     recorded_ids = {m.material_id for m in recorded}
     for material in recorded:
-        mid = bytes.fromhex(material.material_id)
-        if mid in on_token:
-            if deep:
-                _check_sealed(token, material.key_id, mid, report)
+        mid = material.material_id
+        if mid in held:
+            if deep and (reasons := masters.unsound(mid)):
+                report.unsealed.append(Unsealed(mid, material.key_id, ", ".join(reasons)))
             continue
-        finding = _confirm_missing(store, token, material.key_id, mid, when)
+        finding = _confirm_missing(store, masters, material.key_id, mid, when)
         if finding is not None:
             report.missing.append(finding)
 
-    for mid, label in sorted(on_token.items()):
-        if mid.hex() in recorded_ids:
+    for mid, found in sorted(held.items()):
+        if mid in recorded_ids:
             continue
-        parsed = parse_material_label(label, mid)
-        created = parsed.created if parsed else None
+        created = found.created
         age = (when - created).total_seconds() if created else None
         orphan = Orphan(
-            material_id=mid.hex(),
-            label=label,
-            key_id=parsed.key_id if parsed else None,
+            material_id=mid,
+            label=found.label,
+            key_id=found.key_id,
             created=created.isoformat() if created else None,
             age_seconds=age,
-            key_exists=bool(parsed and store.get_key(parsed.key_id) is not None),
+            key_exists=bool(found.key_id and store.get_key(found.key_id) is not None),
         )
         if fix and age is not None and age >= min_age.total_seconds():
-            orphan = _destroy_orphan(store, token, orphan, mid)
+            orphan = _destroy_orphan(store, masters, orphan)
         report.orphans.append(orphan)
     return report
 
 
 def _confirm_missing(
-    store: Store, token: Any, key_id: str, mid: bytes, when: datetime
+    store: Store, masters: MasterKeys, key_id: str, mid: str, when: datetime
 ) -> Missing | None:
     """Read both sides once more: a key deleted, or a material added, during the check is
     not drift."""
     key = store.get_key(key_id)
-    if key is None or mid.hex() not in {m.material_id for m in store.materials(key_id)}:
+    if key is None or mid not in {m.material_id for m in store.materials(key_id)}:
         return None  # deleted meanwhile
-    if token.has_master_key(mid):
+    if masters.holds(mid):
         return None
     due = (
-        key.state == "PendingDeletion"
+        key.state == KeyState.PENDING_DELETION
         and key.deletion_date is not None
         and key.deletion_date <= when
     )
-    return Missing(key_id, mid.hex(), key.state, deletion_in_progress=due)
+    return Missing(key_id, mid, key.state, deletion_in_progress=due)
 
 
-def _destroy_orphan(store: Store, token: Any, orphan: Orphan, mid: bytes) -> Orphan:
+def _destroy_orphan(store: Store, masters: MasterKeys, orphan: Orphan) -> Orphan:
     """Destroy one orphan, unless a record names it after all (written since the check read
     the store: impossible for an orphan older than the margin, but cheap to rule out)."""
+    mid = orphan.material_id
     if orphan.key_id is not None:
-        if mid.hex() in {m.material_id for m in store.materials(orphan.key_id)}:
+        if mid in {m.material_id for m in store.materials(orphan.key_id)}:
             return orphan
-    elif mid.hex() in store.all_material_ids():
+    elif mid in store.all_material_ids():
         return orphan
     try:
-        token.destroy_master_key(mid)
+        masters.destroy(mid)
     except hsm.KeyNotFound:
         pass  # someone else destroyed it: gone either way
-    log.warning("destroyed orphan master key %s (%s)", mid.hex(), orphan.label)
+    log.warning("destroyed orphan master key %s (%s)", mid, orphan.label)
     return Orphan(**{**asdict(orphan), "destroyed": True})
-
-
-def _check_sealed(token: Any, key_id: str, mid: bytes, report: Report) -> None:
-    check = token.check_master_key(mid)
-    if check.sealed and check.bits == 256:
-        return
-    reasons = [
-        name
-        for name, bad in (
-            ("CKA_SENSITIVE false", not check.sensitive),
-            ("CKA_EXTRACTABLE true", check.extractable),
-            ("CKA_MODIFIABLE true", check.modifiable),
-            ("not a token object", not check.token),
-            ("not private", not check.private),
-            ("its value was readable", check.value_readable),
-            ("it could be wrapped out", check.wrappable),
-            (f"{check.bits}-bit, not 256", check.bits != 256),
-        )
-        if bad
-    ]
-    report.unsealed.append(Unsealed(mid.hex(), key_id, ", ".join(reasons) or "not sealed"))

@@ -46,7 +46,7 @@ from hsmkms.service.policy_eval import PRINCIPAL_ARN, RequestContext, principal_
 from hsmkms.store import GrantRecord
 
 if TYPE_CHECKING:
-    from hsmkms.kms import Caller
+    from hsmkms.identity import Caller
     from hsmkms.service import Service
     from hsmkms.store import KeyRecord
 

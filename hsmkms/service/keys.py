@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 from hsmkms import errors
 from hsmkms.service import policy
 from hsmkms.service.core import (
-    ENCRYPT_DECRYPT,
-    SYMMETRIC_DEFAULT,
     Request,
     check_grant_tokens,
     check_not_pending_deletion,
@@ -25,6 +23,7 @@ from hsmkms.service.core import (
     validation,
 )
 from hsmkms.service.tags import validate_tags
+from hsmkms.specs import KeyManager, KeySpec, KeyState, KeyUsage, Origin
 from hsmkms.store import KeyRecord, StateChanged, StoreError
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
         "KeyId": key.key_id,
         "Arn": key.arn,
         "CreationDate": key.created_at,
-        "Enabled": key.state == "Enabled",
+        "Enabled": key.state == KeyState.ENABLED,
         "Description": key.description,
         "KeyUsage": key.key_usage,
         "KeyState": key.state,
@@ -52,12 +51,12 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
         "KeyManager": key.key_manager,
         "CustomerMasterKeySpec": key.key_spec,
         "KeySpec": key.key_spec,
-        "EncryptionAlgorithms": [SYMMETRIC_DEFAULT],
+        "EncryptionAlgorithms": list(KeySpec(key.key_spec).encryption_algorithms),
         "MultiRegion": key.multi_region,
     }
     if key.current_material_id:
         meta["CurrentKeyMaterialId"] = key.current_material_id
-    if key.state == "PendingDeletion":
+    if key.state == KeyState.PENDING_DELETION:
         meta["DeletionDate"] = key.deletion_date
         meta["PendingDeletionWindowInDays"] = key.pending_window_days
     return meta
@@ -65,26 +64,26 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
 
 @operation("CreateKey")
 def create_key(svc: Service, req: Request) -> dict[str, Any]:
-    spec = req.get("KeySpec")
-    legacy = req.get("CustomerMasterKeySpec")
+    spec = req.choice("KeySpec", KeySpec)
+    legacy = req.choice("CustomerMasterKeySpec", KeySpec)
     if spec and legacy and spec != legacy:
         raise errors.ValidationException(
             "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. "
             "CustomerMasterKeySpec parameter is deprecated. Use KeySpec parameter instead."
         )
-    spec = spec or legacy or SYMMETRIC_DEFAULT
-    usage = req.get("KeyUsage", ENCRYPT_DECRYPT)
-    origin = req.get("Origin", "AWS_KMS")
-    if spec != SYMMETRIC_DEFAULT:
+    spec = spec or legacy or KeySpec.SYMMETRIC_DEFAULT
+    usage = req.choice("KeyUsage", KeyUsage) or KeyUsage.ENCRYPT_DECRYPT
+    origin = req.choice("Origin", Origin) or Origin.AWS_KMS
+    if spec != KeySpec.SYMMETRIC_DEFAULT:
         raise errors.UnsupportedOperationException(
             f"KeySpec {spec} is not supported by hsmkms yet: only SYMMETRIC_DEFAULT "
             f"(AES-256-GCM) KMS keys can be created."
         )
-    if usage != ENCRYPT_DECRYPT:
+    if usage not in spec.usages:
         raise errors.ValidationException(
             f"KeyUsage {usage} is not compatible with KeySpec {spec}."
         )
-    if origin != "AWS_KMS":
+    if origin != Origin.AWS_KMS:
         raise errors.UnsupportedOperationException(
             f"Origin {origin} is not supported by hsmkms: key material is always generated "
             f"inside the HSM (Origin AWS_KMS)."
@@ -93,20 +92,20 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         raise errors.UnsupportedOperationException(
             "Custom key stores are not supported by hsmkms: every key lives in its HSM."
         )
-    if req.get("MultiRegion"):
+    if req.flag("MultiRegion"):
         raise errors.UnsupportedOperationException(
             "Multi-Region keys are not supported by hsmkms."
         )
     caller = req.caller
     key_id = new_key_id()
-    policy_text = req.get("Policy")
+    policy_text = req.text("Policy")
     if policy_text is not None:
         # AWS's lockout safety check: the creator must be able to PutKeyPolicy later.
         policy.check_lockout(
             policy.parse_policy(policy_text),
             caller,
             key_arn(svc.region, caller.account_id, key_id),
-            bool(req.get("BypassPolicyLockoutSafetyCheck")),
+            req.flag("BypassPolicyLockoutSafetyCheck"),
         )
     else:
         policy_text = policy.default_policy(caller.account_id)
@@ -121,11 +120,11 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         key_usage=usage,
         key_spec=spec,
         origin=origin,
-        key_manager="CUSTOMER",
-        state="Enabled",
+        key_manager=KeyManager.CUSTOMER,
+        state=KeyState.ENABLED,
         created_at=created,
         policy=policy_text,
-        description=req.get("Description", ""),
+        description=req.text("Description") or "",
         current_material_id=material.material_id,
     )
     # The token object exists before the record: a crash in between leaves an orphan
@@ -141,12 +140,13 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
 @operation("DescribeKey")
 def describe_key(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
-    key = svc.authorized_key(req, req.params["KeyId"])
+    key = svc.authorized_key(req, req.key_id)
     return {"KeyMetadata": key_metadata(key)}
 
 
 def page_limit(req: Request, default: int = 100) -> int:
-    return int(req.get("Limit", default))
+    limit = req.number("Limit")
+    return default if limit is None else limit
 
 
 def check_marker(marker: str | None) -> str | None:
@@ -158,7 +158,7 @@ def check_marker(marker: str | None) -> str | None:
 @operation("ListKeys")
 def list_keys(svc: Service, req: Request) -> dict[str, Any]:
     limit = page_limit(req)
-    marker = check_marker(req.get("Marker"))
+    marker = check_marker(req.text("Marker"))
     keys = svc.store.list_keys(req.caller.account_id, svc.region, marker, limit + 1)
     out: dict[str, Any] = {
         "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in keys[:limit]],
@@ -181,7 +181,7 @@ def _change(
     that loses such a race reads again and decides again: succeeds, or answers what the key's
     new state calls for."""
     for _ in range(_DECIDE_AGAIN):
-        key = svc.authorized_key(req, req.params["KeyId"])
+        key = svc.authorized_key(req, req.key_id)
         changes = decide(key)
         if not changes:
             return key
@@ -198,7 +198,7 @@ def _change(
 def enable_key(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
         check_not_pending_deletion(key)
-        return {"state": "Enabled"} if key.state != "Enabled" else None
+        return {"state": KeyState.ENABLED} if key.state != KeyState.ENABLED else None
 
     _change(svc, req, decide)
     return {}
@@ -208,7 +208,7 @@ def enable_key(svc: Service, req: Request) -> dict[str, Any]:
 def disable_key(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
         check_not_pending_deletion(key)
-        return {"state": "Disabled"} if key.state != "Disabled" else None
+        return {"state": KeyState.DISABLED} if key.state != KeyState.DISABLED else None
 
     _change(svc, req, decide)
     return {}
@@ -216,7 +216,8 @@ def disable_key(svc: Service, req: Request) -> dict[str, Any]:
 
 @operation("ScheduleKeyDeletion")
 def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
-    window = int(req.get("PendingWindowInDays", 30))
+    window = req.number("PendingWindowInDays")
+    window = 30 if window is None else window
     if window < 7:
         raise validation("pendingWindowInDays", window,
                          "Member must have value greater than or equal to 7")
@@ -228,14 +229,16 @@ def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
         check_not_pending_deletion(key)
         return {
-            "state": "PendingDeletion", "deletion_date": deletion, "pending_window_days": window
+            "state": KeyState.PENDING_DELETION,
+            "deletion_date": deletion,
+            "pending_window_days": window,
         }
 
     key = _change(svc, req, decide)
     return {
         "KeyId": key.arn,
         "DeletionDate": deletion,
-        "KeyState": "PendingDeletion",
+        "KeyState": KeyState.PENDING_DELETION,
         "PendingWindowInDays": window,
     }
 
@@ -243,14 +246,14 @@ def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
 @operation("CancelKeyDeletion")
 def cancel_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
-        if key.state != "PendingDeletion":
+        if key.state != KeyState.PENDING_DELETION:
             raise errors.KMSInvalidStateException(f"{key.arn} is not pending deletion.")
         if key.deletion_date is not None and key.deletion_date <= now():
             # The deletion sweep may be destroying its material right now: too late.
             raise errors.KMSInvalidStateException(
                 f"{key.arn} is being deleted: its waiting period has ended."
             )
-        return {"state": "Disabled", "deletion_date": None, "pending_window_days": None}
+        return {"state": KeyState.DISABLED, "deletion_date": None, "pending_window_days": None}
 
     key = _change(svc, req, decide)
     return {"KeyId": key.arn}

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors
-from hsmkms.service.core import SYMMETRIC_DEFAULT, Request, check_grant_tokens, operation
+from hsmkms.service.core import Request, operation
 from hsmkms.service.policy_eval import (
     Decision,
     Policy,
@@ -40,9 +40,10 @@ from hsmkms.service.policy_eval import (
     evaluate,
 )
 from hsmkms.service.policy_eval import parse as parse_document
+from hsmkms.specs import EncryptionAlgorithm
 
 if TYPE_CHECKING:
-    from hsmkms.kms import Caller
+    from hsmkms.identity import Caller
     from hsmkms.service import Service
     from hsmkms.store import KeyRecord
 
@@ -160,9 +161,10 @@ def request_context(svc: Service, req: Request, key: KeyRecord, operation_name: 
     context = params.get(context_member) if context_member else None
     algorithm: str | None = None
     if operation_name in _ALGORITHM_MEMBER:
-        algorithm = params.get(_ALGORITHM_MEMBER[operation_name]) or SYMMETRIC_DEFAULT
+        algorithm = params.get(_ALGORITHM_MEMBER[operation_name])
+        algorithm = algorithm or EncryptionAlgorithm.SYMMETRIC_DEFAULT
     elif operation_name.startswith("GenerateDataKey"):
-        algorithm = SYMMETRIC_DEFAULT
+        algorithm = EncryptionAlgorithm.SYMMETRIC_DEFAULT
     extra: dict[str, str] = {
         "kms:KeyOrigin": key.origin,
         "kms:MultiRegion": "true" if key.multi_region else "false",
@@ -236,13 +238,12 @@ def authorize(svc: Service, req: Request, key: KeyRecord, operation_name: str, *
 def _check_tokens_known(svc: Service, req: Request) -> None:
     """Every grant token of the request names a grant that exists (AWS: a token it cannot
     use is InvalidGrantTokenException)."""
-    if not req.params.get("GrantTokens") or req.extra.get("grant_tokens_known"):
+    if not req.params.get("GrantTokens") or req.grants_checked:
         return
-    check_grant_tokens(req)  # the shape; it leaves the grant ids in req.extra["grant_ids"]
-    for grant_id in req.extra["grant_ids"]:
+    for grant_id in req.grant_ids:  # reading them checks each token's shape
         if svc.store.get_grant(grant_id) is None:
             raise errors.InvalidGrantTokenException("The grant token is not valid.")
-    req.extra["grant_tokens_known"] = True
+    req.grants_checked = True
 
 
 # -- PutKeyPolicy, GetKeyPolicy, ListKeyPolicies -----------------------------------------

@@ -17,9 +17,12 @@ the event loop keeps serving the keys it knows meanwhile.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hsmkms import keypairs
+from hsmkms.specs import DataKeyPairSpec, Family
+
+if TYPE_CHECKING:
+    from hsmkms.service import Service
 
 QUICK_OPERATIONS = frozenset(
     {
@@ -43,15 +46,18 @@ class WouldBlock(Exception):
     """A call running inline reached a slow step before any side effect: run it on a thread."""
 
 
-def runs_quickly(svc: Any, operation: str, params: dict[str, Any]) -> bool:
+def runs_quickly(svc: Service, operation: str, params: dict[str, Any]) -> bool:
     if operation in QUICK_OPERATIONS:
         return True
     if operation in PAIR_OPERATIONS:
-        spec = params.get("KeyPairSpec")
-        if spec in svc.token_pair_specs:
+        try:
+            spec = DataKeyPairSpec(params.get("KeyPairSpec", ""))
+        except ValueError:
+            return True  # refused at once: no pair is made
+        if spec in svc.masters.pair_specs:
             return False
-        if spec in keypairs.RSA_BITS:
-            return bool(svc.pool.has_stock(spec))
+        if spec.family is Family.RSA:
+            return svc.pool.has_stock(spec)
         return True
     return False
 

@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from hsmkms import errors
 from hsmkms.service.core import (
-    SYMMETRIC_DEFAULT,
     Request,
     check_enabled,
     now,
     operation,
     validation,
 )
+from hsmkms.specs import KeySpec, KeyState, Origin, RotationType
 from hsmkms.store import KeyRecord, MaterialRecord, StoreError
 
 if TYPE_CHECKING:
@@ -59,8 +59,8 @@ DEFAULT_PERIOD_DAYS = 365
 MIN_PERIOD_DAYS = 90
 MAX_PERIOD_DAYS = 2560
 ON_DEMAND_LIMIT = 25
-AUTOMATIC = "AUTOMATIC"
-ON_DEMAND = "ON_DEMAND"
+AUTOMATIC = RotationType.AUTOMATIC
+ON_DEMAND = RotationType.ON_DEMAND
 # AWS refuses an on-demand rotation this close to the automatic one (in schedule days).
 CONFLICT_WINDOW_DAYS = 20 / (24 * 60)
 # The per-key rotation lease outlives any sane token call; a crashed holder frees it by then.
@@ -83,12 +83,12 @@ def rotation_lease(key_id: str) -> str:
 def _own_key(svc: Service, req: Request) -> KeyRecord:
     """The key named by key id or key ARN (not an alias). Authorization refuses another
     account's key to every rotation operation but GetKeyRotationStatus (NotFoundException)."""
-    return svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    return svc.authorized_key(req, req.key_id, allow_alias=False)
 
 
 def _check_rotatable(key: KeyRecord) -> None:
     """Only symmetric encryption keys with KMS-generated material rotate."""
-    if key.key_spec != SYMMETRIC_DEFAULT or key.origin != "AWS_KMS":
+    if key.key_spec != KeySpec.SYMMETRIC_DEFAULT or key.origin != Origin.AWS_KMS:
         raise errors.UnsupportedOperationException(
             f"{key.arn} cannot rotate: rotation applies only to symmetric encryption KMS keys "
             f"whose key material KMS generated."
@@ -132,7 +132,10 @@ def enable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
     else:
         next_rotation = at + schedule_days(svc, period)
     svc.store.update_key(
-        key.key_id, if_state=("Enabled",), rotation_enabled=True, rotation_period_days=period,
+        key.key_id,
+        if_state=(KeyState.ENABLED,),
+        rotation_enabled=True,
+        rotation_period_days=period,
         next_rotation=next_rotation,
     )
     return {}
@@ -145,7 +148,7 @@ def disable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
     check_enabled(key)
     if key.rotation_enabled:
         svc.store.update_key(
-            key.key_id, if_state=("Enabled",), rotation_enabled=False,
+            key.key_id, if_state=(KeyState.ENABLED,), rotation_enabled=False,
             rotation_period_days=None, next_rotation=None,
         )
     return {}
@@ -153,8 +156,8 @@ def disable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
 
 @operation("GetKeyRotationStatus")
 def get_key_rotation_status(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
-    enabled = key.rotation_enabled and key.state != "PendingDeletion"
+    key = svc.authorized_key(req, req.key_id, allow_alias=False)
+    enabled = key.rotation_enabled and key.state != KeyState.PENDING_DELETION
     out: dict[str, Any] = {"KeyRotationEnabled": enabled, "KeyId": key.key_id}
     if enabled:
         out["RotationPeriodInDays"] = key.rotation_period_days

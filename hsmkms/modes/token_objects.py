@@ -1,0 +1,152 @@
+"""The token-object mode: each key material is a master key object on the token.
+
+A material is an AES-256 secret key with ``CKA_TOKEN``, ``CKA_PRIVATE``, ``CKA_SENSITIVE``,
+not ``CKA_EXTRACTABLE``, not ``CKA_MODIFIABLE`` (DESIGN decision 3); its ``CKA_ID`` is the
+32 bytes whose hex is AWS's KeyMaterialId, and its ``CKA_LABEL`` names the KMS key and the
+time it was made, so that ``hsmkms doctor`` can tell an orphan a crash left long ago from a
+creation whose record is being written right now. Every verb is one call of the token layer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hsmkms import hsm
+from hsmkms.service.masterkeys import HeldMaterial, WrappedPrivateKey
+from hsmkms.specs import DataKeyPairSpec
+
+MATERIAL_BYTES = 32
+
+_LABEL = re.compile(
+    r"^hsmkms:(?P<key>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r":(?P<mid>[0-9a-f]{16})(?::(?P<created>\d{1,12}))?$"
+)
+
+
+def material_label(key_id: str, material_id: bytes, created: datetime) -> str:
+    """CKA_LABEL of a master key: ``hsmkms:<key id>:<material id prefix>:<unix seconds>``."""
+    return f"hsmkms:{key_id}:{material_id.hex()[:16]}:{int(created.timestamp())}"
+
+
+@dataclass(frozen=True)
+class Label:
+    key_id: str
+    created: datetime | None  # None on labels written before the time was part of them
+
+
+def parse_material_label(label: str, material_id: bytes) -> Label | None:
+    """The key and creation time a label names, if it is one of ours for this material."""
+    m = _LABEL.match(label)
+    if m is None or m["mid"] != material_id.hex()[:16]:
+        return None
+    created = m["created"]
+    return Label(m["key"], datetime.fromtimestamp(int(created), UTC) if created else None)
+
+
+class TokenObjects:
+    """:class:`hsmkms.service.masterkeys.MasterKeys` over one token, a token object per
+    material. ``token_pairs``: data key pairs are generated (and their private keys wrapped)
+    on the token, for the specs the token can make (the ``keypair_source = "token"``
+    setting); otherwise the host makes them."""
+
+    def __init__(self, token: hsm.Token, *, token_pairs: bool = False) -> None:
+        self.token = token
+        self._pair_specs: frozenset[DataKeyPairSpec] = (
+            frozenset(DataKeyPairSpec(s) for s in token.keypair_specs)
+            if token_pairs
+            else frozenset()
+        )
+
+    @property
+    def pair_specs(self) -> frozenset[DataKeyPairSpec]:
+        return self._pair_specs
+
+    def create(self, key_id: str, created: datetime) -> str:
+        material = self.token.random(MATERIAL_BYTES)
+        self.token.create_master_key(material, material_label(key_id, material, created))
+        return material.hex()
+
+    def destroy(self, material_id: str) -> None:
+        self.token.destroy_master_key(bytes.fromhex(material_id))
+
+    def holds(self, material_id: str) -> bool:
+        return self.token.has_master_key(bytes.fromhex(material_id))
+
+    def ready(self, material_id: str) -> bool:
+        return self.token.has_master(bytes.fromhex(material_id))
+
+    def seal(self, material_id: str, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        return self.token.encrypt(bytes.fromhex(material_id), iv, plaintext, aad)
+
+    def unseal(self, material_id: str, iv: bytes, sealed: bytes, aad: bytes) -> bytes:
+        return self.token.decrypt(bytes.fromhex(material_id), iv, sealed, aad)
+
+    def key_pair(self, spec: DataKeyPairSpec) -> tuple[bytes, bytes]:
+        public, private = self.token.generate_key_pair(spec)
+        return bytes(public), bytes(private)
+
+    def key_pair_sealed(
+        self, material_id: str, spec: DataKeyPairSpec
+    ) -> tuple[bytes, WrappedPrivateKey]:
+        public, wrapped = self.token.generate_wrapped_key_pair(spec, bytes.fromhex(material_id))
+        return bytes(public), WrappedPrivateKey(
+            wrapped.mechanism, DataKeyPairSpec(wrapped.spec), wrapped.data
+        )
+
+    def unseal_private_key(self, material_id: str, wrapped: WrappedPrivateKey) -> bytes:
+        key = hsm.WrappedKey(wrapped.mechanism, wrapped.spec, wrapped.data)
+        return bytes(self.token.unwrap_private_key(bytes.fromhex(material_id), key))
+
+    def random(self, n: int) -> bytes:
+        return bytes(self.token.random(n))
+
+    def refresh(self) -> None:
+        self.token.refresh()
+
+    def status(self) -> dict[str, Any]:
+        status = self.token.status()
+        return {
+            "ok": status.ok,
+            "label": status.label,
+            "manufacturer": status.manufacturer,
+            "model": status.model,
+            "detail": status.detail,
+        }
+
+    def inventory(self) -> dict[str, HeldMaterial]:
+        held = {}
+        for mid, label in self.token.list_master_keys():
+            parsed = parse_material_label(label, mid)
+            held[mid.hex()] = HeldMaterial(
+                mid.hex(),
+                label,
+                parsed.key_id if parsed else None,
+                parsed.created if parsed else None,
+            )
+        return held
+
+    def unsound(self, material_id: str) -> list[str]:
+        check = self.token.check_master_key(bytes.fromhex(material_id))
+        if check.sealed and check.bits == 256:
+            return []
+        reasons = [
+            name
+            for name, bad in (
+                ("CKA_SENSITIVE false", not check.sensitive),
+                ("CKA_EXTRACTABLE true", check.extractable),
+                ("CKA_MODIFIABLE true", check.modifiable),
+                ("not a token object", not check.token),
+                ("not private", not check.private),
+                ("its value was readable", check.value_readable),
+                ("it could be wrapped out", check.wrappable),
+                (f"{check.bits}-bit, not 256", check.bits != 256),
+            )
+            if bad
+        ]
+        return reasons or ["not sealed"]
+
+    def close(self) -> None:
+        self.token.close()

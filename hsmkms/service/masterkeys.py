@@ -1,0 +1,117 @@
+"""The master-key seam (DESIGN decision 9): where KMS key materials live, and what is done there.
+
+The operation layer keeps every KMS rule (resolve the key, authorize, check its state, DryRun,
+the blob format); what it asks of a material goes through :class:`MasterKeys` and names the
+material by its KeyMaterialId (64 hex characters) alone. Whether that material is a token
+object with a CKA_ID and a label (``hsmkms.masterkeys.TokenObjects``, the default) or a wrap
+in the store under a token-resident domain key (the wrapped mode, for millions of keys) is
+the implementation's business; so is which PKCS#11 calls make it happen.
+
+Failures are the token layer's exceptions (:mod:`hsmkms.hsm`): IntegrityError for a wrong
+tag, KeyNotFound for a material that is not there, TokenUnavailable, ... whatever holds the
+material, it is the HSM that fails, and :mod:`hsmkms.service.faults` maps them to AWS's errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from hsmkms.specs import DataKeyPairSpec
+
+
+@dataclass(frozen=True)
+class WrappedPrivateKey:
+    """A data key pair's private key, wrapped where the material lives so that it never
+    exists in host memory in plaintext. ``mechanism`` names how (``"AES_KEY_WRAP_PAD"`` or
+    ``"AES_GCM"``, the codes of docs/ciphertext-format.md); ``data`` is what the wrap gave."""
+
+    mechanism: str
+    spec: DataKeyPairSpec
+    data: bytes
+
+
+@dataclass(frozen=True)
+class HeldMaterial:
+    """A material as its holder lists it for ``hsmkms doctor``: whose it says it is, since
+    when, and the holder's own name for it (a token object's CKA_LABEL)."""
+
+    material_id: str
+    label: str
+    key_id: str | None  # None: not one hsmkms named (or a name it cannot read)
+    created: datetime | None
+
+
+class MasterKeys(Protocol):
+    """What the operation layer asks of the place its key materials live."""
+
+    @property
+    def pair_specs(self) -> frozenset[DataKeyPairSpec]:
+        """The data key pair specs generated (and wrapped) where the materials live rather
+        than on the host; such generation is slow, so never on the event loop."""
+        ...
+
+    def create(self, key_id: str, created: datetime) -> str:
+        """A new AES-256 material for KMS key ``key_id``; its KeyMaterialId. Raises
+        TokenFull when there is no room (nothing was created)."""
+        ...
+
+    def destroy(self, material_id: str) -> None:
+        """Destroy the material for good. KeyNotFound if it is not there."""
+        ...
+
+    def holds(self, material_id: str) -> bool:
+        """Whether the material exists, looking for it if need be (slow: the doctor's)."""
+        ...
+
+    def ready(self, material_id: str) -> bool:
+        """Whether a call on the material would start at once, without first having to
+        look for it (1-2 s at 10,000 keys): the event loop runs only such calls."""
+        ...
+
+    def seal(self, material_id: str, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """AES-256-GCM under the material: ciphertext || 16-byte tag (NIST SP 800-38D)."""
+        ...
+
+    def unseal(self, material_id: str, iv: bytes, sealed: bytes, aad: bytes) -> bytes:
+        """The inverse of :meth:`seal`; IntegrityError when the tag does not verify."""
+        ...
+
+    def key_pair(self, spec: DataKeyPairSpec) -> tuple[bytes, bytes]:
+        """A pair generated where the materials live: (SPKI DER, PKCS#8 DER)."""
+        ...
+
+    def key_pair_sealed(
+        self, material_id: str, spec: DataKeyPairSpec
+    ) -> tuple[bytes, WrappedPrivateKey]:
+        """A pair whose private key is wrapped under the material where it was made: (SPKI
+        DER, the wrapped private key)."""
+        ...
+
+    def unseal_private_key(self, material_id: str, wrapped: WrappedPrivateKey) -> bytes:
+        """The PKCS#8 DER of a private key :meth:`key_pair_sealed` wrapped."""
+        ...
+
+    def random(self, n: int) -> bytes:
+        """``n`` bytes from the HSM's random number generator."""
+        ...
+
+    def refresh(self) -> None:
+        """Look again for materials another process created since this one last looked."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The holder's health for ``/health``: ``ok`` and what it is."""
+        ...
+
+    def inventory(self) -> dict[str, HeldMaterial]:
+        """Every material held, by KeyMaterialId (slow: the doctor's)."""
+        ...
+
+    def unsound(self, material_id: str) -> list[str]:
+        """Why the material could leak (an attribute that lets its value out, a value that
+        came out when asked, a size other than 256 bits); empty when it is sealed."""
+        ...
+
+    def close(self) -> None: ...
