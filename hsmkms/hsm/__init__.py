@@ -1,51 +1,29 @@
 """The token layer: the only package of hsmkms that imports ``pkcs11`` or names a CK_* value.
 
-``service/`` sees one object, :class:`Token` (from :func:`open_token`), with these verbs and
-no sessions, handles or mechanisms:
-
-    token.create_master_key(material_id: bytes, label: str) -> None  # TokenFull if no room
-    token.destroy_master_key(material_id: bytes) -> None          # KeyNotFound if absent
-    token.has_master_key(material_id: bytes) -> bool              # searches on a miss
-    token.has_master(material_id: bytes) -> bool   # handle cached: a call on it searches nothing
-    token.list_master_keys() -> list[tuple[bytes, str]]          # (CKA_ID, CKA_LABEL); searches
-    token.encrypt(material_id, iv: bytes, plaintext: bytes, aad: bytes) -> bytes  # ct || tag16
-    token.decrypt(material_id, iv, ciphertext_and_tag, aad) -> bytes    # IntegrityError
-    token.random(n: int) -> bytes
-    token.generate_key_pair(spec: str) -> tuple[bytes, bytes]    # (SPKI DER, PKCS#8 DER)
-    token.generate_wrapped_key_pair(spec, material_id) -> tuple[bytes, WrappedKey]
-    token.unwrap_private_key(material_id, wrapped: WrappedKey) -> bytes  # PKCS#8 DER
-    token.keypair_specs -> frozenset[str]                        # specs the token can make
-    token.status() -> TokenStatus
-    token.close()
-
-Added by the token layer (not needed on the request path):
-
-    token.check_master_key(material_id) -> MasterKeyCheck        # for doctor: is it sealed?
-    token.wrap_mechanism -> str | None                           # "AES_GCM" / "AES_KEY_WRAP_PAD"
-    token.label -> str;  token.os_locking -> bool
+``service/`` sees one object, a :class:`Token` (the protocol in :mod:`hsmkms.hsm.contract`,
+which lists every verb and property), opened by :func:`open_token`; no sessions, handles or
+mechanisms. Every CKR_* that reaches this layer becomes one of the exceptions below.
 
 Options of :func:`open_token`: ``reinit_interval`` (float seconds, default 1.0: the least time
 between two library re-initialisations after token loss), ``os_locking`` (bool, default True:
-initialise the library with CKF_OS_LOCKING_OK; False serialises every call in the process).
+initialise the library with CKF_OS_LOCKING_OK; False serialises every call in the process),
+``preload`` (bool, default True: fill the handle cache now; else on the first miss).
 
 A call on a master key whose handle this process has not cached yet (a key another process
 created) first searches the token: 1-2 s at 10,000 keys on SoftHSM2, on a session of its own,
 while calls on cached keys go on. A caller that must not wait for that (an event loop) sets
 :data:`NO_SEARCH`; such a call then raises :class:`WouldSearch` before doing anything.
-
-``material_id`` is the 32-byte CKA_ID of a master key (its hex is AWS's KeyMaterialId).
-``spec`` is a KMS DataKeyPairSpec string (``"RSA_2048"``, ``"ECC_NIST_P256"``, ...).
-Every CKR_* that reaches this layer becomes one of the exceptions below.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hsmkms.hsm.contract import MasterKeyCheck, Token, TokenStatus, WrappedKey
+
 if TYPE_CHECKING:
-    from hsmkms.hsm.token import Token
+    from hsmkms.hsm.token import Token as PKCS11Token
 
 
 class TokenError(Exception):
@@ -85,68 +63,6 @@ class LoginFailed(TokenError):
     """The PIN was refused (never retried: retrying a wrong PIN can lock an HSM)."""
 
 
-@dataclass(frozen=True)
-class WrappedKey:
-    """A private key wrapped on the token under a master key.
-
-    ``mechanism`` names how (``"AES_KEY_WRAP_PAD"`` or ``"AES_GCM"``); ``spec`` is the
-    DataKeyPairSpec, needed to unwrap; ``data`` the wrapped bytes (for AES_GCM: iv || ct || tag).
-    """
-
-    mechanism: str
-    spec: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class MasterKeyCheck:
-    """What the token says about one master key, and whether it let it out when asked.
-
-    ``value_readable`` and ``wrappable`` are the results of actually trying (reading CKA_VALUE,
-    C_WrapKey of the key under itself); a sealed key answers False to both.
-    """
-
-    label: str
-    bits: int
-    token: bool
-    private: bool
-    sensitive: bool
-    always_sensitive: bool
-    extractable: bool
-    never_extractable: bool
-    modifiable: bool
-    encrypt: bool
-    decrypt: bool
-    wrap: bool
-    unwrap: bool
-    value_readable: bool
-    wrappable: bool
-
-    @property
-    def sealed(self) -> bool:
-        """Stored, secret, never extractable, unchangeable, and nothing came out."""
-        return (
-            self.token
-            and self.private
-            and self.sensitive
-            and self.always_sensitive
-            and not self.extractable
-            and self.never_extractable
-            and not self.modifiable
-            and not self.value_readable
-            and not self.wrappable
-        )
-
-
-@dataclass(frozen=True)
-class TokenStatus:
-    ok: bool
-    label: str
-    manufacturer: str = ""
-    model: str = ""
-    detail: str = ""
-
-
 __all__ = [
     "IntegrityError",
     "KeyNotFound",
@@ -154,6 +70,7 @@ __all__ = [
     "MasterKeyCheck",
     "MechanismUnsupported",
     "NO_SEARCH",
+    "Token",
     "TokenError",
     "TokenFull",
     "TokenStatus",
@@ -164,8 +81,9 @@ __all__ = [
 ]
 
 
-def open_token(module: str, label: str, pin: str, **options: object) -> Token:
-    """Load ``module``, find the token by ``label``, log in once; return a :class:`Token`."""
-    from hsmkms.hsm.token import Token
+def open_token(module: str, label: str, pin: str, **options: object) -> PKCS11Token:
+    """Load ``module``, find the token by ``label``, log in once; return a :class:`Token`
+    (the PKCS#11 one, :class:`hsmkms.hsm.token.PKCS11Token`)."""
+    from hsmkms.hsm.token import Token as PKCS11Token
 
-    return Token.open(module, label, pin, **options)
+    return PKCS11Token.open(module, label, pin, **options)
