@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hsmkms.hsm import der
+from hsmkms.specs import DataKeyPairSpec
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 PKCS8 = (
@@ -58,8 +59,8 @@ def test_inconsistent_rsa_components_are_refused(rsa_key: rsa.RSAPrivateKey, fie
 @pytest.mark.parametrize("spec", ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521",
                                   "ECC_SECG_P256K1"])
 def test_ec_scalar_and_point_rebuild_standard_der(spec: str) -> None:
-    pair = der.PAIR_SPECS[spec]
-    key = ec.generate_private_key(pair.curve())
+    pair = DataKeyPairSpec(spec)
+    key = ec.generate_private_key(der.curve(pair))
     # CKA_VALUE is the bare scalar, as short as the token likes; CKA_EC_POINT an OCTET STRING.
     scalar = b(key.private_numbers().private_value)
     point = key.public_key().public_bytes(
@@ -76,7 +77,7 @@ def test_ec_scalar_and_point_rebuild_standard_der(spec: str) -> None:
 
 
 def test_a_point_off_the_curve_is_refused() -> None:
-    pair = der.PAIR_SPECS["ECC_NIST_P256"]
+    pair = DataKeyPairSpec.ECC_NIST_P256
     with pytest.raises(der.DerError):
         der.ec_public_spki(pair, b"\x04" + bytes(64))
     with pytest.raises(der.DerError):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from hsmkms.hsm.contract import MasterKeyCheck, Token, TokenStatus, WrappedKey
 
 if TYPE_CHECKING:
-    from hsmkms.hsm.token import Token as PKCS11Token
+    from hsmkms.hsm.token import PKCS11Token
 
 
 class TokenError(Exception):
@@ -84,6 +84,6 @@ __all__ = [
 def open_token(module: str, label: str, pin: str, **options: object) -> PKCS11Token:
     """Load ``module``, find the token by ``label``, log in once; return a :class:`Token`
     (the PKCS#11 one, :class:`hsmkms.hsm.token.PKCS11Token`)."""
-    from hsmkms.hsm.token import Token as PKCS11Token
+    from hsmkms.hsm.token import PKCS11Token
 
     return PKCS11Token.open(module, label, pin, **options)

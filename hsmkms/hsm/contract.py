@@ -36,7 +36,7 @@ class WrappedKey:
     """
 
     mechanism: str
-    spec: str
+    spec: DataKeyPairSpec
     data: bytes
 
 

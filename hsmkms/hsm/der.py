@@ -13,11 +13,11 @@ key). We never pass either on: every key leaves this layer rebuilt by cryptograp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from asn1crypto import core
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from hsmkms.specs import Curve, DataKeyPairSpec
 
 _PKCS8 = (
     serialization.Encoding.DER,
@@ -27,41 +27,12 @@ _PKCS8 = (
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-@dataclass(frozen=True)
-class PairSpec:
-    """A KMS DataKeyPairSpec as the token sees it."""
-
-    name: str
-    kind: str  # "RSA" or "EC"
-    bits: int  # RSA modulus bits, or the curve's field size
-    curve_name: str = ""  # asn1crypto/OpenSSL name, for CKA_EC_PARAMS
-    curve_der: bytes = b""  # CKA_EC_PARAMS: the namedCurve OID, DER (RFC 5480 section 2.1.1.1)
-
-    def curve(self) -> ec.EllipticCurve:
-        return _CURVES[self.curve_name]
-
-
+# The cryptography curve of each specs.Curve a token pair may be on, by its name.
 _CURVES: dict[str, ec.EllipticCurve] = {
     "secp256r1": ec.SECP256R1(),
     "secp384r1": ec.SECP384R1(),
     "secp521r1": ec.SECP521R1(),
     "secp256k1": ec.SECP256K1(),
-}
-
-# ECC_NIST_EDWARDS25519 is left out on purpose: SoftHSM2 2.6.1 generates Ed25519 pairs but its
-# C_WrapKey answers CKR_KEY_NOT_WRAPPABLE for them, so the token cannot keep the promise of
-# GenerateDataKeyPairWithoutPlaintext. SM2 and ML-KEM are not PKCS#11 v2.40 key types at all.
-PAIR_SPECS: dict[str, PairSpec] = {
-    spec.name: spec
-    for spec in (
-        PairSpec("RSA_2048", "RSA", 2048),
-        PairSpec("RSA_3072", "RSA", 3072),
-        PairSpec("RSA_4096", "RSA", 4096),
-        PairSpec("ECC_NIST_P256", "EC", 256, "secp256r1", bytes.fromhex("06082a8648ce3d030107")),
-        PairSpec("ECC_NIST_P384", "EC", 384, "secp384r1", bytes.fromhex("06052b81040022")),
-        PairSpec("ECC_NIST_P521", "EC", 521, "secp521r1", bytes.fromhex("06052b81040023")),
-        PairSpec("ECC_SECG_P256K1", "EC", 256, "secp256k1", bytes.fromhex("06052b8104000a")),
-    )
 }
 
 
@@ -71,6 +42,17 @@ class DerError(ValueError):
 
 def _int(value: bytes) -> int:
     return int.from_bytes(value, "big")
+
+
+def _curve_of(spec: DataKeyPairSpec) -> Curve:
+    if spec.curve is None:
+        raise DerError(f"{spec} is not on an elliptic curve")
+    return spec.curve
+
+
+def curve(spec: DataKeyPairSpec) -> ec.EllipticCurve:
+    """The cryptography curve of an EC ``spec``."""
+    return _CURVES[_curve_of(spec).name]
 
 
 def rsa_public_spki(modulus: bytes, public_exponent: bytes) -> bytes:
@@ -126,10 +108,10 @@ def rsa_private_pkcs8(
     return private.public_key().public_bytes(*_SPKI), private.private_bytes(*_PKCS8)
 
 
-def ec_point(spec: PairSpec, ec_point_attribute: bytes) -> bytes:
+def ec_point(spec: DataKeyPairSpec, ec_point_attribute: bytes) -> bytes:
     """The uncompressed X9.62 point in CKA_EC_POINT, which PKCS#11 v2.40 wraps in a DER OCTET
     STRING and a few tokens return bare; the curve's point length tells which."""
-    size = 1 + 2 * ((spec.bits + 7) // 8)
+    size = _curve_of(spec).point_len
     try:
         inner = bytes(core.OctetString.load(ec_point_attribute, strict=True).native)
     except (ValueError, TypeError):
@@ -138,28 +120,28 @@ def ec_point(spec: PairSpec, ec_point_attribute: bytes) -> bytes:
         return inner
     if len(ec_point_attribute) == size and ec_point_attribute[:1] == b"\x04":
         return bytes(ec_point_attribute)
-    raise DerError(f"CKA_EC_POINT is not an uncompressed {spec.name} point")
+    raise DerError(f"CKA_EC_POINT is not an uncompressed {spec} point")
 
 
-def ec_public_spki(spec: PairSpec, ec_point_attribute: bytes) -> bytes:
+def ec_public_spki(spec: DataKeyPairSpec, ec_point_attribute: bytes) -> bytes:
     """SubjectPublicKeyInfo for id-ecPublicKey with a named curve (RFC 5480 section 2)."""
     try:
         public = ec.EllipticCurvePublicKey.from_encoded_point(
-            spec.curve(), ec_point(spec, ec_point_attribute)
+            curve(spec), ec_point(spec, ec_point_attribute)
         )
     except ValueError as exc:
-        raise DerError(f"invalid {spec.name} public point: {exc}") from None
+        raise DerError(f"invalid {spec} public point: {exc}") from None
     return public.public_bytes(*_SPKI)
 
 
-def ec_private_pkcs8(spec: PairSpec, value: bytes) -> tuple[bytes, bytes]:
+def ec_private_pkcs8(spec: DataKeyPairSpec, value: bytes) -> tuple[bytes, bytes]:
     """(SPKI, PKCS#8) from the private scalar CKA_VALUE of a PKCS#11 EC private key.
 
     The ECPrivateKey (RFC 5915) that cryptography writes carries the public key, which the
     PKCS#8 inside a SoftHSM2 wrap leaves out; the curve goes in the AlgorithmIdentifier.
     """
     try:
-        private = ec.derive_private_key(_int(value), spec.curve())
+        private = ec.derive_private_key(_int(value), curve(spec))
     except ValueError as exc:
-        raise DerError(f"invalid {spec.name} private scalar: {exc}") from None
+        raise DerError(f"invalid {spec} private scalar: {exc}") from None
     return private.public_key().public_bytes(*_SPKI), private.private_bytes(*_PKCS8)

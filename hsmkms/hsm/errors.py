@@ -2,8 +2,9 @@
 
 The mapping is deliberately coarse: a return code alone often cannot say whether the caller,
 the data or the device is at fault (SoftHSM2 answers CKR_GENERAL_ERROR both for a GCM tag
-mismatch and for a token whose directory vanished). :class:`~hsmkms.hsm.token.Token` settles
-the ambiguous ones with a health probe; the groups here only say which codes need no probe.
+mismatch and for a token whose directory vanished). The call path (:mod:`hsmkms.hsm.calls`)
+settles the ambiguous ones with a health probe; the groups here only say which codes need no
+probe.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ class Lost(Exception):
         super().__init__(detail)
         self.detail = detail
 
+
+# Answers that are final whatever the token's health: it does not do this.
+REFUSED: tuple[type[Exception], ...] = (
+    px.MechanismInvalid,
+    px.MechanismParamInvalid,
+    px.FunctionNotSupported,
+)
 
 # The token says it cannot do what was asked, whatever its health.
 MECHANISM: tuple[type[Exception], ...] = (
@@ -78,6 +86,13 @@ INTEGRITY: tuple[type[Exception], ...] = (
     px.DataInvalid,
     px.DataLenRange,
     px.FunctionFailed,
+)
+
+# Unwrap failures that mean "this blob is not what it claims" once the token is known to be well.
+UNWRAP_INTEGRITY: tuple[type[Exception], ...] = INTEGRITY + (
+    px.TemplateInconsistent,
+    px.AttributeValueInvalid,
+    px.KeyTypeInconsistent,
 )
 
 # The token could not keep what it was asked to store. SoftHSM2 answers CKR_FUNCTION_FAILED

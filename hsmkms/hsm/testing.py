@@ -15,16 +15,19 @@ from collections.abc import Iterator
 
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from hsmkms.hsm.token import MATERIAL_ID_BYTES, Token
+from hsmkms.hsm.contract import MATERIAL_ID_BYTES
+from hsmkms.hsm.session import destroy
+from hsmkms.hsm.token import PKCS11Token, Token  # Token: the old name raw_gcm_rates uses
 
 
 @contextlib.contextmanager
-def known_key(token: Token, value: bytes) -> Iterator[bytes]:
+def known_key(token: PKCS11Token, value: bytes) -> Iterator[bytes]:
     """A session AES key holding ``value`` (16/24/32 bytes); yields its material id."""
     mid = os.urandom(MATERIAL_ID_BYTES)
+    login, cache = token._login, token._handles
 
     def create() -> None:
-        obj = token._session.create_object(
+        obj = login.session.create_object(
             {
                 Attribute.CLASS: ObjectClass.SECRET_KEY,
                 Attribute.KEY_TYPE: KeyType.AES,
@@ -36,27 +39,27 @@ def known_key(token: Token, value: bytes) -> Iterator[bytes]:
                 Attribute.DECRYPT: True,
             }
         )
-        token._keys[mid] = obj
+        cache.keys[mid] = obj
 
     token._run("create a test key", create)
     try:
         yield mid
     finally:
 
-        def destroy() -> None:
-            Token._destroy(token._keys.pop(mid, None))
+        def remove() -> None:
+            destroy(cache.keys.pop(mid, None))
 
-        token._run("destroy a test key", destroy)
+        token._run("destroy a test key", remove)
 
 
-def key_pair_objects(token: Token) -> int:
+def key_pair_objects(token: PKCS11Token) -> int:
     """How many public or private key objects the process sees: key pair calls leave none."""
 
     def count() -> int:
         return sum(
             1
             for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
-            for _ in token._session.get_objects({Attribute.CLASS: cls})
+            for _ in token._login.session.get_objects({Attribute.CLASS: cls})
         )
 
     return token._run("count key pair objects", count)
