@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from helpers import raises
 
-from hsmkms.hsm.token import Token
+from hsmkms.hsm.token import PKCS11Token
 from hsmkms.kms import KMS, Caller
 from hsmkms.store import open_store
 from hsmkms.store.sqlite import SQLiteStore
@@ -46,7 +46,8 @@ class CountingStore(SQLiteStore):
 
 
 @contextmanager
-def process(settings: Any, *, store: Any = None, token_class: type[Token] = Token) -> Iterator[KMS]:
+def process(settings: Any, *, store: Any = None, token_class: type[PKCS11Token] = PKCS11Token
+            ) -> Iterator[KMS]:
     """An operation layer on the session's home with its own token handle cache and store."""
     from hsmkms.service import Service
 
@@ -164,7 +165,7 @@ def test_an_inline_call_on_a_key_whose_handle_is_unknown_runs_on_a_thread(two):
     assert b.try_quick("GenerateDataKeyPairWithoutPlaintext", pair) is not None
 
 
-class Optimist(Token):
+class Optimist(PKCS11Token):
     """A real token whose cheap check always says "cached": a miss is then found only by the
     call itself, as after a re-initialisation between the check and the call."""
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from hsmkms.hsm import NO_SEARCH, KeyNotFound, WouldSearch
-from hsmkms.hsm.token import Token
+from hsmkms.hsm import NO_SEARCH, KeyNotFound, Token, WouldSearch
+from hsmkms.hsm.token import PKCS11Token
 
 IV = bytes(12)
 WAIT = 20.0  # seconds before a test calls a call that never returned a hang
 
 
-class SearchSpy(Token):
+class SearchSpy(PKCS11Token):
     """A real Token that counts its searches and, when ``hold`` is set, parks each search
     after it has read the token until ``release`` is set."""
 
@@ -55,7 +55,7 @@ def spy(settings) -> Iterator[SearchSpy]:
     tok.close()
 
 
-def new_key(token: Any) -> bytes:
+def new_key(token: Token) -> bytes:
     mid = os.urandom(32)
     token.create_master_key(mid, "handle-search-test")
     return mid
