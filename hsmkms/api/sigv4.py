@@ -43,7 +43,7 @@ from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from hsmkms import errors
-from hsmkms.home import Identity
+from hsmkms.identity import Identity
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
