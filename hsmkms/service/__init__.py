@@ -30,7 +30,7 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
 )
 from hsmkms.service.audit import NO_AUDIT, AuditSink
 from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
-from hsmkms.service.faults import INVALID_CIPHERTEXT, mapped
+from hsmkms.service.faults import FAULTS, INVALID_CIPHERTEXT, translate
 from hsmkms.service.masterkeys import MasterKeys, WrappedPrivateKey
 from hsmkms.specs import SUPPORTED_PAIR_SPECS, DataKeyPairSpec, Family
 from hsmkms.store import KeyRecord, MaterialRecord, Store, StoreError
@@ -95,8 +95,10 @@ class Service:
         # 10,000 keys): the token raises WouldSearch instead, and the call goes to a thread.
         no_search = hsm.NO_SEARCH.set(quick.NO_WAIT.get())
         try:
-            with mapped(operation):
+            try:
                 answer = self._run(handler, req)
+            except FAULTS as fault:
+                raise translate(fault, operation) from None
         except errors.KMSError as exc:
             self.audit.record(req, exc)
             raise

@@ -5,14 +5,13 @@ Each row names a fault of the layers below (:mod:`hsmkms.hsm`, :mod:`hsmkms.stor
 error a client gets for it, the message, and how the server log records it. The first row
 whose fault class matches wins, so a subclass stands above its base. Messages never carry key
 material, and a row that logs no traceback is a condition that passes (a busy store, a full
-disk), not a bug: one line each keeps the log readable under load.
+disk), not a bug: one line each keeps the log readable under load. :meth:`Service.dispatch`
+applies it: ``except FAULTS as fault: raise translate(fault, operation)``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,7 +45,7 @@ class Fault:
     layer: str = ""  # what failed, in a traceback's log line: "token" or "store"
 
 
-FAULTS: tuple[Fault, ...] = (
+TABLE: tuple[Fault, ...] = (
     # -- the token ------------------------------------------------------------------------
     Fault(hsm.IntegrityError, errors.InvalidCiphertextException, INVALID_CIPHERTEXT),
     Fault(
@@ -122,23 +121,15 @@ FAULTS: tuple[Fault, ...] = (
 )
 
 _LEVELS = {"warning": logging.WARNING, "error": logging.ERROR}
-_FAULT_TYPES = tuple(row.fault for row in FAULTS)
+# Every fault the table names, for an ``except`` clause.
+FAULTS: tuple[type[Exception], ...] = tuple(row.fault for row in TABLE)
 
 
 def translate(exc: Exception, operation: str) -> errors.KMSError:
     """The AWS error for a token or store fault, logged as its row says."""
-    row = next(r for r in FAULTS if isinstance(exc, r.fault))
+    row = next(r for r in TABLE if isinstance(exc, r.fault))
     if row.log == "traceback":
         log.error("%s failure in %s", row.layer, operation, exc_info=exc)
     elif row.log != "none":
         log.log(_LEVELS[row.log], "%s refused: %s", operation, exc)
     return row.error(row.message.format(detail=exc))
-
-
-@contextmanager
-def mapped(operation: str) -> Iterator[None]:
-    """Run a block with every token and store fault raised as AWS's error."""
-    try:
-        yield
-    except _FAULT_TYPES as exc:
-        raise translate(exc, operation) from None
