@@ -49,11 +49,11 @@ class CountingStore(SQLiteStore):
 def process(settings: Any, *, store: Any = None, token_class: type[PKCS11Token] = PKCS11Token
             ) -> Iterator[KMS]:
     """An operation layer on the session's home with its own token handle cache and store."""
-    from hsmkms.service import Service
+    from hsmkms.compose import build_service
 
     s = settings.replace(cache_ttl=TTL)
     token = token_class.open(s.pkcs11_module, s.token_label, s.read_pin())
-    svc = Service(s, token, store or open_store(s.store_path))
+    svc = build_service(s, token, store or open_store(s.store_path))
     try:
         yield KMS.from_service(svc)
     finally:
@@ -151,7 +151,7 @@ def test_an_inline_call_on_a_key_whose_handle_is_unknown_runs_on_a_thread(two):
     a, b = two
     key = a.create_key()["KeyMetadata"]
     blob = a.encrypt(KeyId=key["KeyId"], Plaintext=b"made by a")["CiphertextBlob"]
-    assert not b.service.token.has_master(bytes.fromhex(key["CurrentKeyMaterialId"]))
+    assert not b.service.masters.token.has_master(bytes.fromhex(key["CurrentKeyMaterialId"]))
     # Inline (the event loop): declined before doing anything, for the wire layer to rerun.
     assert b.try_quick("Decrypt", {"CiphertextBlob": blob}) is None
     assert b.try_quick("GenerateDataKey", gdk(key["KeyId"])) is None
@@ -193,7 +193,7 @@ def test_a_key_unknown_to_the_token_is_still_key_unavailable(two):
     a, b = two
     key = a.create_key()["KeyMetadata"]["KeyId"]
     material = next(m for m in a.service.store.materials(key))
-    a.service.token.destroy_master_key(bytes.fromhex(material.material_id))
+    a.service.masters.token.destroy_master_key(bytes.fromhex(material.material_id))
     with raises("KeyUnavailableException"):
         b.generate_data_key(KeyId=key, KeySpec="AES_256")
     assert b.try_quick("GenerateDataKey", gdk(key)) is None  # inline: sent to a thread
