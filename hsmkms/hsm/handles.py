@@ -28,7 +28,8 @@ from hsmkms.hsm.contract import MATERIAL_ID_BYTES
 from hsmkms.hsm.errors import Lost
 
 if TYPE_CHECKING:
-    from hsmkms.hsm.calls import CallPath
+    from hsmkms.hsm.library import Library
+    from hsmkms.hsm.session import Login
 
 log = logging.getLogger("hsmkms.hsm")
 
@@ -44,6 +45,26 @@ _SEARCH_BATCH = 256  # handles per C_FindObjects (python-pkcs11's default is 10)
 
 class Search(Protocol):
     def __call__(self, session: Any, *, labels: bool) -> list[tuple[bytes, str, Any]]: ...
+
+
+class Owner(Protocol):
+    """What the cache asks of the call path that owns it (calls.CallPath)."""
+
+    library: Library
+    login: Login
+
+    def ready(self) -> None: ...
+
+    def classify(
+        self,
+        exc: Exception,
+        what: str,
+        integrity: tuple[type[Exception], ...],
+        *,
+        storing: bool = False,
+    ) -> Exception: ...
+
+    def healthy(self) -> bool: ...
 
 
 def search(session: Any, *, labels: bool) -> list[tuple[bytes, str, Any]]:
@@ -67,7 +88,7 @@ def check_material_id(material_id: bytes) -> bytes:
 
 class Miss(Exception):
     """Internal: the handle cache lacks ``mid`` (None: it was never filled). Raised under the
-    request lock; :meth:`CallPath.run` fills the cache outside the lock and runs the call
+    request lock; :meth:`calls.CallPath.run` fills the cache outside the lock and runs the call
     once more."""
 
     def __init__(self, mid: bytes | None) -> None:
@@ -79,7 +100,7 @@ class HandleCache:
     """CKA_ID -> python-pkcs11 key object. Read and written under the request lock
     (``login.lock``); filled by one search at a time, outside it."""
 
-    def __init__(self, calls: CallPath, search: Search) -> None:
+    def __init__(self, calls: Owner, search: Search) -> None:
         self._calls = calls
         self._login = calls.login
         self._search = search  # the token's, so that tests can spy on it
@@ -115,7 +136,7 @@ class HandleCache:
     # -- on the request path, under the lock ---------------------------------------------------
 
     def master(self, mid: bytes) -> Any:
-        """The cached key. A miss raises :class:`Miss`, on which :meth:`CallPath.run`
+        """The cached key. A miss raises :class:`Miss`, on which :meth:`calls.CallPath.run`
         searches outside the lock and runs the call again."""
         obj = self.keys.get(mid)
         if obj is None:
@@ -133,7 +154,7 @@ class HandleCache:
         raise Miss(mid)
 
     def need_filled(self) -> None:
-        """A cache that was never filled is filled (by :meth:`CallPath.run`)."""
+        """A cache that was never filled is filled (by :meth:`calls.CallPath.run`)."""
         if not self.filled:
             raise Miss(None)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11.constants import DEFAULT
-from pkcs11.mechanisms import GCMParams
 
 from hsmkms.hsm import IntegrityError, MechanismUnsupported, TokenError, der, errors
+from hsmkms.hsm.capabilities import FAMILIES, wrap_params
 from hsmkms.hsm.contract import GCM, IV_BYTES, KWP, TAG_BYTES, WrappedKey
 from hsmkms.hsm.handles import check_material_id
 from hsmkms.hsm.session import destroy
@@ -25,20 +25,7 @@ from hsmkms.specs import DataKeyPairSpec, Family
 if TYPE_CHECKING:
     from hsmkms.hsm.calls import CallPath
 
-# The families whose pairs a PKCS#11 v2.40 token makes and wraps here. ECC_NIST_EDWARDS25519 is
-# left out on purpose: SoftHSM2 2.6.1 generates Ed25519 pairs but its C_WrapKey answers
-# CKR_KEY_NOT_WRAPPABLE for them, so the token cannot keep the promise of
-# GenerateDataKeyPairWithoutPlaintext. SM2 and ML-KEM are not PKCS#11 v2.40 key types at all.
-FAMILIES = frozenset({Family.RSA, Family.EC})
-
 KWP_BLOCK = 8  # RFC 5649: the output is a multiple of 64 bits, at least two blocks
-
-
-def wrap_params(name: str, iv: bytes) -> tuple[Mechanism, GCMParams | None]:
-    """The C_WrapKey/C_UnwrapKey mechanism for GCM (with ``iv``, no AAD) or KWP."""
-    if name == GCM:
-        return Mechanism.AES_GCM, GCMParams(iv, b"", 8 * TAG_BYTES)
-    return Mechanism.AES_KEY_WRAP_PAD, None
 
 
 class KeyPairs:
