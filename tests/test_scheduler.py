@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from helpers import raises
 
-from hsmkms.kms import KMS
 from hsmkms.compose import build_service
+from hsmkms.kms import KMS
 from hsmkms.service import Service, rotation
 from hsmkms.service.scheduler import LEASE, Scheduler
 

@@ -14,6 +14,9 @@ class FakeStore:
         self.reads = 0
         self.on_read: Any = None
 
+    def change_marker(self) -> object:
+        return object()  # no change signal: Store's default
+
     def get_key(self, key_id: str) -> str | None:
         self.reads += 1
         value = self.keys.get(key_id)

@@ -65,7 +65,8 @@ def test_a_data_key_pair_spec_shares_its_family_and_curve_with_the_key_spec_of_i
 def test_blob_codes_are_distinct_and_name_their_spec():
     codes = [s.blob_code for s in DataKeyPairSpec if s.blob_code]
     assert len(codes) == len(set(codes))
-    assert all(DataKeyPairSpec.by_blob_code(s.blob_code) is s for s in DataKeyPairSpec if s.blob_code)
+    coded = [s for s in DataKeyPairSpec if s.blob_code]
+    assert all(DataKeyPairSpec.by_blob_code(s.blob_code) is s for s in coded)
     # The codes written into blobs since the format's first version (docs/ciphertext-format.md).
     assert {s.value: s.blob_code for s in specs.SUPPORTED_PAIR_SPECS} == {
         "RSA_2048": 0x01, "RSA_3072": 0x02, "RSA_4096": 0x03, "ECC_NIST_P256": 0x11,

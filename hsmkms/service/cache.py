@@ -71,8 +71,7 @@ class CachedStore:
         self._generation = 0
         self._lock = threading.Lock()
         # The whole cache is trusted until _valid_until; then the store's change marker decides.
-        marker = getattr(store, "change_marker", None)
-        self._read_marker: Callable[[], object] = marker if callable(marker) else object
+        self._read_marker: Callable[[], object] = store.change_marker
         self._marker: object = object()  # equal to no marker: the first check empties
         self._valid_until = float("-inf")
         self._check_lock = threading.Lock()  # one marker read at a time
