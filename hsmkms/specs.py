@@ -98,6 +98,46 @@ class RotationType(StrEnum):
     ON_DEMAND = "ON_DEMAND"
 
 
+class KeyMaterialState(StrEnum):
+    """A key material as ListKeyRotations names it: the key's current one, or an older one."""
+
+    NON_CURRENT = "NON_CURRENT"
+    CURRENT = "CURRENT"
+    PENDING_ROTATION = "PENDING_ROTATION"
+    PENDING_MULTI_REGION_IMPORT_AND_ROTATION = "PENDING_MULTI_REGION_IMPORT_AND_ROTATION"
+
+
+class IncludeKeyMaterial(StrEnum):
+    """ListKeyRotations' IncludeKeyMaterial: every material, or the rotations only."""
+
+    ALL_KEY_MATERIAL = "ALL_KEY_MATERIAL"
+    ROTATIONS_ONLY = "ROTATIONS_ONLY"
+
+
+class GrantOperation(StrEnum):
+    """An operation a grant may allow (CreateGrant's Operations)."""
+
+    DECRYPT = "Decrypt"
+    ENCRYPT = "Encrypt"
+    GENERATE_DATA_KEY = "GenerateDataKey"
+    GENERATE_DATA_KEY_WITHOUT_PLAINTEXT = "GenerateDataKeyWithoutPlaintext"
+    RE_ENCRYPT_FROM = "ReEncryptFrom"
+    RE_ENCRYPT_TO = "ReEncryptTo"
+    SIGN = "Sign"
+    VERIFY = "Verify"
+    GET_PUBLIC_KEY = "GetPublicKey"
+    CREATE_GRANT = "CreateGrant"
+    RETIRE_GRANT = "RetireGrant"
+    DESCRIBE_KEY = "DescribeKey"
+    GENERATE_DATA_KEY_PAIR = "GenerateDataKeyPair"
+    GENERATE_DATA_KEY_PAIR_WITHOUT_PLAINTEXT = "GenerateDataKeyPairWithoutPlaintext"
+    GENERATE_MAC = "GenerateMac"
+    VERIFY_MAC = "VerifyMac"
+    DERIVE_SHARED_SECRET = "DeriveSharedSecret"
+    ENCAPSULATE = "Encapsulate"
+    DECAPSULATE = "Decapsulate"
+
+
 class DryRunModifier(StrEnum):
     IGNORE_CIPHERTEXT = "IGNORE_CIPHERTEXT"
 
