@@ -3,7 +3,9 @@ operations as SQL, on the connections of :mod:`hsmkms.store.sqlite_connections` 
 mapping of :mod:`hsmkms.store.sqlite_rows`.
 
 The SQL is kept portable (no SQLite-only types or upserts beyond the standard) for the
-PostgreSQL backend.
+PostgreSQL backend. Key states and rotation types are bound as parameters from the enums of
+:mod:`hsmkms.specs`, never spelled in the SQL (the plans are those of the literals: an index
+equality either way).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+from hsmkms.specs import KeyState, RotationType
 from hsmkms.store.base import (
     AliasRecord,
     Conflict,
@@ -109,8 +112,8 @@ class SQLiteStore(SQLiteConnections, Store):
 
     def keys_due_for_deletion(self, now: datetime) -> list[KeyRecord]:
         rows = self._query(
-            "SELECT * FROM keys WHERE state = 'PendingDeletion' AND deletion_date <= ?",
-            (now.timestamp(),),
+            "SELECT * FROM keys WHERE state = ? AND deletion_date <= ?",
+            (KeyState.PENDING_DELETION, now.timestamp()),
         )
         return [_key(r) for r in rows]
 
@@ -152,9 +155,9 @@ class SQLiteStore(SQLiteConnections, Store):
     # -- rotation ----------------------------------------------------------------------
     def keys_due_for_rotation(self, now: datetime, limit: int) -> list[KeyRecord]:
         rows = self._query(
-            "SELECT * FROM keys WHERE rotation_enabled = 1 AND state = 'Enabled' "
+            "SELECT * FROM keys WHERE rotation_enabled = 1 AND state = ? "
             "AND next_rotation <= ? ORDER BY next_rotation, key_id LIMIT ?",
-            (now.timestamp(), limit),
+            (KeyState.ENABLED, now.timestamp(), limit),
         )
         return [_key(r) for r in rows]
 
@@ -173,10 +176,10 @@ class SQLiteStore(SQLiteConnections, Store):
                 self._insert_material(conn, material, due)
                 updated = conn.execute(
                     "UPDATE keys SET current_material_id = ?, next_rotation = ?, updated_at = ? "
-                    "WHERE key_id = ? AND state = 'Enabled' AND rotation_enabled = 1 "
+                    "WHERE key_id = ? AND state = ? AND rotation_enabled = 1 "
                     "AND rotation_period_days = ? AND next_rotation <= ?",
                     (material.material_id, next_rotation.timestamp(), now.timestamp(),
-                     material.key_id, period_days, now.timestamp()),
+                     material.key_id, KeyState.ENABLED, period_days, now.timestamp()),
                 ).rowcount
                 if updated != 1:
                     raise _NotApplied
@@ -189,10 +192,11 @@ class SQLiteStore(SQLiteConnections, Store):
             inserted = conn.execute(
                 "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type) "
                 "SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM key_materials "
-                "WHERE key_id = ? AND rotation_type = 'ON_DEMAND') < ? "
-                "AND EXISTS (SELECT 1 FROM keys WHERE key_id = ? AND state = 'Enabled')",
+                "WHERE key_id = ? AND rotation_type = ?) < ? "
+                "AND EXISTS (SELECT 1 FROM keys WHERE key_id = ? AND state = ?)",
                 (material.material_id, material.key_id, material.created_at.timestamp(),
-                 material.rotation_type, material.key_id, limit, material.key_id),
+                 material.rotation_type, material.key_id, RotationType.ON_DEMAND, limit,
+                 material.key_id, KeyState.ENABLED),
             ).rowcount
             if inserted != 1:
                 return False
