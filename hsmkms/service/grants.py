@@ -41,8 +41,10 @@ from hsmkms.service.core import (
     operation,
     resolve_key,
 )
+from hsmkms.service.keys import page_limit
 from hsmkms.service.policy import access_denied
 from hsmkms.service.policy_eval import PRINCIPAL_ARN, RequestContext, principal_names
+from hsmkms.specs import GrantOperation
 from hsmkms.store import GrantRecord
 
 if TYPE_CHECKING:
@@ -51,17 +53,26 @@ if TYPE_CHECKING:
     from hsmkms.store import KeyRecord
 
 GRANT_ID = re.compile(r"^[0-9a-f]{64}$")
-# The grant operations AWS allows for a symmetric encryption key.
-SYMMETRIC_OPERATIONS = (
-    "Decrypt", "Encrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
-    "ReEncryptFrom", "ReEncryptTo", "CreateGrant", "RetireGrant", "DescribeKey",
-    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
-)
+_G = GrantOperation
 # Operations whose request has an encryption context: the ones constraints apply to.
-CONTEXT_OPERATIONS = frozenset({
-    "Decrypt", "Encrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
-    "ReEncryptFrom", "ReEncryptTo", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
-})
+CONTEXT_OPERATIONS: frozenset[GrantOperation] = frozenset(
+    {
+        _G.DECRYPT,
+        _G.ENCRYPT,
+        _G.GENERATE_DATA_KEY,
+        _G.GENERATE_DATA_KEY_WITHOUT_PLAINTEXT,
+        _G.RE_ENCRYPT_FROM,
+        _G.RE_ENCRYPT_TO,
+        _G.GENERATE_DATA_KEY_PAIR,
+        _G.GENERATE_DATA_KEY_PAIR_WITHOUT_PLAINTEXT,
+    }
+)
+# The grant operations AWS allows for a symmetric encryption key.
+SYMMETRIC_OPERATIONS: frozenset[GrantOperation] = CONTEXT_OPERATIONS | {
+    _G.CREATE_GRANT,
+    _G.RETIRE_GRANT,
+    _G.DESCRIBE_KEY,
+}
 EQUALS = "EncryptionContextEquals"
 SUBSET = "EncryptionContextSubset"
 
@@ -150,9 +161,9 @@ def allowing_grant(svc: Service, req: Request, key: KeyRecord, ctx: RequestConte
             grant.constraints, ctx.encryption_context
         ):
             continue
-        if operation_name == "CreateGrant" and not (
-            set(req.params.get("Operations") or ()) <= set(grant.operations)
-            and at_least_as_strict(req.get("Constraints") or {}, grant.constraints)
+        if operation_name == GrantOperation.CREATE_GRANT and not (
+            set(req.texts("Operations")) <= set(grant.operations)
+            and at_least_as_strict(_requested_constraints(req), grant.constraints)
         ):
             continue
         return grant
@@ -165,8 +176,9 @@ def may_retire(caller: Caller, grant: GrantRecord, key: KeyRecord) -> bool:
     arn, account = caller.principal_arn, caller.account_id
     if grant.retiring_principal and principal_names(grant.retiring_principal, arn, account):
         return True
-    if "RetireGrant" in grant.operations and principal_names(grant.grantee_principal, arn,
-                                                             account):
+    if GrantOperation.RETIRE_GRANT in grant.operations and principal_names(
+        grant.grantee_principal, arn, account
+    ):
         return True
     return account in (key.account_id, grant.issuing_account)
 
@@ -185,17 +197,23 @@ def _check_grant_id(grant_id: str) -> None:
         raise errors.InvalidGrantIdException(f"Grant ID {grant_id} is not valid.")
 
 
+def _requested_constraints(req: Request) -> Mapping[str, Any]:
+    """CreateGrant's Constraints as the model checked them; {} when the request has none."""
+    constraints: Mapping[str, Any] = req.params.get("Constraints") or {}
+    return constraints
+
+
 def _refuse_service_principals(req: Request) -> None:
-    if (req.get("GranteeServicePrincipal") or req.get("RetiringServicePrincipal")
-            or (req.get("Constraints") or {}).get("SourceArn")):
+    if (req.text("GranteeServicePrincipal") or req.text("RetiringServicePrincipal")
+            or _requested_constraints(req).get("SourceArn")):
         raise errors.UnsupportedOperationException(
             "Service principals (GranteeServicePrincipal, RetiringServicePrincipal, the "
             "SourceArn constraint) are not supported by hsmkms: no AWS service acts here."
         )
 
 
-def _operations(key: KeyRecord, requested: list[str]) -> tuple[str, ...]:
-    out: list[str] = []
+def _operations(key: KeyRecord, requested: list[str]) -> tuple[GrantOperation, ...]:
+    out: list[GrantOperation] = []
     for op in requested:
         if op not in SYMMETRIC_OPERATIONS:
             raise errors.ValidationException(
@@ -203,7 +221,7 @@ def _operations(key: KeyRecord, requested: list[str]) -> tuple[str, ...]:
                 f"{key.key_spec} and its KeyUsage is {key.key_usage}."
             )
         if op not in out:
-            out.append(op)
+            out.append(GrantOperation(op))
     return tuple(out)
 
 
@@ -216,8 +234,13 @@ def _constraints(raw: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
     return out
 
 
-def _same_grant(grant: GrantRecord, grantee: str, retiring: str | None,
-                operations: tuple[str, ...], constraints: dict[str, dict[str, str]]) -> bool:
+def _same_grant(
+    grant: GrantRecord,
+    grantee: str,
+    retiring: str | None,
+    operations: tuple[GrantOperation, ...],
+    constraints: dict[str, dict[str, str]],
+) -> bool:
     return (
         grant.grantee_principal == grantee
         and grant.retiring_principal == retiring
@@ -257,7 +280,7 @@ def _page(rows: list[GrantRecord], limit: int, arn_of: Any) -> dict[str, Any]:
 
 
 def _marker(req: Request) -> str | None:
-    marker = req.get("Marker")
+    marker = req.text("Marker")
     if marker is not None and not GRANT_ID.match(marker):
         raise errors.InvalidMarkerException("The marker is invalid.")
     return marker
@@ -266,21 +289,21 @@ def _marker(req: Request) -> str | None:
 @operation("CreateGrant")
 def create_grant(svc: Service, req: Request) -> dict[str, Any]:
     _refuse_service_principals(req)
-    grantee = req.get("GranteePrincipal")
+    grantee = req.text("GranteePrincipal")
     if grantee is None:
         raise errors.ValidationException(
             "Either GranteePrincipal or GranteeServicePrincipal must be specified."
         )
     _check_principal("GranteePrincipal", grantee)
-    retiring = req.get("RetiringPrincipal")
+    retiring = req.text("RetiringPrincipal")
     if retiring is not None:
         _check_principal("RetiringPrincipal", retiring)
-    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    key = svc.authorized_key(req, req.key_id, allow_alias=False)
     check_not_pending_deletion(key)
-    operations = _operations(key, req.params["Operations"])
-    constraints = _constraints(req.get("Constraints"))
+    operations = _operations(key, req.texts("Operations"))
+    constraints = _constraints(_requested_constraints(req))
     check_dry_run(req)
-    name = req.get("Name") or ""
+    name = req.text("Name") or ""
     if name:
         for existing in svc.store.grants_named(key.key_id, name):
             if _same_grant(existing, grantee, retiring, operations, constraints):
@@ -302,13 +325,13 @@ def create_grant(svc: Service, req: Request) -> dict[str, Any]:
 
 @operation("ListGrants")
 def list_grants(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
-    limit = int(req.get("Limit", 50))
+    key = svc.authorized_key(req, req.key_id, allow_alias=False)
+    limit = page_limit(req, 50)
     marker = _marker(req)
-    grantee = req.get("GranteePrincipal")
-    if req.get("GranteeServicePrincipal") is not None:
+    grantee = req.text("GranteePrincipal")
+    if req.text("GranteeServicePrincipal") is not None:
         return {"Grants": [], "Truncated": False}  # hsmkms holds no service grants
-    grant_id = req.get("GrantId")
+    grant_id = req.text("GrantId")
     if grant_id is not None:
         _check_grant_id(grant_id)
         grant = svc.store.get_grant(grant_id)
@@ -328,9 +351,9 @@ def _account_of(principal: str) -> str | None:
 
 @operation("ListRetirableGrants")
 def list_retirable_grants(svc: Service, req: Request) -> dict[str, Any]:
-    if req.get("RetiringServicePrincipal") is not None:
+    if req.text("RetiringServicePrincipal") is not None:
         return {"Grants": [], "Truncated": False}  # hsmkms holds no service grants
-    principal = req.get("RetiringPrincipal")
+    principal = req.text("RetiringPrincipal")
     if principal is None:
         raise errors.ValidationException(
             "Either RetiringPrincipal or RetiringServicePrincipal must be specified."
@@ -344,7 +367,7 @@ def list_retirable_grants(svc: Service, req: Request) -> dict[str, Any]:
             f"kms:ListRetirableGrants on resource: {principal} because no identity-based "
             "policy allows the kms:ListRetirableGrants action"
         )
-    limit = int(req.get("Limit", 50))
+    limit = page_limit(req, 50)
     rows = svc.store.retirable_grants(principal, _marker(req), limit + 1)
     arns: dict[str, str] = {}
 
@@ -359,7 +382,7 @@ def list_retirable_grants(svc: Service, req: Request) -> dict[str, Any]:
 
 @operation("RetireGrant")
 def retire_grant(svc: Service, req: Request) -> dict[str, Any]:
-    token, key_id, grant_id = req.get("GrantToken"), req.get("KeyId"), req.get("GrantId")
+    token, key_id, grant_id = req.text("GrantToken"), req.text("KeyId"), req.text("GrantId")
     if token is not None:
         token_grant = grant_id_of_token(token)
         if grant_id is not None and grant_id != token_grant:
@@ -396,7 +419,7 @@ def retire_grant(svc: Service, req: Request) -> dict[str, Any]:
 
 @operation("RevokeGrant")
 def revoke_grant(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    key = svc.authorized_key(req, req.key_id, allow_alias=False)
     grant_id = req.params["GrantId"]
     _check_grant_id(grant_id)
     grant = svc.store.get_grant(grant_id)
