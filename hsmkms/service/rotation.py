@@ -47,7 +47,15 @@ from hsmkms.service.core import (
     operation,
     validation,
 )
-from hsmkms.specs import KeySpec, KeyState, Origin, RotationType
+from hsmkms.service.keys import page_limit
+from hsmkms.specs import (
+    IncludeKeyMaterial,
+    KeyMaterialState,
+    KeySpec,
+    KeyState,
+    Origin,
+    RotationType,
+)
 from hsmkms.store import KeyRecord, MaterialRecord, StoreError
 
 if TYPE_CHECKING:
@@ -59,8 +67,6 @@ DEFAULT_PERIOD_DAYS = 365
 MIN_PERIOD_DAYS = 90
 MAX_PERIOD_DAYS = 2560
 ON_DEMAND_LIMIT = 25
-AUTOMATIC = RotationType.AUTOMATIC
-ON_DEMAND = RotationType.ON_DEMAND
 # AWS refuses an on-demand rotation this close to the automatic one (in schedule days).
 CONFLICT_WINDOW_DAYS = 20 / (24 * 60)
 # The per-key rotation lease outlives any sane token call; a crashed holder frees it by then.
@@ -105,7 +111,7 @@ def _check_period(period: int) -> None:
 
 
 def _on_demand_count(svc: Service, key_id: str) -> int:
-    return sum(1 for m in svc.store.materials(key_id) if m.rotation_type == ON_DEMAND)
+    return sum(1 for m in svc.store.materials(key_id) if m.rotation_type == RotationType.ON_DEMAND)
 
 
 def _limit_exceeded(key: KeyRecord) -> errors.KMSError:
@@ -117,7 +123,8 @@ def _limit_exceeded(key: KeyRecord) -> errors.KMSError:
 # -- operations --------------------------------------------------------------------------------
 @operation("EnableKeyRotation")
 def enable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
-    period = int(req.get("RotationPeriodInDays", DEFAULT_PERIOD_DAYS))
+    period = req.number("RotationPeriodInDays")
+    period = DEFAULT_PERIOD_DAYS if period is None else period
     _check_period(period)
     key = _own_key(svc, req)
     _check_rotatable(key)
@@ -192,7 +199,7 @@ def rotate_key_on_demand(svc: Service, req: Request) -> dict[str, Any]:
         # Counted under the lease: no other rotation of this key can slip in between.
         if _on_demand_count(svc, key.key_id) >= ON_DEMAND_LIMIT:
             raise _limit_exceeded(key)
-        material = svc.new_material(key.key_id, now(), ON_DEMAND)
+        material = svc.new_material(key.key_id, now(), RotationType.ON_DEMAND)
         if not _record(svc, material, lambda: svc.store.add_on_demand_rotation(
                 material, ON_DEMAND_LIMIT)):
             _refused(svc, key)
@@ -229,12 +236,13 @@ def _refused(svc: Service, key: KeyRecord) -> NoReturn:
 @operation("ListKeyRotations")
 def list_key_rotations(svc: Service, req: Request) -> dict[str, Any]:
     key = _own_key(svc, req)
-    include_first = req.get("IncludeKeyMaterial", "ROTATIONS_ONLY") == "ALL_KEY_MATERIAL"
-    limit = int(req.get("Limit", 100))
+    include = req.choice("IncludeKeyMaterial", IncludeKeyMaterial)
+    include_first = include is IncludeKeyMaterial.ALL_KEY_MATERIAL
+    limit = page_limit(req, 100)
     materials = [
         m for m in svc.store.materials(key.key_id) if include_first or m.rotation_type
     ]
-    marker = req.get("Marker")
+    marker = req.text("Marker")
     if marker is not None:
         ids = [m.material_id for m in materials]
         if marker not in ids:
@@ -256,7 +264,9 @@ def _rotation_entry(key: KeyRecord, material: MaterialRecord) -> dict[str, Any]:
         "KeyId": key.key_id,
         "KeyMaterialId": material.material_id,
         "KeyMaterialState": (
-            "CURRENT" if material.material_id == key.current_material_id else "NON_CURRENT"
+            KeyMaterialState.CURRENT
+            if material.material_id == key.current_material_id
+            else KeyMaterialState.NON_CURRENT
         ),
     }
     if material.rotation_type:
@@ -305,7 +315,7 @@ def rotate_automatic(svc: Service, key: KeyRecord, at: datetime, holder: str) ->
         # On time, the schedule keeps its dates; a missed one (key disabled, every server
         # down) rotates once now and counts the next period from here.
         next_rotation = due + step if due + step > at else at + step
-        material = svc.new_material(key.key_id, at, AUTOMATIC)
+        material = svc.new_material(key.key_id, at, RotationType.AUTOMATIC)
         if not _record(svc, material, lambda: svc.store.add_automatic_rotation(
                 material, due, period, next_rotation, at)):
             return False
