@@ -15,7 +15,7 @@ from hsmkms.service.core import (
     resolve_key,
 )
 from hsmkms.service.keys import check_marker, page_limit
-from hsmkms.store import AliasRecord, Conflict
+from hsmkms.store import AliasRecord, Conflict, KeyRecord
 
 if TYPE_CHECKING:
     from hsmkms.service import Service
@@ -52,7 +52,7 @@ def _alias_entry(alias: AliasRecord) -> dict[str, Any]:
     }
 
 
-def _target(svc: Service, req: Request) -> Any:
+def _target(svc: Service, req: Request) -> KeyRecord:
     target = req.params["TargetKeyId"]
     if target.startswith("alias/") or ":alias/" in target:
         raise errors.ValidationException(
@@ -118,11 +118,11 @@ def delete_alias(svc: Service, req: Request) -> dict[str, Any]:
 @operation("ListAliases")
 def list_aliases(svc: Service, req: Request) -> dict[str, Any]:
     limit = page_limit(req, 50)
-    marker = check_marker(req.get("Marker"))
-    key_id = None
-    if req.get("KeyId") is not None:
+    marker = check_marker(req.text("Marker"))
+    key_id = req.text("KeyId")
+    if key_id is not None:
         # Account-level (IAM-only in AWS): the key policy is not consulted.
-        key_id = resolve_key(svc, req.caller, req.params["KeyId"], allow_alias=False).key_id
+        key_id = resolve_key(svc, req.caller, key_id, allow_alias=False).key_id
     rows = svc.store.list_aliases(req.caller.account_id, svc.region, key_id, marker, limit + 1)
     out: dict[str, Any] = {
         "Aliases": [_alias_entry(a) for a in rows[:limit]],

@@ -158,10 +158,10 @@ def request_context(svc: Service, req: Request, key: KeyRecord, operation_name: 
     params = req.params
     caller = req.caller
     context_member = _CONTEXT_MEMBER.get(operation_name)
-    context = params.get(context_member) if context_member else None
+    context = req.context(context_member) if context_member else None
     algorithm: str | None = None
     if operation_name in _ALGORITHM_MEMBER:
-        algorithm = params.get(_ALGORITHM_MEMBER[operation_name])
+        algorithm = req.text(_ALGORITHM_MEMBER[operation_name])
         algorithm = algorithm or EncryptionAlgorithm.SYMMETRIC_DEFAULT
     elif operation_name.startswith("GenerateDataKey"):
         algorithm = EncryptionAlgorithm.SYMMETRIC_DEFAULT
@@ -192,8 +192,8 @@ def request_context(svc: Service, req: Request, key: KeyRecord, operation_name: 
         key_spec=key.key_spec,
         key_usage=key.key_usage,
         encryption_algorithm=algorithm,
-        data_key_pair_spec=params.get("KeyPairSpec") if "KeyPair" in operation_name else None,
-        grant_operations=params.get("Operations") if operation_name == "CreateGrant" else None,
+        data_key_pair_spec=req.text("KeyPairSpec") if "KeyPair" in operation_name else None,
+        grant_operations=req.texts("Operations") if operation_name == "CreateGrant" else None,
         grant_is_for_aws_resource=False if operation_name in _GRANT_CONTEXT_OPERATIONS else None,
         request_alias=_alias_name(requested),
         resource_aliases=lambda: [a.alias_name for a in store.aliases_of(key.key_id)],
@@ -238,7 +238,7 @@ def authorize(svc: Service, req: Request, key: KeyRecord, operation_name: str, *
 def _check_tokens_known(svc: Service, req: Request) -> None:
     """Every grant token of the request names a grant that exists (AWS: a token it cannot
     use is InvalidGrantTokenException)."""
-    if not req.params.get("GrantTokens") or req.grants_checked:
+    if not req.texts("GrantTokens") or req.grants_checked:
         return
     for grant_id in req.grant_ids:  # reading them checks each token's shape
         if svc.store.get_grant(grant_id) is None:
@@ -255,23 +255,23 @@ def _check_policy_name(name: str | None) -> None:
 
 @operation("PutKeyPolicy")
 def put_key_policy(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
-    _check_policy_name(req.get("PolicyName"))
+    key = svc.authorized_key(req, req.key_id, allow_alias=False)
+    _check_policy_name(req.text("PolicyName"))
     text = req.params["Policy"]
     check_lockout(parse_policy(text), req.caller, key.arn,
-                  bool(req.get("BypassPolicyLockoutSafetyCheck")))
+                  req.flag("BypassPolicyLockoutSafetyCheck"))
     svc.store.update_key(key.key_id, policy=text)
     return {}
 
 
 @operation("GetKeyPolicy")
 def get_key_policy(svc: Service, req: Request) -> dict[str, Any]:
-    key = svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
-    _check_policy_name(req.get("PolicyName"))
+    key = svc.authorized_key(req, req.key_id, allow_alias=False)
+    _check_policy_name(req.text("PolicyName"))
     return {"Policy": key.policy, "PolicyName": POLICY_NAME}
 
 
 @operation("ListKeyPolicies")
 def list_key_policies(svc: Service, req: Request) -> dict[str, Any]:
-    svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    svc.authorized_key(req, req.key_id, allow_alias=False)
     return {"PolicyNames": [POLICY_NAME], "Truncated": False}

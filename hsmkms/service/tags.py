@@ -67,7 +67,7 @@ def validate_tags(tags: list[dict[str, str]]) -> dict[str, str]:
 def _own_key(svc: Service, req: Request) -> KeyRecord:
     """The key named by key id or key ARN (not an alias); authorization refuses another
     account's key to all three operations (NotFoundException)."""
-    return svc.authorized_key(req, req.params["KeyId"], allow_alias=False)
+    return svc.authorized_key(req, req.key_id, allow_alias=False)
 
 
 @operation("TagResource")
@@ -87,7 +87,7 @@ def tag_resource(svc: Service, req: Request) -> dict[str, Any]:
 def untag_resource(svc: Service, req: Request) -> dict[str, Any]:
     key = _own_key(svc, req)
     check_not_pending_deletion(key)
-    tag_keys = list(req.params["TagKeys"])
+    tag_keys = req.texts("TagKeys")
     for k in tag_keys:
         _check_not_reserved(k)
     svc.store.remove_tags(key.key_id, tag_keys)
@@ -110,13 +110,14 @@ def _after_marker(marker: str) -> str:
 
 @operation("ListResourceTags")
 def list_resource_tags(svc: Service, req: Request) -> dict[str, Any]:
-    limit = int(req.get("Limit", MAX_TAGS))
+    limit = req.number("Limit")
+    limit = MAX_TAGS if limit is None else limit
     if limit > MAX_TAGS:
         raise validation("limit", limit, f"Member must have value less than or equal to {MAX_TAGS}")
     key = _own_key(svc, req)
     tags = svc.store.get_tags(key.key_id)
     keys = sorted(tags)
-    marker = req.get("Marker")
+    marker = req.text("Marker")
     if marker is not None:
         after = _after_marker(marker)
         keys = [k for k in keys if k > after]
