@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,11 +85,18 @@ def test_threads_read_the_marker_while_others_write(tmp_path: Path):
     store = SQLiteStore(str(tmp_path / "s.sqlite3"))
     failures: list[BaseException] = []
     seen: list[object] = []
+    writers_done = threading.Event()
+    deadline = time.monotonic() + 60
 
     def reader() -> None:
+        # Read for as long as the writers write (a fixed count of reads can all come before
+        # the first commit), then once more after the last commit.
         try:
-            for _ in range(300):
+            while True:
+                finished = writers_done.is_set() or time.monotonic() > deadline
                 seen.append(store.change_marker())
+                if finished:
+                    break
         except BaseException as exc:
             failures.append(exc)
 
@@ -99,11 +107,14 @@ def test_threads_read_the_marker_while_others_write(tmp_path: Path):
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=reader) for _ in range(4)]
-    threads += [threading.Thread(target=writer, args=(n,)) for n in range(2)]
-    for t in threads:
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    for t in readers + writers:
         t.start()
-    for t in threads:
+    for t in writers:
+        t.join()
+    writers_done.set()
+    for t in readers:
         t.join()
     assert failures == []
     assert len(set(seen)) > 1  # the writes were seen
