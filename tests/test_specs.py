@@ -28,6 +28,9 @@ MODEL = botocore.session.get_session().get_service_model("kms")
         (specs.KeyManager, "KeyManagerType"),
         (specs.RotationType, "RotationType"),
         (specs.DryRunModifier, "DryRunModifierType"),
+        (specs.GrantOperation, "GrantOperation"),
+        (specs.KeyMaterialState, "KeyMaterialState"),
+        (specs.IncludeKeyMaterial, "IncludeKeyMaterial"),
     ],
 )
 def test_each_enum_has_exactly_the_values_of_botocores_model(enum, shape):

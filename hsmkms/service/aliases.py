@@ -53,7 +53,7 @@ def _alias_entry(alias: AliasRecord) -> dict[str, Any]:
 
 
 def _target(svc: Service, req: Request) -> KeyRecord:
-    target = req.params["TargetKeyId"]
+    target = req.required_text("TargetKeyId")
     if target.startswith("alias/") or ":alias/" in target:
         raise errors.ValidationException(
             "TargetKeyId must be a key ID or key ARN; an alias cannot point to another alias."
@@ -67,7 +67,7 @@ def _target(svc: Service, req: Request) -> KeyRecord:
 
 @operation("CreateAlias")
 def create_alias(svc: Service, req: Request) -> dict[str, Any]:
-    name = req.params["AliasName"]
+    name = req.required_text("AliasName")
     check_alias_name(name)
     key = _target(svc, req)
     account = req.caller.account_id
@@ -93,7 +93,7 @@ def _existing(svc: Service, req: Request, name: str) -> AliasRecord:
 
 @operation("UpdateAlias")
 def update_alias(svc: Service, req: Request) -> dict[str, Any]:
-    name = req.params["AliasName"]
+    name = req.required_text("AliasName")
     alias = _existing(svc, req, name)
     # AWS: kms:UpdateAlias on the key the alias leaves as well as on the one it moves to.
     current = svc.authorized_key(req, alias.key_id, allow_alias=False)
@@ -108,7 +108,7 @@ def update_alias(svc: Service, req: Request) -> dict[str, Any]:
 
 @operation("DeleteAlias")
 def delete_alias(svc: Service, req: Request) -> dict[str, Any]:
-    name = req.params["AliasName"]
+    name = req.required_text("AliasName")
     alias = _existing(svc, req, name)
     svc.authorized_key(req, alias.key_id, allow_alias=False)  # kms:DeleteAlias on the key
     svc.store.delete_alias(req.caller.account_id, svc.region, name)

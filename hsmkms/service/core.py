@@ -94,6 +94,19 @@ class Request:
     def context(self, name: str = "EncryptionContext") -> dict[str, str] | None:
         return self.params.get(name)
 
+    def structures(self, name: str) -> list[dict[str, Any]]:
+        """A list of structures (Tags, ...), empty when absent."""
+        return list(self.params.get(name) or ())
+
+    # -- members the model requires (present once validation has passed) -------------------
+    def required_text(self, name: str) -> str:
+        value: str = self.params[name]
+        return value
+
+    def required_data(self, name: str) -> bytes:
+        value: bytes = self.params[name]
+        return value
+
     @property
     def key_id(self) -> str:
         """``KeyId``, for the operations whose model requires it."""

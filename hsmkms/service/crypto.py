@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def _usable_key(svc: Service, req: Request, member: str = "KeyId") -> KeyRecord:
     check_grant_tokens(req)
-    key = svc.authorized_key(req, req.params[member])
+    key = svc.authorized_key(req, req.required_text(member))
     check_usable(key)
     return key
 
@@ -37,7 +37,7 @@ def encrypt(svc: Service, req: Request) -> dict[str, Any]:
     key = _usable_key(svc, req)
     algorithm = check_algorithm(key, req.text("EncryptionAlgorithm"))
     check_dry_run(req)
-    blob, _material = svc.seal(key, req.params["Plaintext"], req.context())
+    blob, _material = svc.seal(key, req.required_data("Plaintext"), req.context())
     return {"CiphertextBlob": blob, "KeyId": key.arn, "EncryptionAlgorithm": algorithm}
 
 
@@ -70,7 +70,7 @@ def decrypt(svc: Service, req: Request) -> dict[str, Any]:
     _dry_run_or_ciphertext(svc, req, "KeyId", "EncryptionAlgorithm")
     key, plaintext, material = svc.unseal(
         req,
-        req.params["CiphertextBlob"],
+        req.required_data("CiphertextBlob"),
         req.context(),
         expected_key_id=req.text("KeyId"),
         algorithm=req.text("EncryptionAlgorithm"),
@@ -86,13 +86,13 @@ def decrypt(svc: Service, req: Request) -> dict[str, Any]:
 @operation("ReEncrypt")
 def re_encrypt(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
-    dest = svc.authorized_key(req, req.params["DestinationKeyId"], action="ReEncryptTo")
+    dest = svc.authorized_key(req, req.required_text("DestinationKeyId"), action="ReEncryptTo")
     check_usable(dest)
     dest_algorithm = check_algorithm(dest, req.text("DestinationEncryptionAlgorithm"))
     _dry_run_or_ciphertext(svc, req, "SourceKeyId", "SourceEncryptionAlgorithm")
     source, plaintext, source_material = svc.unseal(
         req,
-        req.params["CiphertextBlob"],
+        req.required_data("CiphertextBlob"),
         req.context("SourceEncryptionContext"),
         expected_key_id=req.text("SourceKeyId"),
         algorithm=req.text("SourceEncryptionAlgorithm"),
@@ -171,7 +171,7 @@ def _check_pair_spec(svc: Service, spec: DataKeyPairSpec) -> None:
 
 def _pair_request(svc: Service, req: Request) -> tuple[KeyRecord, DataKeyPairSpec]:
     _no_recipient(req)
-    spec = DataKeyPairSpec(req.params["KeyPairSpec"])
+    spec = DataKeyPairSpec(req.required_text("KeyPairSpec"))
     _check_pair_spec(svc, spec)
     key = _usable_key(svc, req)
     check_dry_run(req)

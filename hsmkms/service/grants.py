@@ -420,7 +420,7 @@ def retire_grant(svc: Service, req: Request) -> dict[str, Any]:
 @operation("RevokeGrant")
 def revoke_grant(svc: Service, req: Request) -> dict[str, Any]:
     key = svc.authorized_key(req, req.key_id, allow_alias=False)
-    grant_id = req.params["GrantId"]
+    grant_id = req.required_text("GrantId")
     _check_grant_id(grant_id)
     grant = svc.store.get_grant(grant_id)
     if grant is None or grant.key_id != key.key_id:

@@ -109,7 +109,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         )
     else:
         policy_text = policy.default_policy(caller.account_id)
-    tags = validate_tags(req.get("Tags", []))
+    tags = validate_tags(req.structures("Tags"))
 
     created = now()
     material = svc.new_material(key_id, created)
@@ -263,7 +263,7 @@ def cancel_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
 def update_key_description(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
         check_not_pending_deletion(key)
-        return {"description": req.params["Description"]}
+        return {"description": req.required_text("Description")}
 
     _change(svc, req, decide)
     return {}

@@ -257,7 +257,7 @@ def _check_policy_name(name: str | None) -> None:
 def put_key_policy(svc: Service, req: Request) -> dict[str, Any]:
     key = svc.authorized_key(req, req.key_id, allow_alias=False)
     _check_policy_name(req.text("PolicyName"))
-    text = req.params["Policy"]
+    text = req.required_text("Policy")
     check_lockout(parse_policy(text), req.caller, key.arn,
                   req.flag("BypassPolicyLockoutSafetyCheck"))
     svc.store.update_key(key.key_id, policy=text)

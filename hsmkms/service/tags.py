@@ -74,7 +74,7 @@ def _own_key(svc: Service, req: Request) -> KeyRecord:
 def tag_resource(svc: Service, req: Request) -> dict[str, Any]:
     key = _own_key(svc, req)
     check_not_pending_deletion(key)
-    tags = validate_tags(req.params["Tags"])
+    tags = validate_tags(req.structures("Tags"))
     if len(set(svc.store.get_tags(key.key_id)) | set(tags)) > MAX_TAGS:
         raise errors.LimitExceededException(
             f"A KMS key can have at most {MAX_TAGS} tags: {key.arn} would have more."
