@@ -1,6 +1,6 @@
-"""Raw python-pkcs11 calls on an open :class:`~hsmkms.hsm.token.Token`, for the benchmark
-(bench/) to time what the library itself costs: none of the token's call path (no lock, no
-recovery, no error mapping). Never use it on the request path; it measures nothing itself.
+"""Raw python-pkcs11 calls on an open :class:`~hsmkms.hsm.token.PKCS11Token`, for the
+benchmark (bench/) to time what the library itself costs: none of the token's call path (no
+lock, no recovery, no error mapping). Never use it on the request path; it measures nothing.
 
 SoftHSM2 re-reads a token object's file state on every use, so AES-GCM on a token object and
 on its C_CopyObject session copy differ about 2x (see hsmkms/hsm/token.py); :func:`calls`
@@ -18,7 +18,7 @@ from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.mechanisms import GCMParams
 
 if TYPE_CHECKING:
-    from hsmkms.hsm.token import Token
+    from hsmkms.hsm.token import PKCS11Token
 
 TAG_BITS = 128
 
@@ -34,7 +34,7 @@ class RawCalls:
 
 @contextlib.contextmanager
 def calls(
-    token: Token, iv: bytes, aad: bytes, *, session_copy: bool = False
+    token: PKCS11Token, iv: bytes, aad: bytes, *, session_copy: bool = False
 ) -> Iterator[RawCalls]:
     """A fresh AES-256 token object made like a master key (sensitive, not extractable, not
     modifiable) and raw AES-GCM calls on it with ``iv`` and ``aad``, destroyed on exit.
