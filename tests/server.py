@@ -4,25 +4,19 @@
         srv.url, srv.identity, srv.region
         srv.post("GenerateRandom", {"NumberOfBytes": 8})   # a SigV4-signed raw request
 
-The server's output goes to ``<home>/server.log``; :meth:`ServerProcess.log` reads it, and a
-server that does not come up raises with that log in the message.
+Starting, waiting and stopping are the benchmark's launcher (:class:`bench.servers.HsmkmsServer`,
+one for both); this adds what the tests send, signed by botocore. The server's output goes to
+``<home>/server.log``; :meth:`ServerProcess.log` reads it, and a server that does not come up
+raises with that log in the message.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import socket
-import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from unittest import mock
 
@@ -30,16 +24,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from bench.servers import HsmkmsServer
 from hsmkms.home import PROFILE, Identity
 
 REPO = Path(__file__).resolve().parent.parent
 CONTENT_TYPE = "application/x-amz-json-1.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_identity(credentials: Path, profile: str = PROFILE) -> Identity:
@@ -77,7 +66,13 @@ class Response:
         return f"Response({self.status}, {self.body[:300]!r})"
 
 
-class ServerProcess:
+class ServerProcess(HsmkmsServer):
+    """``hsmkms serve`` on ``home`` serving ``region``, ``extra_args`` passed on, ``env`` added
+    (HSMKMS_* and SOFTHSM2_* of the test process are not)."""
+
+    start_timeout = 60.0
+    stop_timeout = 15.0
+
     def __init__(
         self,
         home: Path,
@@ -86,104 +81,21 @@ class ServerProcess:
         region: str = "us-east-1",
         extra_args: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
-        tls: tuple[Path, Path] | None = None,
+        tls: tuple[Path, Path] | None = None,  # (certificate, key) PEM files: serve HTTPS
     ) -> None:
-        self.home = Path(home)
-        self.tls = tls  # (certificate, key) PEM files: serve HTTPS
-        self.port = free_port()
-        self.workers = workers
+        super().__init__(
+            home,
+            workers=workers,
+            args=extra_args,
+            env={**(env or {}), "HSMKMS_REGION": region},
+            tls=tls,
+        )
         self.region = region
         self.extra_args = extra_args
-        self.env = dict(env or {})
-        self.log_path = self.home / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    @property
-    def credentials(self) -> Path:
-        return self.home / "credentials"
 
     @property
     def identity(self) -> Identity:
         return read_identity(self.credentials)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    # -- life -------------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> ServerProcess:
-        self.home.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
-        env.update(self.env)
-        env["HSMKMS_REGION"] = self.region
-        cmd = [
-            sys.executable, "-m", "hsmkms", "serve",
-            "--home", str(self.home),
-            "--port", str(self.port),
-            "--workers", str(self.workers),
-            *self.extra_args,
-        ]  # fmt: skip
-        if self.tls:
-            cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO)
-        )
-        log.close()
-        self.wait_ready(timeout)
-        return self
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"hsmkms serve exited with {self.proc.returncode}:\n{self.log()}"
-                )
-            try:
-                if self.get("/health").status == 200 and self._all_workers_listen():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"hsmkms serve not healthy after {timeout}s:\n{self.log()}")
-
-    def _all_workers_listen(self) -> bool:
-        """With several workers, /health answers once the first is up; each worker has a
-        socket of its own and gets connections only once it listens, so wait for them all."""
-        if self.workers == 1:
-            return True
-        from hsmkms.bench.servers import listening_workers
-
-        assert self.proc is not None
-        return listening_workers(self.proc.pid, self.port) >= self.workers
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- requests ---------------------------------------------------------------------------
     def raw(
@@ -194,14 +106,7 @@ class ServerProcess:
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Response:
-        conn: http.client.HTTPConnection
-        if self.tls:
-            context = ssl.create_default_context(cafile=str(self.tls[0]))
-            conn = http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=timeout, context=context
-            )
-        else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = self.connection(timeout)
         try:
             conn.request(method, path, body=body, headers=dict(headers or {}))
             resp = conn.getresponse()

@@ -10,8 +10,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from bench.signer import Signer
 from hsmkms.api.sigv4 import SignedRequest, Verifier
-from hsmkms.bench.signer import Signer
 from hsmkms.home import Identity
 
 IDENTITY = Identity(

@@ -1,5 +1,7 @@
 """The servers a benchmark run starts on loopback: hsmkms on a fresh embedded home, moto's
-standalone server as the peer, and a trivial HTTP server that measures the load generator."""
+standalone server as the peer, and trivial servers that measure the load generator and the
+HTTP framework. The tests start hsmkms through the same :class:`HsmkmsServer`
+(tests/server.py adds their request helpers)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,19 @@ import http.client
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from hsmkms.bench.load import Endpoint
+from bench.load import Endpoint
 
 HOST = "127.0.0.1"  # loopback only: the benchmark never sends traffic elsewhere
+ROOT = Path(__file__).resolve().parent.parent  # servers run from here (bench.trivial imports)
 
 
 def free_port() -> int:
@@ -52,6 +57,8 @@ class Server:
     """A child process serving HTTP on ``HOST:port``; a context manager that stops it."""
 
     name = "server"
+    start_timeout = 120.0  # seconds from spawn to ready before giving up
+    stop_timeout = 20.0  # seconds from SIGTERM to SIGKILL
 
     def __init__(self, log_dir: Path) -> None:
         self.port = free_port()
@@ -71,17 +78,29 @@ class Server:
     def endpoint(self) -> Endpoint:
         raise NotImplementedError
 
-    def start(self, timeout: float = 120.0) -> Self:
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+
+    def log(self) -> str:
+        """What the server wrote so far ("" if nothing)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self, timeout: float | None = None) -> Self:
+        timeout = self.start_timeout if timeout is None else timeout
         began = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment()
-            )
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
+                cwd=ROOT,
+            )  # fmt: skip
         while time.monotonic() - began < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
-                    + self.log_path.read_text(errors="replace")[-3000:]
+                    + self.log()[-20000:]
                 )
             try:
                 if self.ready():
@@ -91,10 +110,14 @@ class Server:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{self.name} not ready after {timeout:g} s; see {self.log_path}")
+        raise RuntimeError(
+            f"{self.name} not ready after {timeout:g} s; see {self.log_path}:\n"
+            + self.log()[-20000:]
+        )
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
+    def http_get(self, path: str) -> tuple[int, bytes]:
+        """(status, body) of ``GET path``."""
+        conn = self.connection(10.0)
         try:
             conn.request("GET", path)
             resp = conn.getresponse()
@@ -127,7 +150,7 @@ class Server:
             return
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=5)
@@ -141,31 +164,69 @@ class Server:
         self.stop()
 
 
-class Hsmkms(Server):
-    """``python -m hsmkms serve`` on ``home`` (made on first start: token, store, credentials)."""
+class HsmkmsServer(Server):
+    """``python -m hsmkms serve`` on ``home`` (made on first start: token, store, credentials),
+    ready once /health answers 200 and every worker listens. ``args`` go to ``serve``; ``env``
+    is added to this process's environment less its HSMKMS_* and SOFTHSM2_* variables; ``tls``
+    is (certificate, key) PEM files to serve HTTPS with. The log goes to ``<home>/server.log``
+    unless ``log_dir`` is given."""
 
     name = "hsmkms"
 
-    def __init__(self, home: Path, log_dir: Path, workers: int, settings: dict[str, str]) -> None:
-        super().__init__(log_dir)
-        self.home = home
+    def __init__(
+        self,
+        home: Path,
+        *,
+        workers: int = 1,
+        args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.home = Path(home)
+        super().__init__(log_dir or self.home)
+        if log_dir is None:
+            self.log_path = self.home / "server.log"
         self.workers = workers
-        self.settings = settings  # extra HSMKMS_<NAME> values
+        self.args = args
+        self.env = dict(env or {})
+        self.tls = tls
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{HOST}:{self.port}"
+
+    @property
+    def credentials(self) -> Path:
+        return self.home / "credentials"
 
     def command(self) -> list[str]:
-        return [
+        cmd = [
             sys.executable, "-m", "hsmkms", "serve", "--home", str(self.home),
-            "--host", HOST, "--port", str(self.port), "--workers", str(self.workers),
-            "--log-level", "warning",
+            "--port", str(self.port), "--workers", str(self.workers), *self.args,
         ]  # fmt: skip
+        if self.tls:
+            cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        return cmd
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
-        env.update({f"HSMKMS_{k.upper()}": v for k, v in self.settings.items()})
+        env.update(self.env)
         return env
 
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        if not self.tls:
+            return super().connection(timeout)
+        context = ssl.create_default_context(cafile=str(self.tls[0]))
+        return http.client.HTTPSConnection(HOST, self.port, timeout=timeout, context=context)
+
+    def start(self, timeout: float | None = None) -> Self:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return super().start(timeout)
+
     def ready(self) -> bool:
-        if self.get("/health")[0] != 200:
+        if self.http_get("/health")[0] != 200:
             return False
         # Every worker listening, not just the first: connections opened now stay put.
         assert self.proc is not None
@@ -173,12 +234,23 @@ class Hsmkms(Server):
 
     def endpoint(self) -> Endpoint:
         parser = configparser.ConfigParser(interpolation=None)
-        parser.read(self.home / "credentials")
+        parser.read(self.credentials)
         section = parser["hsmkms"]
         return Endpoint(
             HOST, self.port, section["aws_access_key_id"], section["aws_secret_access_key"],
             section.get("region", "us-east-1"),
         )
+
+
+class Hsmkms(HsmkmsServer):
+    """hsmkms as a run serves it: on loopback, logging warnings only, with ``settings`` as
+    HSMKMS_<NAME> values and its log in the run's ``log_dir``."""
+
+    def __init__(self, home: Path, log_dir: Path, workers: int, settings: dict[str, str]) -> None:
+        super().__init__(
+            home, workers=workers, args=("--host", HOST, "--log-level", "warning"),
+            env={f"HSMKMS_{k.upper()}": v for k, v in settings.items()}, log_dir=log_dir,
+        )  # fmt: skip
 
 
 def moto_command() -> list[str]:
@@ -204,7 +276,7 @@ class Moto(Server):
         return [*moto_command(), "-H", HOST, "-p", str(self.port)]
 
     def ready(self) -> bool:
-        return self.get("/moto-api/")[0] < 500
+        return self.http_get("/moto-api/")[0] < 500
 
     def endpoint(self) -> Endpoint:
         return Endpoint(HOST, self.port, "AKIDBENCHMARK0000000", "bench-secret-not-checked")
@@ -221,11 +293,11 @@ class TrivialAsgi(Server):
         self.workers = workers
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "hsmkms.bench.trivial", HOST, str(self.port),
+        return [sys.executable, "-m", "bench.trivial", HOST, str(self.port),
                 "--asgi", str(self.workers)]  # fmt: skip
 
     def ready(self) -> bool:
-        return self.get("/")[0] == 200
+        return self.http_get("/")[0] == 200
 
     def endpoint(self) -> Endpoint:
         return Endpoint(HOST, self.port, "AKIDBENCHMARK0000000", "trivial")
@@ -237,10 +309,10 @@ class Trivial(Server):
     name = "trivial"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "hsmkms.bench.trivial", HOST, str(self.port)]
+        return [sys.executable, "-m", "bench.trivial", HOST, str(self.port)]
 
     def ready(self) -> bool:
-        return self.get("/")[0] == 200
+        return self.http_get("/")[0] == 200
 
     def endpoint(self) -> Endpoint:
         return Endpoint(HOST, self.port, "AKIDBENCHMARK0000000", "trivial")

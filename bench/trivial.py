@@ -1,8 +1,8 @@
-"""``python -m hsmkms.bench.trivial HOST PORT``: answer every HTTP/1.1 request with a fixed
+"""``python -m bench.trivial HOST PORT``: answer every HTTP/1.1 request with a fixed
 small JSON body on a keep-alive connection, doing nothing else. The load generator's rate
 against it is the generator's own ceiling.
 
-``python -m hsmkms.bench.trivial HOST PORT --asgi WORKERS``: the same answer from an ASGI app
+``python -m bench.trivial HOST PORT --asgi WORKERS``: the same answer from an ASGI app
 served by uvicorn the way ``hsmkms serve`` serves (its HTTP protocol class, its per-worker
 sockets): the ceiling of the HTTP framework, before SigV4, JSON and any KMS work."""
 
@@ -74,7 +74,7 @@ def _serve_asgi(host: str, port: int, workers: int) -> None:
     from hsmkms.api import workers as supervisor
 
     config = uvicorn.Config(
-        "hsmkms.bench.trivial:app", host=host, port=port, workers=workers,
+        "bench.trivial:app", host=host, port=port, workers=workers,
         log_level="warning", access_log=False, lifespan="on", ws="none",
         http="hsmkms.api.protocol:GuardedHttpToolsProtocol", server_header=False,
     )  # fmt: skip

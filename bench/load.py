@@ -3,8 +3,8 @@ connections, one asyncio task per connection, one connection per unit of concurr
 
 Cheap by construction: requests are written as bytes with a hand-made head (no HTTP client
 library), responses are read with ``readuntil``/``readexactly``, and the signer is
-:mod:`hsmkms.bench.signer`. What it costs is measured against a trivial server (see
-:func:`hsmkms.bench.servers.TrivialServer`) and printed with every run.
+:mod:`bench.signer`. What it costs is measured against a trivial server (see
+:class:`bench.servers.Trivial`) and printed with every run.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from hsmkms.bench.signer import Signer
+from bench.signer import Signer
 
 # A request to send: (X-Amz-Target, JSON body).
 Request = tuple[str, bytes]
 # Makes the next request; called on the event loop, so it must be quick.
 Workload = Callable[[], Request]
+
+T = TypeVar("T")
 
 TARGET_PREFIX = "TrentService."
 TIMEOUT = 60.0  # a cell never waits longer than this past its end for answers
@@ -252,3 +254,15 @@ async def run_cell(
         # The cell ended by count: its window is as long as it took.
         result.seconds = max(1e-9, now() - start)
     return result
+
+
+def on_uvloop(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs ``coro`` to the end, on uvloop when it is there: the generator's own cost matters."""
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)

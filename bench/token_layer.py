@@ -1,11 +1,11 @@
-#!/usr/bin/env python3
 """Measure the token layer's choices on a throwaway SoftHSM2 token.
 
-    .venv/bin/python scripts/bench_token.py [--seconds 2]
+    .venv/bin/python -m bench.token_layer [--seconds 2]      # from the repository's root
 
-1. AES-256-GCM (32 bytes) on a token object, on a C_CopyObject session copy, and through
-   Token.encrypt (which computes on the token object: SoftHSM2 refuses to copy a
-   CKA_MODIFIABLE=false master key into a session object, see hsmkms/hsm/token.py).
+1. AES-256-GCM (32 bytes) straight through python-pkcs11 (hsmkms/hsm/raw.py) on a token
+   object and on a C_CopyObject session copy, and through Token.encrypt (which computes on
+   the token object: SoftHSM2 refuses to copy a CKA_MODIFIABLE=false master key into a
+   session object, see hsmkms/hsm/token.py).
 2. Token.encrypt from 1, 2 and 4 threads, library initialised with CKF_OS_LOCKING_OK versus
    one lock around every call.
 3. Token.encrypt latency while another thread generates RSA-4096 pairs on the token.
@@ -24,13 +24,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hsmkms.hsm.token import PKCS11Token
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
-def _open(home: Path, **options: object):  # type: ignore[no-untyped-def]
+def _open(home: Path, **options: object) -> PKCS11Token:
     from hsmkms.config import Settings
     from hsmkms.home import ensure_home
     from hsmkms.hsm import open_token
@@ -40,7 +45,7 @@ def _open(home: Path, **options: object):  # type: ignore[no-untyped-def]
     return open_token(settings.pkcs11_module, settings.token_label, settings.read_pin(), **options)
 
 
-def _rate(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]
+def _rate(fn: Callable[[], object], seconds: float) -> float:
     n, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
         for _ in range(200):
@@ -51,13 +56,16 @@ def _rate(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]
 
 def case_objects(home: Path, seconds: float) -> dict[str, float]:
     """ops/s: token object, session copy (python-pkcs11 straight), Token.encrypt/decrypt."""
-    from hsmkms.hsm.testing import raw_gcm_rates
+    from hsmkms.hsm import raw
 
     tok = _open(home)
     mid = os.urandom(32)
     tok.create_master_key(mid, "bench")
     data = os.urandom(32)
-    out = raw_gcm_rates(tok, seconds)
+    out: dict[str, float] = {}
+    for name, copy in (("token object", False), ("session copy", True)):
+        with raw.calls(tok, bytes(12), b"aad", session_copy=copy) as calls:
+            out[name] = _rate(partial(calls.encrypt, data), seconds)
     out["Token.encrypt"] = _rate(lambda: tok.encrypt(mid, bytes(12), data, b"aad"), seconds)
     ct = tok.encrypt(mid, bytes(12), data, b"aad")
     out["Token.decrypt"] = _rate(lambda: tok.decrypt(mid, bytes(12), ct, b"aad"), seconds)
@@ -98,6 +106,8 @@ def case_threads(home: Path, seconds: float, os_locking: bool) -> dict[str, floa
 
 def case_keygen_latency(home: Path, os_locking: bool) -> dict[str, float]:
     """Token.encrypt latency while RSA-4096 pairs are generated on the token beside it."""
+    from hsmkms.specs import DataKeyPairSpec
+
     tok = _open(home, os_locking=os_locking)
     mid = os.urandom(32)
     tok.create_master_key(mid, "bench")
@@ -105,10 +115,10 @@ def case_keygen_latency(home: Path, os_locking: bool) -> dict[str, float]:
 
     def keygen() -> None:
         for _ in range(2):
-            tok.generate_key_pair("RSA_4096")
+            tok.generate_key_pair(DataKeyPairSpec.RSA_4096)
         done.set()
 
-    latencies = []
+    latencies: list[float] = []
     thread = threading.Thread(target=keygen)
     thread.start()
     while not done.is_set():
@@ -141,14 +151,15 @@ def _child(case: str, seconds: float) -> None:
 def _run(case: str, seconds: float) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if k not in ("SOFTHSM2_CONF", "HSMKMS_PIN")}
     done = subprocess.run(
-        [sys.executable, __file__, "--child", case, "--seconds", str(seconds)],
-        env=env, capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "bench.token_layer", "--child", case, "--seconds", str(seconds)],
+        env=env, capture_output=True, text=True, check=True, cwd=ROOT,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.token_layer",
+                                     description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,0 +1,261 @@
+"""The cells of a run: each workload at each concurrency on each server in turn, and the
+ceilings measured around them (the load generator's, the HTTP framework's, in-process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import ceilings, stages
+from bench.load import Result, on_uvloop, run_cell
+from bench.report import DOC, fmt_rate, print_row
+from bench.servers import Hsmkms, Moto, Server, Trivial, TrivialAsgi
+from bench.workloads import (
+    PAIR_SPECS,
+    PEERS,
+    RSA_SPECS,
+    Fixture,
+    Row,
+    main_workloads,
+    prepare,
+    rsa_span,
+    workload,
+)
+from hsmkms.specs import DataKeyPairSpec, Family
+
+
+@dataclass
+class Options:
+    seconds: float = 3.0
+    warmup: float = 0.5
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    workers: int = 2
+    pool_size: int = 16
+    only: str | None = None
+    quick: bool = False
+    keys: int = 0
+    output: Path | None = DOC
+
+
+class Bench:
+    """One run's cells, in order, and what the servers logged (``notes``)."""
+
+    def __init__(self, options: Options, work: Path) -> None:
+        self.opt = options
+        self.work = work
+        self.rows: list[Row] = []
+        self.notes: dict[str, Any] = {}
+
+    def cell(
+        self,
+        name: str,
+        concurrency: int,
+        servers: dict[str, tuple[Server, Fixture]],
+        order: tuple[str, ...],
+        *,
+        label: str | None = None,
+        before: dict[str, Callable[[], None]] | None = None,
+        **kwargs: Any,
+    ) -> Row:
+        """One workload at one concurrency on each server in ``order``; ``label`` names the
+        row when it is not the workload's name; ``before[peer]`` runs just before that peer's
+        turn. The server's CPU time over the cell is recorded with its result."""
+        row = Row(label or name, concurrency, {})
+        for peer in order:
+            if peer not in servers:
+                continue
+            server, fx = servers[peer]
+            if before and peer in before:
+                before[peer]()
+            rng = random.Random(7)
+            cpu = server.cpu_seconds()
+            seconds = kwargs.get("seconds", self.opt.seconds)
+            if peer != "hsmkms":
+                seconds = kwargs.get("peer_seconds", seconds)
+            row.results[peer] = on_uvloop(
+                run_cell(
+                    server.endpoint(), workload(name, fx, rng), concurrency, seconds,
+                    warmup=kwargs.get("warmup", self.opt.warmup),
+                    max_requests=kwargs.get("max_requests"),
+                )
+            )  # fmt: skip
+            row.results[peer].server_cpu = server.cpu_seconds() - cpu
+        self.rows.append(row)
+        print_row(row)
+        return row
+
+    # -- the generator's ceiling ----------------------------------------------------------
+    def _against_trivial(self, server: Server, c: int) -> Result:
+        """GenerateDataKey requests at ``c`` against a server that answers without looking."""
+        fx = Fixture("1234abcd-12ab-34cd-56ef-1234567890ab", [b"{}"])
+        cpu = server.cpu_seconds()
+        r = on_uvloop(
+            run_cell(
+                server.endpoint(), workload("GenerateDataKey", fx, random.Random(1)),
+                c, min(self.opt.seconds, 2.0), warmup=self.opt.warmup,
+            )
+        )  # fmt: skip
+        r.server_cpu = server.cpu_seconds() - cpu
+        return r
+
+    def generator_ceiling(self) -> dict[int, tuple[float, float]]:
+        """concurrency -> (ops/s, generator CPU us per request) against a trivial server."""
+        out: dict[int, tuple[float, float]] = {}
+        with Trivial(self.work) as trivial:
+            for c in self.opt.concurrency:
+                cpu = time.process_time()
+                r = self._against_trivial(trivial, c)
+                used = time.process_time() - cpu
+                total = max(1, r.total)
+                # CPU over the warm-up too: an upper bound on the cost of one request.
+                out[c] = (r.rate, used / total * 1e6 * r.seconds / (r.seconds + self.opt.warmup))
+                print(
+                    f"load generator vs trivial server  c={c:<3} {fmt_rate(r.rate):>7}/s "
+                    f"~{out[c][1]:.0f} us CPU/request", flush=True
+                )
+        return out
+
+    def framework_ceiling(self) -> dict[int, tuple[float, float]]:
+        """workers -> (ops/s, server CPU us per request) of uvicorn serving a trivial ASGI app
+        the way hsmkms serves, at the highest concurrency: the HTTP floor under every cell."""
+        out: dict[int, tuple[float, float]] = {}
+        c = max(self.opt.concurrency)
+        for workers in sorted({1, self.opt.workers}):
+            with TrivialAsgi(self.work, workers) as floor:
+                r = self._against_trivial(floor, c)
+                out[workers] = (r.rate, (r.cpu_per_request or 0.0) * 1e6)
+                print(
+                    f"uvicorn + trivial ASGI app, {workers} worker(s)  c={c:<3} "
+                    f"{fmt_rate(r.rate):>7}/s ~{out[workers][1]:.0f} us server CPU/request",
+                    flush=True,
+                )
+        return out
+
+    # -- in-process ceilings --------------------------------------------------------------
+    def ceilings(self) -> dict[str, Any]:
+        seconds = 0.3 if self.opt.quick else 1.5
+        gcm = ceilings.token_gcm(self.work / "ceiling-home", seconds)
+        for name, rate in gcm.items():
+            print(f"in-process ceiling  {name:<28} {fmt_rate(rate):>8}/s", flush=True)
+        cores = os.cpu_count() or 1
+        pairs: dict[str, tuple[float, float]] = {}
+        for spec in (*RSA_SPECS, *PAIR_SPECS):
+            rsa = spec.family is Family.RSA
+            span = seconds * (2 * rsa_span(spec, self.opt.quick) if rsa else 1)
+            one = ceilings.keygen(spec, span, 1)
+            many = ceilings.keygen(spec, span, cores) if not self.opt.quick else 0.0
+            pairs[spec] = (one, many)
+            print(
+                f"in-process ceiling  key pair {spec:<22} {fmt_rate(one):>8}/s in 1 process, "
+                f"{fmt_rate(many):>8}/s in {cores}", flush=True
+            )
+        return {"gcm": gcm, "pairs": pairs, "cores": cores}
+
+    def stages(self) -> dict[str, dict[str, float]]:
+        """Where a request's CPU goes, stage by stage, in-process (bench/stages.py)."""
+        out = stages.measure(self.work / "stages-home", 0.3 if self.opt.quick else 1.0)
+        for operation, parts in out.items():
+            print(f"in-process stages of {operation}: "
+                  + ", ".join(f"{k.strip()} {v:.0f} us" for k, v in parts.items()), flush=True)
+        return out
+
+    # -- the main comparison --------------------------------------------------------------
+    def compare(self) -> None:
+        opt = self.opt
+        home = self.work / "hsmkms-home"
+        settings = {"rsa_pool_size": str(opt.pool_size)}
+        names = [w for w in main_workloads() if not opt.only or opt.only in w]
+        rsa = [s for s in RSA_SPECS if not opt.only or opt.only in f"GenerateDataKeyPair {s}"]
+        with Hsmkms(home, self.work, opt.workers, settings) as ours, Moto(self.work) as moto:
+            print(f"hsmkms ready in {ours.started_in:.1f} s ({opt.workers} workers); "
+                  f"moto ready in {moto.started_in:.1f} s", flush=True)
+            fixtures = {
+                "hsmkms": (ours, on_uvloop(prepare(ours.endpoint()))),
+                "moto": (moto, on_uvloop(prepare(moto.endpoint()))),
+            }  # type: dict[str, tuple[Server, Fixture]]
+            self.wait_for_pool(ours)
+            flip = False
+            for name in names:
+                for c in opt.concurrency:
+                    order = PEERS[::-1] if flip else PEERS
+                    flip = not flip
+                    self.cell(name, c, fixtures, order)
+            if not opt.only or opt.only in "GenerateDataKey":
+                self.scaling(fixtures["hsmkms"])
+            for spec in rsa:
+                self.rsa_cells(spec, ours, fixtures)
+        # What the server said while under load (e.g. inline calls sent to threads).
+        log = ours.log_path.read_text(errors="replace").splitlines()
+        self.notes["warnings"] = [line for line in log if line.startswith(("WARNING", "ERROR"))]
+        for line in self.notes["warnings"][:5]:
+            print(f"hsmkms log: {line}", flush=True)
+
+    def scaling(self, two: tuple[Server, Fixture]) -> None:
+        """GenerateDataKey at the highest concurrency on one worker, then on the run's workers,
+        twice in turn: what a second process adds on these cores (load generator included).
+        Two rounds, because one pair of cells moved by +-10% with the machine's neighbours."""
+        c = max(self.opt.concurrency)
+        with Hsmkms(self.work / "one-worker-home", self.work, 1, {}) as one:
+            fx = on_uvloop(prepare(one.endpoint(), blobs=1))
+            for _ in range(2):
+                self.cell("GenerateDataKey", c, {"hsmkms": (one, fx)}, ("hsmkms",),
+                          label="GenerateDataKey (--workers 1)")
+                self.cell("GenerateDataKey", c, {"hsmkms": two}, ("hsmkms",),
+                          label=f"GenerateDataKey (--workers {self.opt.workers})")
+
+    def wait_for_pool(self, server: Hsmkms, timeout: float = 120.0) -> None:
+        """Until every worker that answers /health reports a full key pair pool."""
+        if self.opt.pool_size <= 0:
+            return
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            stocks = []
+            for _ in range(4 * self.opt.workers):  # new connections: reach every worker
+                status, body = server.http_get("/health")
+                stocks.append(json.loads(body).get("keypair_pool", {}))
+            if all(s and min(s.values()) >= self.opt.pool_size for s in stocks):
+                print(f"key pair pools full after {time.monotonic() - began:.1f} s", flush=True)
+                return
+            time.sleep(0.5)
+        print("key pair pools not full: going on", flush=True)
+
+    def rsa_cells(
+        self, spec: DataKeyPairSpec, ours: Hsmkms, fixtures: dict[str, tuple[Server, Fixture]]
+    ) -> None:
+        """RSA: first while the pool has stock (hsmkms only: the peer has no pool), then
+        past it, once the stock is drained and every pair is generated on demand."""
+        name = f"GenerateDataKeyPair {spec}"
+        self.wait_for_pool(ours)
+        # One connection stays on one worker: take less than one worker's stock.
+        stocked = max(1, self.opt.pool_size - 2)
+        self.cell(
+            name, 1, {"hsmkms": fixtures["hsmkms"]}, ("hsmkms",), label=f"{name} (pool stock)",
+            seconds=60.0, warmup=0.0, max_requests=stocked,
+        )  # fmt: skip
+        drain = (self.opt.pool_size + 2) * self.opt.workers
+
+        def drain_stock() -> None:
+            """Take every worker's stock (not measured): what the pools refilled while the
+            peer had its turn would otherwise count as generated during the cell."""
+            on_uvloop(
+                run_cell(
+                    ours.endpoint(), workload(name, fixtures["hsmkms"][1], random.Random(3)),
+                    16, 120.0, warmup=0.0, max_requests=drain,
+                )
+            )  # fmt: skip
+
+        flip = False
+        for c in self.opt.concurrency:
+            order = PEERS[::-1] if flip else PEERS
+            flip = not flip
+            self.cell(name, c, fixtures, order, label=f"{name} (past the pool)",
+                      seconds=self.opt.seconds * rsa_span(spec, self.opt.quick),
+                      before={"hsmkms": drain_stock},
+                      peer_seconds=self.opt.seconds)  # fmt: skip
+

@@ -1,0 +1,163 @@
+"""One benchmark run: hsmkms and moto side by side, the load generator's own ceiling, the
+in-process ceilings, a table on stdout and in docs/benchmarks.md.
+
+    scripts/bench                  # the full run (~10 minutes on 2 cores)
+    scripts/bench --quick          # a smoke test of every cell (~2 minutes), writes nothing
+    scripts/bench --keys 10000     # cost in the number of keys (~4.5 minutes, most of it
+                                   # creating 10,000 token keys)
+
+Cells alternate between the two servers (hsmkms first in one cell, moto first in the next),
+so a burst of noise from elsewhere on the machine lands on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import keys
+from bench.cells import Bench, Options
+from bench.report import (
+    DOC,
+    fmt_rate,
+    machine,
+    rows_markdown,
+    stages_markdown,
+    targets,
+    write_doc,
+)
+
+
+def header(opt: Options, load: tuple[float, float]) -> list[str]:
+    m = machine()
+    common = [
+        f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {m['commit']}; "
+        f"load average {load[0]:.2f} before, {load[1]:.2f} after (1 min).",
+        "",
+        f"- machine: {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}",
+        f"- versions: {m['versions']}",
+        f"- hsmkms: `serve --workers {opt.workers}`, embedded default (SoftHSM2 + SQLite), ",
+    ]
+    if opt.keys:
+        common[-1] += "keys created through the server (CreateKey over 8 connections)"
+        return [*common, f"- each cell: {opt.warmup:g} s warm-up, then {2 * opt.seconds:g} s "
+                "measured; CPU us/req: the server's CPU time (all processes) per answer"]
+    common[-1] += f"rsa_pool_size {opt.pool_size}; moto: `moto_server` (one process)"
+    return [
+        *common,
+        f"- each cell: {opt.warmup:g} s warm-up, then {opt.seconds:g} s measured (RSA past "
+        "the pool: RSA_2048 twice that, RSA_3072 four times, RSA_4096 eight times, moto's "
+        "turns not lengthened, each hsmkms turn after draining the pools), SigV4-signed "
+        "requests on keep-alive connections, c = connections; CPU us/req: the server's CPU "
+        "time (all processes) per answer",
+    ]
+
+
+def parse(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, help="measured seconds per cell (default 3)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.5)")
+    p.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
+    p.add_argument("--workers", type=int, default=2, help="hsmkms worker processes (default 2)")
+    p.add_argument("--pool-size", type=int, default=16,
+                   help="hsmkms rsa_pool_size for the run (default 16)")
+    p.add_argument("--only", help="run only workloads whose name contains this")
+    p.add_argument("--quick", action="store_true", help="a short smoke test; writes nothing")
+    p.add_argument("--keys", type=int, default=0,
+                   help="instead: GenerateDataKey with 10 keys vs this many, and start-up time")
+    p.add_argument("--output", type=Path, default=DOC, help="markdown file to update")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    a = p.parse_args(argv)
+    quick = bool(a.quick)
+    return Options(
+        seconds=a.seconds if a.seconds is not None else (0.4 if quick else 3.0),
+        warmup=a.warmup if a.warmup is not None else (0.2 if quick else 0.5),
+        concurrency=tuple(int(c) for c in a.concurrency.split(",") if c),
+        workers=a.workers,
+        pool_size=a.pool_size,
+        only=a.only,
+        quick=quick,
+        keys=a.keys,
+        output=None if (a.no_write or quick or a.only) else a.output,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse(argv)
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="hsmkms-bench-") as tmp:
+        bench = Bench(opt, Path(tmp))
+        if opt.keys:
+            result = keys.key_count(bench)
+            body = [
+                *header(opt, (load_before, os.getloadavg()[0])),
+                "",
+                *rows_markdown(result["rows"]),
+                "",
+                *result["verdicts"],
+                f"- creating {opt.keys - 10} keys took {result['create_seconds']:.0f} s",
+                f"- start-up with {opt.keys} keys: healthy after "
+                f"{result['restart_seconds']:.2f} s (< 10 s: "
+                f"{'met' if result['restart_seconds'] < 10 else '**not met**'}), first "
+                f"GenerateDataKey {result['first_request_seconds'] * 1000:.0f} ms later",
+            ]
+            if opt.output:
+                write_doc(opt.output, "keys", "\n".join(body))
+            return 0
+        gen = bench.generator_ceiling()
+        floor = bench.framework_ceiling()
+        ceil = bench.ceilings()
+        parts = bench.stages()
+        ceil["generator_us"] = gen[max(gen)][1] if gen else None
+        bench.compare()
+        load_after = os.getloadavg()[0]
+        verdicts = targets(bench.rows, ceil)
+        print("\n".join(verdicts), flush=True)
+        if opt.output:
+            cores = ceil["cores"]
+            body = [
+                *header(opt, (load_before, load_after)),
+                "",
+                "Load generator against a trivial server (its own ceiling): "
+                + ", ".join(f"c={c} {fmt_rate(r)}/s (~{us:.0f} us CPU per request)"
+                            for c, (r, us) in gen.items()) + ".",
+                "",
+                f"HTTP framework ceiling (uvicorn serving a trivial ASGI app through hsmkms's "
+                f"protocol class and worker sockets, c={max(opt.concurrency)}): "
+                + ", ".join(f"{w} worker{'s' if w > 1 else ''} {fmt_rate(r)}/s (~{us:.0f} us "
+                            "server CPU per request)" for w, (r, us) in floor.items()) + ".",
+                "",
+                "In-process ceilings: "
+                + ", ".join(f"{k} {fmt_rate(v)}/s" for k, v in ceil["gcm"].items())
+                + " (SoftHSM2 through python-pkcs11, one process); key pairs with cryptography "
+                f"(DER included), one process / {cores} processes: "
+                + ", ".join(f"{s} {fmt_rate(a)}/{fmt_rate(b)}"
+                            for s, (a, b) in ceil["pairs"].items()) + " per second.",
+                "",
+                *rows_markdown(bench.rows),
+                "",
+                "Where a request's CPU goes: each stage timed alone in one process on the "
+                "request the load generator sends (bench/stages.py), against what the "
+                "server spent per request in the table above:",
+                "",
+                *stages_markdown(parts, floor, bench.rows),
+                "",
+                "Targets (issue 7):",
+                "",
+                *verdicts,
+                "",
+                f"hsmkms logged {len(bench.notes.get('warnings', []))} warnings or errors"
+                + (": " + "; ".join(f"`{w[:160]}`" for w in bench.notes["warnings"][:3])
+                   if bench.notes.get("warnings") else "."),
+            ]
+            write_doc(opt.output, "main", "\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

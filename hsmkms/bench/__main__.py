@@ -1,5 +1,0 @@
-import sys
-
-from hsmkms.bench.run import main
-
-sys.exit(main())
