@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from hsmkms.hsm.contract import MATERIAL_ID_BYTES
 from hsmkms.hsm.session import destroy
-from hsmkms.hsm.token import PKCS11Token, Token  # Token: the old name raw_gcm_rates uses
+from hsmkms.hsm.token import PKCS11Token
 
 
 @contextlib.contextmanager
@@ -63,37 +62,3 @@ def key_pair_objects(token: PKCS11Token) -> int:
         )
 
     return token._run("count key pair objects", count)
-
-
-def raw_gcm_rates(token: Token, seconds: float = 2.0) -> dict[str, float]:
-    """AES-GCM (32 bytes) ops/s straight on python-pkcs11: a token key and its session copy.
-
-    Master keys cannot be copied (SoftHSM2 refuses C_CopyObject of a CKA_MODIFIABLE=false
-    object with any change), so this measures a modifiable twin: what copies would buy.
-    """
-    from pkcs11 import Mechanism
-    from pkcs11.mechanisms import GCMParams
-
-    def measure() -> dict[str, float]:
-        session = token._session
-        twin = session.generate_key(
-            KeyType.AES, 256, store=True, label="bench-twin",
-            template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
-        )
-        copy = twin.copy({Attribute.TOKEN: False})
-        param = GCMParams(bytes(12), b"aad", 128)
-        data = os.urandom(32)
-        rates = {}
-        try:
-            for name, key in (("token object", twin), ("session copy", copy)):
-                n, start = 0, time.perf_counter()
-                while (elapsed := time.perf_counter() - start) < seconds:
-                    for _ in range(200):
-                        key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=param)
-                    n += 200
-                rates[name] = n / elapsed
-        finally:
-            Token._destroy(copy, twin)
-        return rates
-
-    return token._run("measure AES-GCM", measure)
