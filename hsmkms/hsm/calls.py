@@ -10,7 +10,7 @@
   once (rate-limited by the library, library.py).
 * A side operation (key pair generation, a listing) runs on a session of its own outside the
   request lock, where the library locks itself. Measured on SoftHSM2 2.6.1 + python-pkcs11
-  0.10.1 with ``scripts/bench_token.py``: with one lock alone, AES-GCM calls waited up to 1.9 s
+  0.10.1 with ``python -m bench.token_layer``: with one lock alone, AES-GCM calls waited up to 1.9 s
   behind an RSA-4096 generation; with OS locking they kept running (max 4 ms).
 """
 

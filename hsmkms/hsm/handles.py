@@ -1,6 +1,6 @@
 """The handle cache: master-key objects by CKA_ID, so that the request path never searches.
 
-Measured on SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with ``scripts/bench_token.py``:
+Measured on SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with ``python -m bench.token_layer``:
 C_FindObjects is a linear scan in SoftHSM2 (16 ms at 1,000 keys, 170 ms at 10,000, whatever
 the template), so it runs once at start-up to fill the cache and afterwards only on a miss or
 a dead handle. That search reads CKA_ID of every AES key (1-2 s at 10,000 keys: SoftHSM2

@@ -1,6 +1,6 @@
 """One PKCS#11 library per process: loading it, initialising it to lock itself, starting over.
 
-Measured on SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with ``scripts/bench_token.py``:
+Measured on SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with ``python -m bench.token_layer``:
 
 * The library is initialised with ``CKF_OS_LOCKING_OK`` (PKCS#11 v2.40 section 5.4) so that it
   guards itself (python-pkcs11's own ``C_Initialize(NULL)`` lets SoftHSM2 assume one thread,

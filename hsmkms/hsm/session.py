@@ -2,7 +2,7 @@
 
 A PKCS#11 session is not for concurrent use, and python-pkcs11 binds every key object to one
 session, so the request path runs on one session behind one lock per process (measured on
-SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with ``scripts/bench_token.py``: more threads add no
+SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with ``python -m bench.token_layer``: more threads add no
 throughput, the GIL; scale with processes). Slow work opens a side session of its own.
 
 The login belongs to the process (see native.py for why we log in ourselves rather than let

@@ -13,7 +13,7 @@ on is a collaborator of its own, in a file of its own:
 * :mod:`~hsmkms.hsm.inspection` — what ``doctor`` asks of a master key.
 
 AES-GCM runs on the token objects themselves, not on C_CopyObject session copies (measured on
-SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with ``scripts/bench_token.py``): a copy is 2x faster on
+SoftHSM2 2.6.1 + python-pkcs11 0.10.1 with ``python -m bench.token_layer``): a copy is 2x faster on
 SoftHSM2 (67k vs 31k ops/s, 32 bytes), which re-reads a token object's file state on every
 use; but SoftHSM2 refuses to copy a CKA_MODIFIABLE=false object with any attribute changed
 (CKR_ATTRIBUTE_READ_ONLY, so the copy could only be another token object), and a copy would
@@ -390,10 +390,6 @@ class PKCS11Token:
 
     _destroy = staticmethod(destroy)
 
-
-# The old name of the class, for importers not switched yet (hsm/raw.py). Not to be confused
-# with hsmkms.hsm.Token, the protocol every caller should name.
-Token = PKCS11Token
 
 if TYPE_CHECKING:
 
