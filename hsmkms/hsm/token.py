@@ -54,7 +54,7 @@ from hsmkms.specs import DataKeyPairSpec
 
 log = logging.getLogger("hsmkms.hsm")
 
-__all__ = ["MATERIAL_ID_BYTES", "Options", "PKCS11Token", "Token"]
+__all__ = ["MATERIAL_ID_BYTES", "Options", "PKCS11Token"]
 
 
 @dataclass(frozen=True)
