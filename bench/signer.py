@@ -2,7 +2,7 @@
 
 botocore's ``SigV4Auth`` costs ~50 us a request (an AWSRequest, header dicts, URL parsing);
 a load generator that spends that much measures itself. This one signs the only request
-shape the benchmark sends, the way botocore does (tests/test_bench_signer.py checks it
+shape the benchmark sends, the way botocore does (tests/unit/test_bench_signer.py checks it
 byte for byte), in a few microseconds: the signing key is derived once per day, and the
 canonical request is a format string.
 

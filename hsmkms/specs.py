@@ -7,7 +7,7 @@ usages and algorithms AWS allows it, the code the ciphertext blob stores for it
 (docs/ciphertext-format.md) and the name of the PKCS#11 mechanism that generates it (a
 python-pkcs11 ``Mechanism`` member name: only ``hsm/`` turns it into a CK_* value). Every enum
 is a ``StrEnum`` whose values are AWS's strings, checked against botocore's KMS model by
-``tests/test_specs.py``; a member compares equal to its string, so the store and the wire
+``tests/unit/test_specs.py``; a member compares equal to its string, so the store and the wire
 keep AWS's strings. Nothing here imports the rest of hsmkms.
 """
 

@@ -2,6 +2,16 @@
 
 SoftHSM2 reads SOFTHSM2_CONF when the library is initialised, and a process loads the
 PKCS#11 library once, so every in-process test shares this one token and home.
+
+The map of the suite (docs/testing.md):
+
+    unit/hsm, unit/store, unit/service, unit/api, unit/   one layer at a time
+    features/     the two-face suite: each behaviour through the library and over HTTP
+    clients/      real clients: boto3 on the raw wire, the AWS CLI, the JS SDK, the ESDK
+    resilience/   faults, races, soaks, fuzzing, slow clients
+
+Everything under clients/ and resilience/ is marked ``slow``, and so is any other test marked
+so by hand; ``scripts/test -m "not slow"`` runs the rest in under a minute.
 """
 
 from __future__ import annotations
@@ -20,6 +30,17 @@ from hsmkms.home import ensure_home
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+SLOW_GROUPS = ("clients", "resilience")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        group = item.path.resolve().relative_to(tests).parts[0]
+        if group in SLOW_GROUPS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

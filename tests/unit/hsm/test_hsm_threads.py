@@ -165,6 +165,7 @@ def hammer(home: Path, locking: str, outage: str) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # seconds of load each
 @pytest.mark.parametrize("locking", ["os-locking", "one-lock"])
 def test_many_threads_hammering_the_token_neither_crash_nor_err(
     tmp_path: Path, locking: str
@@ -178,6 +179,7 @@ def test_many_threads_hammering_the_token_neither_crash_nor_err(
         assert counts.get(op, 0) > 0, (op, counts)
 
 
+@pytest.mark.slow  # an outage and a recovery under load: ~4 s
 def test_threads_ride_out_a_token_outage_and_recover(tmp_path: Path) -> None:
     out = hammer(tmp_path / "home", "os-locking", "outage")
     assert out["problems"] == []

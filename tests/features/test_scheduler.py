@@ -317,6 +317,7 @@ def _automatic_rotations(store_path: Path) -> dict[str, list[tuple[float, float]
     return out
 
 
+@pytest.mark.slow  # two servers and a run of rotation days: ~5 s
 def test_two_servers_on_one_store_rotate_each_due_date_once(tmp_path):
     from server import ServerProcess
 

@@ -24,7 +24,7 @@ import pytest
 from helpers import KEY_PAIR_SPECS
 from server import ServerProcess
 
-JS_DIR = Path(__file__).parent / "js"
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
 SCRIPT = JS_DIR / "kms_client.mjs"
 NODE = shutil.which("node")
 
