@@ -45,9 +45,12 @@ def _token_gcm(home: str, seconds: float) -> dict[str, float]:
 
     out: dict[str, float] = {}
     # Without OS locking, as python-pkcs11 initialises the library: the raw library's ceiling.
-    with open_token(
-        settings.pkcs11_module, settings.token_label, settings.read_pin(), os_locking=False
-    ) as token, raw.calls(token, os.urandom(12), b"a" * 60) as calls:
+    with (
+        open_token(
+            settings.pkcs11_module, settings.token_label, settings.read_pin(), os_locking=False
+        ) as token,
+        raw.calls(token, os.urandom(12), b"a" * 60) as calls,
+    ):
         for size in (32, 64):
             data = os.urandom(size)
             sealed = calls.encrypt(data)

@@ -117,7 +117,8 @@ class Bench:
                 out[c] = (r.rate, used / total * 1e6 * r.seconds / (r.seconds + self.opt.warmup))
                 print(
                     f"load generator vs trivial server  c={c:<3} {fmt_rate(r.rate):>7}/s "
-                    f"~{out[c][1]:.0f} us CPU/request", flush=True
+                    f"~{out[c][1]:.0f} us CPU/request",
+                    flush=True,
                 )
         return out
 
@@ -153,7 +154,8 @@ class Bench:
             pairs[spec] = (one, many)
             print(
                 f"in-process ceiling  key pair {spec:<22} {fmt_rate(one):>8}/s in 1 process, "
-                f"{fmt_rate(many):>8}/s in {cores}", flush=True
+                f"{fmt_rate(many):>8}/s in {cores}",
+                flush=True,
             )
         return {"gcm": gcm, "pairs": pairs, "cores": cores}
 
@@ -161,8 +163,11 @@ class Bench:
         """Where a request's CPU goes, stage by stage, in-process (bench/stages.py)."""
         out = stages.measure(self.work / "stages-home", 0.3 if self.opt.quick else 1.0)
         for operation, parts in out.items():
-            print(f"in-process stages of {operation}: "
-                  + ", ".join(f"{k.strip()} {v:.0f} us" for k, v in parts.items()), flush=True)
+            print(
+                f"in-process stages of {operation}: "
+                + ", ".join(f"{k.strip()} {v:.0f} us" for k, v in parts.items()),
+                flush=True,
+            )
         return out
 
     # -- the main comparison --------------------------------------------------------------
@@ -173,8 +178,11 @@ class Bench:
         names = [w for w in main_workloads() if not opt.only or opt.only in w]
         rsa = [s for s in RSA_SPECS if not opt.only or opt.only in f"GenerateDataKeyPair {s}"]
         with Hsmkms(home, self.work, opt.workers, settings) as ours, Moto(self.work) as moto:
-            print(f"hsmkms ready in {ours.started_in:.1f} s ({opt.workers} workers); "
-                  f"moto ready in {moto.started_in:.1f} s", flush=True)
+            print(
+                f"hsmkms ready in {ours.started_in:.1f} s ({opt.workers} workers); "
+                f"moto ready in {moto.started_in:.1f} s",
+                flush=True,
+            )
             fixtures = {
                 "hsmkms": (ours, on_uvloop(prepare(ours.endpoint()))),
                 "moto": (moto, on_uvloop(prepare(moto.endpoint()))),
@@ -204,10 +212,20 @@ class Bench:
         with Hsmkms(self.work / "one-worker-home", self.work, 1, {}) as one:
             fx = on_uvloop(prepare(one.endpoint(), blobs=1))
             for _ in range(2):
-                self.cell("GenerateDataKey", c, {"hsmkms": (one, fx)}, ("hsmkms",),
-                          label="GenerateDataKey (--workers 1)")
-                self.cell("GenerateDataKey", c, {"hsmkms": two}, ("hsmkms",),
-                          label=f"GenerateDataKey (--workers {self.opt.workers})")
+                self.cell(
+                    "GenerateDataKey",
+                    c,
+                    {"hsmkms": (one, fx)},
+                    ("hsmkms",),
+                    label="GenerateDataKey (--workers 1)",
+                )
+                self.cell(
+                    "GenerateDataKey",
+                    c,
+                    {"hsmkms": two},
+                    ("hsmkms",),
+                    label=f"GenerateDataKey (--workers {self.opt.workers})",
+                )
 
     def wait_for_pool(self, server: Hsmkms, timeout: float = 120.0) -> None:
         """Until every worker that answers /health reports a full key pair pool."""
@@ -258,4 +276,3 @@ class Bench:
                       seconds=self.opt.seconds * rsa_span(spec, self.opt.quick),
                       before={"hsmkms": drain_stock},
                       peer_seconds=self.opt.seconds)  # fmt: skip
-

@@ -50,7 +50,10 @@ def key_count(bench: Bench) -> dict[str, Any]:
         all_ids = fx.key_ids
         fx.key_ids = few
         rhot = bench.cell(
-            "GenerateDataKey over all keys", c, {"hsmkms": (ours, fx)}, ("hsmkms",),
+            "GenerateDataKey over all keys",
+            c,
+            {"hsmkms": (ours, fx)},
+            ("hsmkms",),
             label=f"GenerateDataKey, {len(few)} of {len(all_ids)} keys",
             seconds=opt.seconds * 2,
         )
@@ -61,17 +64,23 @@ def key_count(bench: Bench) -> dict[str, Any]:
         began = time.monotonic()
         on_uvloop(prepare_check(restarted.endpoint(), all_ids[-1]))
         out["first_request_seconds"] = time.monotonic() - began
-    print(f"start-up with {len(all_ids)} keys: healthy in {out['restart_seconds']:.2f} s, "
-          f"first GenerateDataKey {out['first_request_seconds'] * 1000:.0f} ms later",
-          flush=True)
+    print(
+        f"start-up with {len(all_ids)} keys: healthy in {out['restart_seconds']:.2f} s, "
+        f"first GenerateDataKey {out['first_request_seconds'] * 1000:.0f} ms later",
+        flush=True,
+    )
     out["rows"] = [r10, rcold, rall, rhot]
     base = r10.results["hsmkms"].rate
-    out["verdicts"] = [
-        f"- {row.workload}: {row.results['hsmkms'].rate / base - 1:+.0%} against "
-        f"{len(few)} keys (within 10%: "
-        f"{'met' if row.results['hsmkms'].rate >= 0.9 * base else '**not met**'})"
-        for row in (rall, rhot)
-    ] if base else []
+    out["verdicts"] = (
+        [
+            f"- {row.workload}: {row.results['hsmkms'].rate / base - 1:+.0%} against "
+            f"{len(few)} keys (within 10%: "
+            f"{'met' if row.results['hsmkms'].rate >= 0.9 * base else '**not met**'})"
+            for row in (rall, rhot)
+        ]
+        if base
+        else []
+    )
     return out
 
 
@@ -103,4 +112,3 @@ async def prepare_check(endpoint: Endpoint, key_id: str) -> None:
         await conn.call("GenerateDataKey", {"KeyId": key_id, "KeySpec": AES_256})
     finally:
         conn.close()
-

@@ -93,7 +93,9 @@ def machine() -> dict[str, str]:
     try:
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.strip()
     except OSError:
         commit = "?"
@@ -111,7 +113,8 @@ def machine() -> dict[str, str]:
         "versions": ", ".join(
             f"{d} {_version(d)}"
             for d in ("uvicorn", "uvloop", "httptools", "python-pkcs11", "cryptography", "moto")
-        ) + f", SoftHSM {softhsm}",
+        )
+        + f", SoftHSM {softhsm}",
         "commit": commit,
     }
 
@@ -130,8 +133,13 @@ def rows_markdown(rows: list[Row]) -> list[str]:
             if r is None:
                 cols += ["", "", "", "", ""]
                 continue
-            cols += [fmt_rate(r.rate), fmt_ms(r.percentile(50)), fmt_ms(r.percentile(99)),
-                     fmt_errors(r), fmt_cpu(r)]
+            cols += [
+                fmt_rate(r.rate),
+                fmt_ms(r.percentile(50)),
+                fmt_ms(r.percentile(99)),
+                fmt_errors(r),
+                fmt_cpu(r),
+            ]
         cols.append(ratio(row))
         lines.append("| " + " | ".join(cols) + " |")
     return lines
@@ -169,9 +177,11 @@ def targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
     one_rate = sum(r.results["hsmkms"].rate for r in ones)
     if ones and manys and one_rate:
         gain = sum(r.results["hsmkms"].rate for r in manys) / one_rate
-        out.append(f"- {manys[0].workload} vs --workers 1, GenerateDataKey at c={c} "
-                   f"({len(ones)} rounds in turn, rates summed): {gain:.2f}x (>= 1.6x): "
-                   f"{verdict(gain >= 1.6)}")
+        out.append(
+            f"- {manys[0].workload} vs --workers 1, GenerateDataKey at c={c} "
+            f"({len(ones)} rounds in turn, rates summed): {gain:.2f}x (>= 1.6x): "
+            f"{verdict(gain >= 1.6)}"
+        )
     pairs = ceil.get("pairs", {})
     for spec in PAIR_SPECS:
         best = max(
@@ -184,8 +194,10 @@ def targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
         raw = pairs.get(spec, (0.0, 0.0))[0]
         share = best / raw if raw else 0.0
         if spec is P256:
-            out.append(f"- GenerateDataKeyPair {spec}: best {fmt_rate(best)}/s (>= 2,000/s): "
-                       f"{verdict(best >= 2000)}")
+            out.append(
+                f"- GenerateDataKeyPair {spec}: best {fmt_rate(best)}/s (>= 2,000/s): "
+                f"{verdict(best >= 2000)}"
+            )
         out.append(
             f"- GenerateDataKeyPair {spec}: best {fmt_rate(best)}/s = {share:.0%} of "
             f"cryptography's {fmt_rate(raw)}/s in one process (>= 40%): {verdict(share >= 0.4)}"
@@ -195,8 +207,9 @@ def targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
         stocked = find(rows, f"GenerateDataKeyPair {spec} (pool stock)", 1)
         if stocked and "hsmkms" in stocked.results:
             p50 = stocked.results["hsmkms"].percentile(50) or 0.0
-            out.append(f"- {spec} from the pool: p50 {fmt_ms(p50)} ms (<= 10): "
-                       f"{verdict(p50 <= 0.010)}")
+            out.append(
+                f"- {spec} from the pool: p50 {fmt_ms(p50)} ms (<= 10): {verdict(p50 <= 0.010)}"
+            )
         best = max(
             (r.results["hsmkms"].rate for r in rows
              if r.workload == f"GenerateDataKeyPair {spec} (past the pool)"
@@ -221,8 +234,10 @@ def why_pairs_cap(rows: list[Row], spec: str, raw: float, ceil: dict[str, Any]) 
     per = pair.results["hsmkms"].cpu_per_request if pair and "hsmkms" in pair.results else None
     if per is None or not raw:
         return ""
-    text = (f"; the server spent {per * 1e6:,.0f} us of CPU per pair at c=32, of which "
-            f"generating it is {1e6 / raw:,.0f} us")
+    text = (
+        f"; the server spent {per * 1e6:,.0f} us of CPU per pair at c=32, of which "
+        f"generating it is {1e6 / raw:,.0f} us"
+    )
     base = gdk.results["hsmkms"].cpu_per_request if gdk and "hsmkms" in gdk.results else None
     if base is not None:
         text += f" (a GenerateDataKey, with no pair, took {base * 1e6:,.0f} us)"
@@ -231,8 +246,10 @@ def why_pairs_cap(rows: list[Row], spec: str, raw: float, ceil: dict[str, Any]) 
     if gen:
         # What the cores allow for this request path, the load generator's share included.
         cap = cores * 1e6 / (per * 1e6 + gen)
-        text += (f": {cores} cores at {per * 1e6:,.0f} + {gen:,.0f} us (load generator) per "
-                 f"request allow ~{fmt_rate(cap)}/s, {cap / raw:.0%} of the target's reference")
+        text += (
+            f": {cores} cores at {per * 1e6:,.0f} + {gen:,.0f} us (load generator) per "
+            f"request allow ~{fmt_rate(cap)}/s, {cap / raw:.0%} of the target's reference"
+        )
     return text
 
 
@@ -253,15 +270,19 @@ def stages_markdown(
         lines.append(f"| {stage.replace('  ', '&nbsp;&nbsp;')} | " + " | ".join(cells) + " |")
     if 1 in floor:
         us = f"{floor[1][1]:.0f}"
-        lines.append("| HTTP framework (uvicorn, trivial app, 1 worker) | "
-                     + " | ".join(us for _ in names) + " |")
+        lines.append(
+            "| HTTP framework (uvicorn, trivial app, 1 worker) | "
+            + " | ".join(us for _ in names)
+            + " |"
+        )
     served = []
     for n in names:
         row = find(rows, n, 32)
         per = row.results["hsmkms"].cpu_per_request if row and "hsmkms" in row.results else None
         served.append("-" if per is None else f"{per * 1e6:.0f}")
-    lines.append("| **measured in the server at c=32** (all processes) | "
-                 + " | ".join(served) + " |")
+    lines.append(
+        "| **measured in the server at c=32** (all processes) | " + " | ".join(served) + " |"
+    )
     return lines
 
 
@@ -287,4 +308,3 @@ def write_doc(path: Path, tag: str, body: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(replace_section(text, tag, body))
     print(f"wrote {path} (section {tag})", flush=True)
-

@@ -44,8 +44,11 @@ def header(opt: Options, load: tuple[float, float]) -> list[str]:
     ]
     if opt.keys:
         common[-1] += "keys created through the server (CreateKey over 8 connections)"
-        return [*common, f"- each cell: {opt.warmup:g} s warm-up, then {2 * opt.seconds:g} s "
-                "measured; CPU us/req: the server's CPU time (all processes) per answer"]
+        return [
+            *common,
+            f"- each cell: {opt.warmup:g} s warm-up, then {2 * opt.seconds:g} s "
+            "measured; CPU us/req: the server's CPU time (all processes) per answer",
+        ]
     common[-1] += f"rsa_pool_size {opt.pool_size}; moto: `moto_server` (one process)"
     return [
         *common,
@@ -58,18 +61,26 @@ def header(opt: Options, load: tuple[float, float]) -> list[str]:
 
 
 def parse(argv: list[str] | None) -> Options:
-    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--seconds", type=float, help="measured seconds per cell (default 3)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.5)")
     p.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
     p.add_argument("--workers", type=int, default=2, help="hsmkms worker processes (default 2)")
-    p.add_argument("--pool-size", type=int, default=16,
-                   help="hsmkms rsa_pool_size for the run (default 16)")
+    p.add_argument(
+        "--pool-size", type=int, default=16, help="hsmkms rsa_pool_size for the run (default 16)"
+    )
     p.add_argument("--only", help="run only workloads whose name contains this")
     p.add_argument("--quick", action="store_true", help="a short smoke test; writes nothing")
-    p.add_argument("--keys", type=int, default=0,
-                   help="instead: GenerateDataKey with 10 keys vs this many, and start-up time")
+    p.add_argument(
+        "--keys",
+        type=int,
+        default=0,
+        help="instead: GenerateDataKey with 10 keys vs this many, and start-up time",
+    )
     p.add_argument("--output", type=Path, default=DOC, help="markdown file to update")
     p.add_argument("--no-write", action="store_true", help="print only")
     a = p.parse_args(argv)
@@ -124,20 +135,29 @@ def main(argv: list[str] | None = None) -> int:
                 *header(opt, (load_before, load_after)),
                 "",
                 "Load generator against a trivial server (its own ceiling): "
-                + ", ".join(f"c={c} {fmt_rate(r)}/s (~{us:.0f} us CPU per request)"
-                            for c, (r, us) in gen.items()) + ".",
+                + ", ".join(
+                    f"c={c} {fmt_rate(r)}/s (~{us:.0f} us CPU per request)"
+                    for c, (r, us) in gen.items()
+                )
+                + ".",
                 "",
                 f"HTTP framework ceiling (uvicorn serving a trivial ASGI app through hsmkms's "
                 f"protocol class and worker sockets, c={max(opt.concurrency)}): "
-                + ", ".join(f"{w} worker{'s' if w > 1 else ''} {fmt_rate(r)}/s (~{us:.0f} us "
-                            "server CPU per request)" for w, (r, us) in floor.items()) + ".",
+                + ", ".join(
+                    f"{w} worker{'s' if w > 1 else ''} {fmt_rate(r)}/s (~{us:.0f} us "
+                    "server CPU per request)"
+                    for w, (r, us) in floor.items()
+                )
+                + ".",
                 "",
                 "In-process ceilings: "
                 + ", ".join(f"{k} {fmt_rate(v)}/s" for k, v in ceil["gcm"].items())
                 + " (SoftHSM2 through python-pkcs11, one process); key pairs with cryptography "
                 f"(DER included), one process / {cores} processes: "
-                + ", ".join(f"{s} {fmt_rate(a)}/{fmt_rate(b)}"
-                            for s, (a, b) in ceil["pairs"].items()) + " per second.",
+                + ", ".join(
+                    f"{s} {fmt_rate(a)}/{fmt_rate(b)}" for s, (a, b) in ceil["pairs"].items()
+                )
+                + " per second.",
                 "",
                 *rows_markdown(bench.rows),
                 "",
@@ -152,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                 *verdicts,
                 "",
                 f"hsmkms logged {len(bench.notes.get('warnings', []))} warnings or errors"
-                + (": " + "; ".join(f"`{w[:160]}`" for w in bench.notes["warnings"][:3])
-                   if bench.notes.get("warnings") else "."),
+                + (
+                    ": " + "; ".join(f"`{w[:160]}`" for w in bench.notes["warnings"][:3])
+                    if bench.notes.get("warnings")
+                    else "."
+                ),
             ]
             write_doc(opt.output, "main", "\n".join(body))
     return 0

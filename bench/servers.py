@@ -237,7 +237,10 @@ class HsmkmsServer(Server):
         parser.read(self.credentials)
         section = parser["hsmkms"]
         return Endpoint(
-            HOST, self.port, section["aws_access_key_id"], section["aws_secret_access_key"],
+            HOST,
+            self.port,
+            section["aws_access_key_id"],
+            section["aws_secret_access_key"],
             section.get("region", "us-east-1"),
         )
 

@@ -30,7 +30,11 @@ class Signer:
     """Signs ``POST /`` requests to one endpoint (``host`` as sent in the Host header)."""
 
     def __init__(
-        self, access_key_id: str, secret_access_key: str, region: str, host: str,
+        self,
+        access_key_id: str,
+        secret_access_key: str,
+        region: str,
+        host: str,
         service: str = "kms",
     ) -> None:
         self.access_key_id = access_key_id

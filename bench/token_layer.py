@@ -90,9 +90,7 @@ def case_threads(home: Path, seconds: float, os_locking: bool) -> dict[str, floa
                     tok.encrypt(mid, bytes(12), b"x" * 32, b"aad")
                 counts[i] += 100
 
-        threads = [
-            threading.Thread(target=work, args=(i, counts, stop)) for i in range(n)
-        ]
+        threads = [threading.Thread(target=work, args=(i, counts, stop)) for i in range(n)]
         start = time.perf_counter()
         for t in threads:
             t.start()
@@ -152,14 +150,19 @@ def _run(case: str, seconds: float) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if k not in ("SOFTHSM2_CONF", "HSMKMS_PIN")}
     done = subprocess.run(
         [sys.executable, "-m", "bench.token_layer", "--child", case, "--seconds", str(seconds)],
-        env=env, capture_output=True, text=True, check=True, cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.token_layer",
-                                     description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.token_layer", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -125,4 +125,3 @@ async def prepare(endpoint: Endpoint, blobs: int = 64) -> Fixture:
         return Fixture(key_id, bodies, [key_id])
     finally:
         conn.close()
-

@@ -90,14 +90,12 @@ def sealed_header(key_id: str, material_id: bytes) -> bytes:
     return _PREFIX.pack(MAGIC, VERSION, KIND_SEALED, uuid.UUID(key_id).bytes, material_id)
 
 
-def wrapped_header(
-    key_id: str, material_id: bytes, mechanism: str, spec: DataKeyPairSpec
-) -> bytes:
+def wrapped_header(key_id: str, material_id: bytes, mechanism: str, spec: DataKeyPairSpec) -> bytes:
     if not spec.blob_code:
         raise ValueError(f"no blob code is assigned to {spec}")
-    return _PREFIX.pack(
-        MAGIC, VERSION, KIND_WRAPPED, uuid.UUID(key_id).bytes, material_id
-    ) + bytes((WRAP_CODES[mechanism], spec.blob_code))
+    return _PREFIX.pack(MAGIC, VERSION, KIND_WRAPPED, uuid.UUID(key_id).bytes, material_id) + bytes(
+        (WRAP_CODES[mechanism], spec.blob_code)
+    )
 
 
 def parse(data: bytes) -> Blob:

@@ -127,8 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--deep",
         action="store_true",
-        help="also read every master key's attributes and try to extract it (a sound key "
-        "refuses)",
+        help="also read every master key's attributes and try to extract it (a sound key refuses)",
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(handler=cmd_doctor)

@@ -69,4 +69,3 @@ def identities(settings: Settings) -> dict[str, Identity]:
 def default_caller(settings: Settings) -> Caller:
     """The first identity of the credentials file: the embedded default's admin."""
     return next(iter(identities(settings).values())).caller()
-

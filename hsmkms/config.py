@@ -118,9 +118,7 @@ class Settings:
                 f"no token PIN: set HSMKMS_PIN or write the PIN to {path} (mode 0600)"
             ) from None
         if stat.S_IMODE(st.st_mode) & 0o077:
-            raise ConfigError(
-                f"the PIN file {path} is readable by others: run chmod 600 {path}"
-            )
+            raise ConfigError(f"the PIN file {path} is readable by others: run chmod 600 {path}")
         return path.read_text().strip()
 
     # -- loading ------------------------------------------------------------------------
@@ -159,9 +157,10 @@ class Settings:
             raise ConfigError('keypair_source must be "host" or "token"')
         if settings.cache_ttl < 0 or settings.rsa_pool_size < 0 or settings.rsa_pool_threads < 1:
             raise ConfigError("cache_ttl and rsa_pool_size must be >= 0, rsa_pool_threads >= 1")
-        if settings.limit_concurrency < 1 or min(
-            settings.header_timeout, settings.body_timeout, settings.keep_alive_timeout
-        ) <= 0:
+        if (
+            settings.limit_concurrency < 1
+            or min(settings.header_timeout, settings.body_timeout, settings.keep_alive_timeout) <= 0
+        ):
             raise ConfigError(
                 "limit_concurrency must be >= 1, and header_timeout, body_timeout and "
                 "keep_alive_timeout positive"

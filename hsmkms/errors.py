@@ -103,9 +103,7 @@ RequestEntityTooLargeException = _client(
 
 # Faults (HTTP 500).
 KMSInternalException = _fault("KMSInternalException", "An internal error.")
-DependencyTimeoutException = _fault(
-    "DependencyTimeoutException", "The HSM did not answer in time."
-)
+DependencyTimeoutException = _fault("DependencyTimeoutException", "The HSM did not answer in time.")
 KeyUnavailableException = _fault(
     "KeyUnavailableException", "The KMS key's material is not available on the HSM now."
 )

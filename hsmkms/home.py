@@ -184,13 +184,24 @@ def use_home(settings: Settings) -> Settings:
 def init_softhsm_token(label: str, so_pin: str, user_pin: str) -> None:
     """Initialise a free SoftHSM2 slot as token ``label`` (uses SOFTHSM2_CONF)."""
     result = subprocess.run(
-        [softhsm_util(), "--init-token", "--free", "--label", label,
-         "--so-pin", so_pin, "--pin", user_pin],
+        [
+            softhsm_util(),
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            so_pin,
+            "--pin",
+            user_pin,
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         # softhsm2-util does not echo PINs in its messages.
-        raise ConfigError(f"softhsm2-util could not initialise token {label!r}: "
-                          f"{result.stderr.strip() or result.stdout.strip()}")
+        raise ConfigError(
+            f"softhsm2-util could not initialise token {label!r}: "
+            f"{result.stderr.strip() or result.stdout.strip()}"
+        )

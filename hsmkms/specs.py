@@ -309,8 +309,9 @@ class KeySpec(_Described):
         return self.facts.usages[0]
 
 
-_RSA = Facts(Family.RSA, 0, None, (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY), _RSA_ENCRYPTION,
-             _RSA_SIGNING)  # fmt: skip
+_RSA = Facts(
+    Family.RSA, 0, None, (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY), _RSA_ENCRYPTION, _RSA_SIGNING
+)
 _EC = (_U.SIGN_VERIFY, _U.KEY_AGREEMENT)
 _MLDSA = Facts(Family.ML_DSA, 0, None, (_U.SIGN_VERIFY,), signing=(_S.ML_DSA_SHAKE_256,))
 _MLKEM = Facts(Family.ML_KEM, 0, None, (_U.ENCAPSULATE_DECAPSULATE,))
@@ -320,29 +321,44 @@ KEY_SPECS: dict[KeySpec, Facts] = {
     KeySpec.RSA_2048: replace(_RSA, bits=2048),
     KeySpec.RSA_3072: replace(_RSA, bits=3072),
     KeySpec.RSA_4096: replace(_RSA, bits=4096),
-    KeySpec.ECC_NIST_P256: Facts(Family.EC, 256, P256, _EC, signing=(_S.ECDSA_SHA_256,),
-                                 agreement=_ECDH),  # fmt: skip
-    KeySpec.ECC_NIST_P384: Facts(Family.EC, 384, P384, _EC, signing=(_S.ECDSA_SHA_384,),
-                                 agreement=_ECDH),  # fmt: skip
-    KeySpec.ECC_NIST_P521: Facts(Family.EC, 521, P521, _EC, signing=(_S.ECDSA_SHA_512,),
-                                 agreement=_ECDH),  # fmt: skip
-    KeySpec.ECC_SECG_P256K1: Facts(Family.EC, 256, SECP256K1, (_U.SIGN_VERIFY,),
-                                   signing=(_S.ECDSA_SHA_256,)),  # fmt: skip
-    KeySpec.SYMMETRIC_DEFAULT: Facts(Family.AES, 256, None, (_U.ENCRYPT_DECRYPT,),
-                                     (_E.SYMMETRIC_DEFAULT,)),  # fmt: skip
+    KeySpec.ECC_NIST_P256: Facts(
+        Family.EC, 256, P256, _EC, signing=(_S.ECDSA_SHA_256,), agreement=_ECDH
+    ),
+    KeySpec.ECC_NIST_P384: Facts(
+        Family.EC, 384, P384, _EC, signing=(_S.ECDSA_SHA_384,), agreement=_ECDH
+    ),
+    KeySpec.ECC_NIST_P521: Facts(
+        Family.EC, 521, P521, _EC, signing=(_S.ECDSA_SHA_512,), agreement=_ECDH
+    ),
+    KeySpec.ECC_SECG_P256K1: Facts(
+        Family.EC, 256, SECP256K1, (_U.SIGN_VERIFY,), signing=(_S.ECDSA_SHA_256,)
+    ),
+    KeySpec.SYMMETRIC_DEFAULT: Facts(
+        Family.AES, 256, None, (_U.ENCRYPT_DECRYPT,), (_E.SYMMETRIC_DEFAULT,)
+    ),
     KeySpec.HMAC_224: replace(_HMAC, bits=224, mac=(_M.HMAC_SHA_224,)),
     KeySpec.HMAC_256: replace(_HMAC, bits=256, mac=(_M.HMAC_SHA_256,)),
     KeySpec.HMAC_384: replace(_HMAC, bits=384, mac=(_M.HMAC_SHA_384,)),
     KeySpec.HMAC_512: replace(_HMAC, bits=512, mac=(_M.HMAC_SHA_512,)),
-    KeySpec.SM2: Facts(Family.SM2, 256, SM2P256,
-                       (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY, _U.KEY_AGREEMENT),
-                       (_E.SM2PKE,), (_S.SM2DSA,), agreement=_ECDH),  # fmt: skip
+    KeySpec.SM2: Facts(
+        Family.SM2,
+        256,
+        SM2P256,
+        (_U.ENCRYPT_DECRYPT, _U.SIGN_VERIFY, _U.KEY_AGREEMENT),
+        (_E.SM2PKE,),
+        (_S.SM2DSA,),
+        agreement=_ECDH,
+    ),
     KeySpec.ML_DSA_44: replace(_MLDSA, bits=44),
     KeySpec.ML_DSA_65: replace(_MLDSA, bits=65),
     KeySpec.ML_DSA_87: replace(_MLDSA, bits=87),
-    KeySpec.ECC_NIST_EDWARDS25519: Facts(Family.EDWARDS, 255, ED25519, (_U.SIGN_VERIFY,),
-                                         signing=(_S.ED25519_SHA_512,
-                                                  _S.ED25519_PH_SHA_512)),  # fmt: skip
+    KeySpec.ECC_NIST_EDWARDS25519: Facts(
+        Family.EDWARDS,
+        255,
+        ED25519,
+        (_U.SIGN_VERIFY,),
+        signing=(_S.ED25519_SHA_512, _S.ED25519_PH_SHA_512),
+    ),
     KeySpec.ML_KEM_512: replace(_MLKEM, bits=512),
     KeySpec.ML_KEM_768: replace(_MLKEM, bits=768),
     KeySpec.ML_KEM_1024: replace(_MLKEM, bits=1024),

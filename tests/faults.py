@@ -25,7 +25,11 @@ def doctor(home: Path, *args: str, timeout: float = 120) -> subprocess.Completed
     """``hsmkms doctor --home HOME ARGS``."""
     return subprocess.run(
         [sys.executable, "-m", "hsmkms", "doctor", "--home", str(home), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=clean_env(),
         check=False,
     )
 
@@ -55,7 +59,11 @@ def on_token(home: Path, code: str, timeout: float = 60) -> dict[str, Any]:
     script = _TOKEN_PRELUDE + code + "\ntok.close()\nprint(json.dumps(out))\n"
     done = subprocess.run(
         [sys.executable, "-c", script, str(home)],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=clean_env(),
         check=False,
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"

@@ -33,8 +33,12 @@ def make_identities() -> dict[str, Identity]:
     return {
         "admin": new_identity(a, "admin"),
         "alice": new_identity(a, "alice"),
-        "app": Identity(app.access_key_id, app.secret_access_key, a,
-                        f"arn:aws:sts::{a}:assumed-role/app/session-1"),
+        "app": Identity(
+            app.access_key_id,
+            app.secret_access_key,
+            a,
+            f"arn:aws:sts::{a}:assumed-role/app/session-1",
+        ),
         "bob": new_identity(b, "bob"),
         "carol": new_identity(b, "carol"),
     }
@@ -43,8 +47,13 @@ def make_identities() -> dict[str, Identity]:
 class Principals:
     """Clients by principal name, and who each principal is."""
 
-    def __init__(self, face: str, identities: dict[str, Identity], clients: dict[str, Any],
-                 server: Any = None) -> None:
+    def __init__(
+        self,
+        face: str,
+        identities: dict[str, Identity],
+        clients: dict[str, Any],
+        server: Any = None,
+    ) -> None:
         self.face = face
         self.identities = identities
         self.clients = clients

@@ -238,9 +238,7 @@ class App:
         self.metrics.observe(operation, code, time.perf_counter() - started)
         await _respond(send, status, payload, CONTENT_TYPE, request_id, close)
 
-    async def _call(
-        self, operation: str, params: dict[str, Any], caller: Caller
-    ) -> dict[str, Any]:
+    async def _call(self, operation: str, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """The operation's answer: inline when it is quick and the token is well, else from a
         worker thread."""
         if self.pool is None:
@@ -279,7 +277,9 @@ class App:
         if time.monotonic() >= self._inline_paused_until:
             log.warning(
                 "%s on the event loop: %s; operations run on worker threads for %g s",
-                operation, why, INLINE_PAUSE,
+                operation,
+                why,
+                INLINE_PAUSE,
             )
         self._inline_paused_until = time.monotonic() + INLINE_PAUSE
 

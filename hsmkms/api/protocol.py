@@ -144,8 +144,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Counted after parsing: a head and its body often arrive in one read.
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
-                log.info("refusing a request head over %d bytes from %s",
-                         MAX_HEAD_BYTES, _peer(self.client))
+                log.info(
+                    "refusing a request head over %d bytes from %s",
+                    MAX_HEAD_BYTES,
+                    _peer(self.client),
+                )
                 self._refuse_head()
 
     def _refuse_head(self) -> None:
@@ -205,8 +208,12 @@ class _Corked:
         self._head = b""
 
     def write(self, data: bytes) -> None:
-        if not self._head and data.startswith(b"HTTP/1.1 ") and not data.startswith(
-            b"HTTP/1.1 100 "  # "100 Continue": the client waits for it before its body
+        if (
+            not self._head
+            and data.startswith(b"HTTP/1.1 ")
+            and not data.startswith(
+                b"HTTP/1.1 100 "  # "100 Continue": the client waits for it before its body
+            )
         ):
             self._head = data
             return

@@ -92,12 +92,17 @@ class Capabilities:
         """Wrap and unwrap a throwaway key: the only reliable answer on SoftHSM2, which
         reports garbage flags for CKM_AES_GCM and then refuses it in C_WrapKey."""
         kek = session.generate_key(
-            KeyType.AES, 256, store=False,
+            KeyType.AES,
+            256,
+            store=False,
             capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP,
             template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
         )
         key = session.generate_key(
-            KeyType.GENERIC_SECRET, 160, store=False, capabilities=0,
+            KeyType.GENERIC_SECRET,
+            160,
+            store=False,
+            capabilities=0,
             template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True},
         )
         unwrapped = None
@@ -105,8 +110,13 @@ class Capabilities:
             mechanism, param = wrap_params(name, bytes(IV_BYTES))
             blob = kek.wrap_key(key, mechanism=mechanism, mechanism_param=param)
             unwrapped = kek.unwrap_key(
-                ObjectClass.SECRET_KEY, KeyType.GENERIC_SECRET, blob,
-                mechanism=mechanism, mechanism_param=param, store=False, capabilities=0,
+                ObjectClass.SECRET_KEY,
+                KeyType.GENERIC_SECRET,
+                blob,
+                mechanism=mechanism,
+                mechanism_param=param,
+                store=False,
+                capabilities=0,
             )
             return True
         except errors.PKCS11Error as exc:

@@ -99,7 +99,12 @@ def rsa_private_pkcs8(
         raise DerError("the RSA CRT values are inconsistent")
     try:
         numbers = rsa.RSAPrivateNumbers(
-            p=p, q=q, d=d, dmp1=dmp1, dmq1=dmq1, iqmp=iqmp,
+            p=p,
+            q=q,
+            d=d,
+            dmp1=dmp1,
+            dmq1=dmq1,
+            iqmp=iqmp,
             public_numbers=rsa.RSAPublicNumbers(e, n),
         )
         private = numbers.private_key(unsafe_skip_rsa_key_validation=True)

@@ -150,16 +150,22 @@ def _generate(session: Any, pair: DataKeyPairSpec, *, sensitive: bool) -> tuple[
     public_template = {Attribute.TOKEN: False}
     if pair.family is Family.RSA:
         return session.generate_keypair(  # type: ignore[no-any-return]
-            KeyType.RSA, pair.bits, store=False, capabilities=0,
-            public_template=public_template, private_template=private_template,
+            KeyType.RSA,
+            pair.bits,
+            store=False,
+            capabilities=0,
+            public_template=public_template,
+            private_template=private_template,
         )
     assert pair.curve is not None
     params = session.create_domain_parameters(
         KeyType.EC, {Attribute.EC_PARAMS: pair.curve.oid_der}, local=True
     )
     return params.generate_keypair(  # type: ignore[no-any-return]
-        store=False, capabilities=0,
-        public_template=public_template, private_template=private_template,
+        store=False,
+        capabilities=0,
+        public_template=public_template,
+        private_template=private_template,
     )
 
 

@@ -55,7 +55,6 @@ def validate_input(operation: str, params: dict[str, Any]) -> None:
         raise errors.ValidationException(validation_message(failures))
 
 
-
 def _check_structure(
     shape: Shape, value: Mapping[str, Any], path: str, failures: list[str]
 ) -> dict[str, Any]:

@@ -181,9 +181,7 @@ def resolve_key(svc: Service, caller: Caller, key_id: str, allow_alias: bool = T
         raise errors.NotFoundException(f"Invalid keyId '{key_id}'")
     key = svc.store.get_key(target)
     if key is None or key.account_id != account or key.region != region:
-        raise errors.NotFoundException(
-            f"Key '{key_arn(region, account, target)}' does not exist"
-        )
+        raise errors.NotFoundException(f"Key '{key_arn(region, account, target)}' does not exist")
     return key
 
 

@@ -213,9 +213,7 @@ def generate_data_key_pair_without_plaintext(svc: Service, req: Request) -> dict
 @operation("GenerateRandom")
 def generate_random(svc: Service, req: Request) -> dict[str, Any]:
     if req.get("CustomKeyStoreId") is not None:
-        raise errors.UnsupportedOperationException(
-            "Custom key stores are not supported by hsmkms."
-        )
+        raise errors.UnsupportedOperationException("Custom key stores are not supported by hsmkms.")
     _no_recipient(req)
     count = req.number("NumberOfBytes")
     if count is None:

@@ -39,6 +39,7 @@ log = logging.getLogger("hsmkms.doctor")
 # clocks that disagree between the nodes of a cluster.
 DEFAULT_MIN_AGE = timedelta(hours=1)
 
+
 @dataclass(frozen=True)
 class Missing:
     """A material the store records and the token does not hold."""

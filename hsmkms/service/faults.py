@@ -27,8 +27,7 @@ from hsmkms.store import (
 log = logging.getLogger("hsmkms.service")
 
 INVALID_CIPHERTEXT = (
-    "The ciphertext is not valid, was altered, or was encrypted under another encryption "
-    "context."
+    "The ciphertext is not valid, was altered, or was encrypted under another encryption context."
 )
 
 # How a fault is logged: not at all, one line (the fault's text, no traceback), or the

@@ -123,8 +123,9 @@ def _folded(context: Mapping[str, str] | None) -> dict[str, str] | None:
     return None if context is None else {k.lower(): v for k, v in context.items()}
 
 
-def context_satisfies(constraints: Mapping[str, Mapping[str, str]],
-                      context: Mapping[str, str] | None) -> bool:
+def context_satisfies(
+    constraints: Mapping[str, Mapping[str, str]], context: Mapping[str, str] | None
+) -> bool:
     """Whether a request's encryption context meets a grant's constraints."""
     request = _folded(context) or {}
     equals = _folded(constraints.get(EQUALS))
@@ -134,8 +135,9 @@ def context_satisfies(constraints: Mapping[str, Mapping[str, str]],
     return subset is None or all(request.get(k) == v for k, v in subset.items())
 
 
-def at_least_as_strict(child: Mapping[str, Mapping[str, str]],
-                       parent: Mapping[str, Mapping[str, str]]) -> bool:
+def at_least_as_strict(
+    child: Mapping[str, Mapping[str, str]], parent: Mapping[str, Mapping[str, str]]
+) -> bool:
     """Whether a new grant's constraints are as strict as its parent grant's, or stricter."""
     p_equals, p_subset = _folded(parent.get(EQUALS)), _folded(parent.get(SUBSET))
     c_equals, c_subset = _folded(child.get(EQUALS)), _folded(child.get(SUBSET))
@@ -148,8 +150,9 @@ def at_least_as_strict(child: Mapping[str, Mapping[str, str]],
     return True
 
 
-def allowing_grant(svc: Service, req: Request, key: KeyRecord, ctx: RequestContext
-                   ) -> GrantRecord | None:
+def allowing_grant(
+    svc: Service, req: Request, key: KeyRecord, ctx: RequestContext
+) -> GrantRecord | None:
     """A grant on ``key`` that allows this request to ``req.caller``, or None."""
     operation_name = ctx.action.split(":", 1)[1]
     if operation_name not in SYMMETRIC_OPERATIONS:
@@ -204,8 +207,11 @@ def _requested_constraints(req: Request) -> Mapping[str, Any]:
 
 
 def _refuse_service_principals(req: Request) -> None:
-    if (req.text("GranteeServicePrincipal") or req.text("RetiringServicePrincipal")
-            or _requested_constraints(req).get("SourceArn")):
+    if (
+        req.text("GranteeServicePrincipal")
+        or req.text("RetiringServicePrincipal")
+        or _requested_constraints(req).get("SourceArn")
+    ):
         raise errors.UnsupportedOperationException(
             "Service principals (GranteeServicePrincipal, RetiringServicePrincipal, the "
             "SourceArn constraint) are not supported by hsmkms: no AWS service acts here."
@@ -245,8 +251,7 @@ def _same_grant(
         grant.grantee_principal == grantee
         and grant.retiring_principal == retiring
         and set(grant.operations) == set(operations)
-        and json.dumps(grant.constraints, sort_keys=True)
-        == json.dumps(constraints, sort_keys=True)
+        and json.dumps(grant.constraints, sort_keys=True) == json.dumps(constraints, sort_keys=True)
     )
 
 

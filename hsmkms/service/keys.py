@@ -80,9 +80,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
             f"(AES-256-GCM) KMS keys can be created."
         )
     if usage not in spec.usages:
-        raise errors.ValidationException(
-            f"KeyUsage {usage} is not compatible with KeySpec {spec}."
-        )
+        raise errors.ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}.")
     if origin != Origin.AWS_KMS:
         raise errors.UnsupportedOperationException(
             f"Origin {origin} is not supported by hsmkms: key material is always generated "
@@ -93,9 +91,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
             "Custom key stores are not supported by hsmkms: every key lives in its HSM."
         )
     if req.flag("MultiRegion"):
-        raise errors.UnsupportedOperationException(
-            "Multi-Region keys are not supported by hsmkms."
-        )
+        raise errors.UnsupportedOperationException("Multi-Region keys are not supported by hsmkms.")
     caller = req.caller
     key_id = new_key_id()
     policy_text = req.text("Policy")
@@ -219,11 +215,13 @@ def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
     window = req.number("PendingWindowInDays")
     window = 30 if window is None else window
     if window < 7:
-        raise validation("pendingWindowInDays", window,
-                         "Member must have value greater than or equal to 7")
+        raise validation(
+            "pendingWindowInDays", window, "Member must have value greater than or equal to 7"
+        )
     if window > 30:
-        raise validation("pendingWindowInDays", window,
-                         "Member must have value less than or equal to 30")
+        raise validation(
+            "pendingWindowInDays", window, "Member must have value less than or equal to 30"
+        )
     deletion = now() + timedelta(days=window)
 
     def decide(key: KeyRecord) -> dict[str, Any] | None:

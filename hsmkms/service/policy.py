@@ -54,13 +54,31 @@ LOCKOUT = "The new key policy will not allow you to update the key policy in the
 
 # Operations AWS allows on a key of another account (their API reference: "Cross-account
 # use: Yes"). Every other operation on a key works only in the key's own account.
-CROSS_ACCOUNT = frozenset({
-    "CreateGrant", "Decrypt", "DescribeKey", "Encrypt", "GenerateDataKey",
-    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateDataKeyWithoutPlaintext", "GenerateMac", "GetKeyRotationStatus", "GetPublicKey",
-    "ListGrants", "ReEncrypt", "ReEncryptFrom", "ReEncryptTo", "RetireGrant", "RevokeGrant",
-    "Sign", "Verify", "VerifyMac", "DeriveSharedSecret",
-})
+CROSS_ACCOUNT = frozenset(
+    {
+        "CreateGrant",
+        "Decrypt",
+        "DescribeKey",
+        "Encrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateMac",
+        "GetKeyRotationStatus",
+        "GetPublicKey",
+        "ListGrants",
+        "ReEncrypt",
+        "ReEncryptFrom",
+        "ReEncryptTo",
+        "RetireGrant",
+        "RevokeGrant",
+        "Sign",
+        "Verify",
+        "VerifyMac",
+        "DeriveSharedSecret",
+    }
+)
 # Operations whose request carries an encryption context, and the member that holds it.
 _CONTEXT_MEMBER = {
     "Encrypt": "EncryptionContext",
@@ -129,8 +147,9 @@ def check_lockout(policy: Policy, caller: Caller, key_arn: str, bypass: bool) ->
         raise errors.MalformedPolicyDocumentException(LOCKOUT)
 
 
-def access_denied(caller: Caller, action: str, resource: str, explicit: bool = False
-                  ) -> errors.KMSError:
+def access_denied(
+    caller: Caller, action: str, resource: str, explicit: bool = False
+) -> errors.KMSError:
     """AccessDeniedException in AWS's words for a key policy's refusal."""
     why = (
         "with an explicit deny in a resource-based policy"
@@ -152,8 +171,9 @@ def key_policy(key: KeyRecord) -> Policy:
         return Policy(statements=())
 
 
-def request_context(svc: Service, req: Request, key: KeyRecord, operation_name: str,
-                    requested: str | None = None) -> RequestContext:
+def request_context(
+    svc: Service, req: Request, key: KeyRecord, operation_name: str, requested: str | None = None
+) -> RequestContext:
     """What the key policy sees of this request (AWS's condition keys for KMS)."""
     params = req.params
     caller = req.caller
@@ -212,8 +232,9 @@ def _alias_name(requested: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-def authorize(svc: Service, req: Request, key: KeyRecord, operation_name: str, *,
-              requested: str | None = None) -> None:
+def authorize(
+    svc: Service, req: Request, key: KeyRecord, operation_name: str, *, requested: str | None = None
+) -> None:
     """Raise unless ``req.caller`` may do ``kms:<operation_name>`` on ``key``.
 
     ``requested`` is the KeyId as the request named it (for kms:RequestAlias). Grant tokens in
@@ -258,8 +279,9 @@ def put_key_policy(svc: Service, req: Request) -> dict[str, Any]:
     key = svc.authorized_key(req, req.key_id, allow_alias=False)
     _check_policy_name(req.text("PolicyName"))
     text = req.required_text("Policy")
-    check_lockout(parse_policy(text), req.caller, key.arn,
-                  req.flag("BypassPolicyLockoutSafetyCheck"))
+    check_lockout(
+        parse_policy(text), req.caller, key.arn, req.flag("BypassPolicyLockoutSafetyCheck")
+    )
     svc.store.update_key(key.key_id, policy=text)
     return {}
 

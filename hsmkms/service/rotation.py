@@ -103,11 +103,17 @@ def _check_rotatable(key: KeyRecord) -> None:
 
 def _check_period(period: int) -> None:
     if period < MIN_PERIOD_DAYS:
-        raise validation("rotationPeriodInDays", period,
-                         f"Member must have value greater than or equal to {MIN_PERIOD_DAYS}")
+        raise validation(
+            "rotationPeriodInDays",
+            period,
+            f"Member must have value greater than or equal to {MIN_PERIOD_DAYS}",
+        )
     if period > MAX_PERIOD_DAYS:
-        raise validation("rotationPeriodInDays", period,
-                         f"Member must have value less than or equal to {MAX_PERIOD_DAYS}")
+        raise validation(
+            "rotationPeriodInDays",
+            period,
+            f"Member must have value less than or equal to {MAX_PERIOD_DAYS}",
+        )
 
 
 def _on_demand_count(svc: Service, key_id: str) -> int:
@@ -155,8 +161,11 @@ def disable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
     check_enabled(key)
     if key.rotation_enabled:
         svc.store.update_key(
-            key.key_id, if_state=(KeyState.ENABLED,), rotation_enabled=False,
-            rotation_period_days=None, next_rotation=None,
+            key.key_id,
+            if_state=(KeyState.ENABLED,),
+            rotation_enabled=False,
+            rotation_period_days=None,
+            next_rotation=None,
         )
     return {}
 
@@ -181,8 +190,11 @@ def rotate_key_on_demand(svc: Service, req: Request) -> dict[str, Any]:
     _check_rotatable(key)
     check_enabled(key)
     at = now()
-    if (key.rotation_enabled and key.next_rotation is not None
-            and key.next_rotation - at <= schedule_days(svc, CONFLICT_WINDOW_DAYS)):
+    if (
+        key.rotation_enabled
+        and key.next_rotation is not None
+        and key.next_rotation - at <= schedule_days(svc, CONFLICT_WINDOW_DAYS)
+    ):
         raise errors.ConflictException(
             f"An automatic rotation of {key.arn} is in progress or scheduled to begin within "
             f"the next 20 minutes; retry after it."
@@ -191,8 +203,10 @@ def rotate_key_on_demand(svc: Service, req: Request) -> dict[str, Any]:
     holder = f"{_ON_DEMAND_HOLDER}{uuid.uuid4()}"
     if not svc.store.acquire_lease(name, holder, at, ROTATION_LEASE_SECONDS):
         running = svc.store.get_lease(name, at)
-        kind = "on-demand" if running and running.holder.startswith(_ON_DEMAND_HOLDER) else (
-            "automatic"
+        kind = (
+            "on-demand"
+            if running and running.holder.startswith(_ON_DEMAND_HOLDER)
+            else ("automatic")
         )
         raise errors.ConflictException(f"An {kind} rotation of {key.arn} is in progress.")
     try:
@@ -200,11 +214,11 @@ def rotate_key_on_demand(svc: Service, req: Request) -> dict[str, Any]:
         if _on_demand_count(svc, key.key_id) >= ON_DEMAND_LIMIT:
             raise _limit_exceeded(key)
         material = svc.new_material(key.key_id, now(), RotationType.ON_DEMAND)
-        if not _record(svc, material, lambda: svc.store.add_on_demand_rotation(
-                material, ON_DEMAND_LIMIT)):
+        if not _record(
+            svc, material, lambda: svc.store.add_on_demand_rotation(material, ON_DEMAND_LIMIT)
+        ):
             _refused(svc, key)
-        log.info("rotated KMS key %s on demand: key material %s", key.arn,
-                 material.material_id)
+        log.info("rotated KMS key %s on demand: key material %s", key.arn, material.material_id)
     finally:
         svc.store.release_lease(name, holder)
     return {"KeyId": key.key_id}
@@ -239,9 +253,7 @@ def list_key_rotations(svc: Service, req: Request) -> dict[str, Any]:
     include = req.choice("IncludeKeyMaterial", IncludeKeyMaterial)
     include_first = include is IncludeKeyMaterial.ALL_KEY_MATERIAL
     limit = page_limit(req, 100)
-    materials = [
-        m for m in svc.store.materials(key.key_id) if include_first or m.rotation_type
-    ]
+    materials = [m for m in svc.store.materials(key.key_id) if include_first or m.rotation_type]
     marker = req.text("Marker")
     if marker is not None:
         ids = [m.material_id for m in materials]
@@ -316,11 +328,18 @@ def rotate_automatic(svc: Service, key: KeyRecord, at: datetime, holder: str) ->
         # down) rotates once now and counts the next period from here.
         next_rotation = due + step if due + step > at else at + step
         material = svc.new_material(key.key_id, at, RotationType.AUTOMATIC)
-        if not _record(svc, material, lambda: svc.store.add_automatic_rotation(
-                material, due, period, next_rotation, at)):
+        if not _record(
+            svc,
+            material,
+            lambda: svc.store.add_automatic_rotation(material, due, period, next_rotation, at),
+        ):
             return False
-        log.info("rotated KMS key %s automatically (due %s): key material %s",
-                 key.arn, due.isoformat(), material.material_id)
+        log.info(
+            "rotated KMS key %s automatically (due %s): key material %s",
+            key.arn,
+            due.isoformat(),
+            material.material_id,
+        )
         return True
     finally:
         svc.store.release_lease(name, lease_holder)

@@ -66,9 +66,7 @@ class Scheduler:
         self.svc = svc
         self.interval = interval
         # Long enough to outlive a few missed renewals, short enough for a quick takeover.
-        self.lease_seconds = lease_seconds if lease_seconds is not None else max(
-            3 * interval, 1.0
-        )
+        self.lease_seconds = lease_seconds if lease_seconds is not None else max(3 * interval, 1.0)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self._held_until: datetime | None = None

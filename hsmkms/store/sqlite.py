@@ -45,8 +45,7 @@ class SQLiteStore(SQLiteConnections, Store):
         with self._tx() as conn:
             conn.execute(
                 f"INSERT INTO keys ({cols}, updated_at) VALUES ({marks}, ?)",
-                (*(_to_sql(c, getattr(key, c)) for c in _KEY_COLUMNS),
-                 key.created_at.timestamp()),
+                (*(_to_sql(c, getattr(key, c)) for c in _KEY_COLUMNS), key.created_at.timestamp()),
             )
             self._insert_material(conn, material)
             conn.executemany(
@@ -74,8 +73,12 @@ class SQLiteStore(SQLiteConnections, Store):
         with self._tx() as conn:
             cursor = conn.execute(
                 f"UPDATE keys SET {sets}, updated_at = ? WHERE {where}",
-                (*(_to_sql(c, v) for c, v in changes.items()),
-                 datetime.now(UTC).timestamp(), key_id, *condition),
+                (
+                    *(_to_sql(c, v) for c, v in changes.items()),
+                    datetime.now(UTC).timestamp(),
+                    key_id,
+                    *condition,
+                ),
             )
             row = conn.execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone()
             if row is not None and cursor.rowcount == 0:
@@ -125,8 +128,13 @@ class SQLiteStore(SQLiteConnections, Store):
         conn.execute(
             "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type, "
             "rotation_due) VALUES (?, ?, ?, ?, ?)",
-            (m.material_id, m.key_id, m.created_at.timestamp(), m.rotation_type,
-             None if due is None else due.timestamp()),
+            (
+                m.material_id,
+                m.key_id,
+                m.created_at.timestamp(),
+                m.rotation_type,
+                None if due is None else due.timestamp(),
+            ),
         )
 
     def materials(self, key_id: str) -> list[MaterialRecord]:
@@ -178,8 +186,15 @@ class SQLiteStore(SQLiteConnections, Store):
                     "UPDATE keys SET current_material_id = ?, next_rotation = ?, updated_at = ? "
                     "WHERE key_id = ? AND state = ? AND rotation_enabled = 1 "
                     "AND rotation_period_days = ? AND next_rotation <= ?",
-                    (material.material_id, next_rotation.timestamp(), now.timestamp(),
-                     material.key_id, KeyState.ENABLED, period_days, now.timestamp()),
+                    (
+                        material.material_id,
+                        next_rotation.timestamp(),
+                        now.timestamp(),
+                        material.key_id,
+                        KeyState.ENABLED,
+                        period_days,
+                        now.timestamp(),
+                    ),
                 ).rowcount
                 if updated != 1:
                     raise _NotApplied
@@ -194,9 +209,17 @@ class SQLiteStore(SQLiteConnections, Store):
                 "SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM key_materials "
                 "WHERE key_id = ? AND rotation_type = ?) < ? "
                 "AND EXISTS (SELECT 1 FROM keys WHERE key_id = ? AND state = ?)",
-                (material.material_id, material.key_id, material.created_at.timestamp(),
-                 material.rotation_type, material.key_id, RotationType.ON_DEMAND, limit,
-                 material.key_id, KeyState.ENABLED),
+                (
+                    material.material_id,
+                    material.key_id,
+                    material.created_at.timestamp(),
+                    material.rotation_type,
+                    material.key_id,
+                    RotationType.ON_DEMAND,
+                    limit,
+                    material.key_id,
+                    KeyState.ENABLED,
+                ),
             ).rowcount
             if inserted != 1:
                 return False
@@ -255,8 +278,14 @@ class SQLiteStore(SQLiteConnections, Store):
             conn.execute(
                 "INSERT INTO aliases (account_id, region, alias_name, key_id, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (alias.account_id, alias.region, alias.alias_name, alias.key_id,
-                 alias.created_at.timestamp(), alias.updated_at.timestamp()),
+                (
+                    alias.account_id,
+                    alias.region,
+                    alias.alias_name,
+                    alias.key_id,
+                    alias.created_at.timestamp(),
+                    alias.updated_at.timestamp(),
+                ),
             )
 
     def get_alias(self, account_id: str, region: str, alias_name: str) -> AliasRecord | None:
@@ -300,9 +329,7 @@ class SQLiteStore(SQLiteConnections, Store):
         return [_alias(r) for r in rows]
 
     def aliases_of(self, key_id: str) -> list[AliasRecord]:
-        rows = self._query(
-            "SELECT * FROM aliases WHERE key_id = ? ORDER BY alias_name", (key_id,)
-        )
+        rows = self._query("SELECT * FROM aliases WHERE key_id = ? ORDER BY alias_name", (key_id,))
         return [_alias(r) for r in rows]
 
     # -- tags --------------------------------------------------------------------------
@@ -335,11 +362,17 @@ class SQLiteStore(SQLiteConnections, Store):
                 "INSERT INTO grants (grant_id, key_id, name, grantee_principal, "
                 "retiring_principal, issuing_account, operations, grant_constraints, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (grant.grant_id, grant.key_id, grant.name, grant.grantee_principal,
-                 grant.retiring_principal, grant.issuing_account,
-                 json.dumps(list(grant.operations)),
-                 json.dumps(grant.constraints, sort_keys=True),
-                 grant.created_at.timestamp()),
+                (
+                    grant.grant_id,
+                    grant.key_id,
+                    grant.name,
+                    grant.grantee_principal,
+                    grant.retiring_principal,
+                    grant.issuing_account,
+                    json.dumps(list(grant.operations)),
+                    json.dumps(grant.constraints, sort_keys=True),
+                    grant.created_at.timestamp(),
+                ),
             )
 
     def get_grant(self, grant_id: str) -> GrantRecord | None:

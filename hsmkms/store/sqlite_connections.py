@@ -74,7 +74,9 @@ class SQLiteConnections:
         conn = None
         try:
             conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                self.path,
+                timeout=self.busy_timeout_s,
+                isolation_level=None,
                 check_same_thread=False,
             )
             conn.row_factory = sqlite3.Row

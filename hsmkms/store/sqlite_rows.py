@@ -71,4 +71,3 @@ def _material(row: sqlite3.Row) -> MaterialRecord:
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         rotation_type=row["rotation_type"],
     )
-

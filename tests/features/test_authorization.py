@@ -18,8 +18,9 @@ def policy(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
-def allow(principal: str | list[str] | dict[str, Any], action: Any = "kms:*",
-          **more: Any) -> dict[str, Any]:
+def allow(
+    principal: str | list[str] | dict[str, Any], action: Any = "kms:*", **more: Any
+) -> dict[str, Any]:
     who = principal if isinstance(principal, dict) or principal == "*" else {"AWS": principal}
     st: dict[str, Any] = {"Effect": "Allow", "Principal": who, "Action": action, "Resource": "*"}
     st.update(more)
@@ -32,10 +33,14 @@ def deny(principal: Any, action: Any, **more: Any) -> dict[str, Any]:
 
 def denied(p: Any, who: str, action: str, resource: str, explicit: bool = False) -> str:
     """AWS's AccessDeniedException message for a key policy's refusal."""
-    why = ("with an explicit deny in a resource-based policy" if explicit
-           else f"because no resource-based policy allows the {action} action")
-    return (f"User: {p.arn(who)} is not authorized to perform: {action} on resource: "
-            f"{resource} {why}")
+    why = (
+        "with an explicit deny in a resource-based policy"
+        if explicit
+        else f"because no resource-based policy allows the {action} action"
+    )
+    return (
+        f"User: {p.arn(who)} is not authorized to perform: {action} on resource: {resource} {why}"
+    )
 
 
 def message(info: Any) -> str:
@@ -63,8 +68,12 @@ def test_another_account_uses_a_key_by_arn_only_when_the_key_policy_allows_it(pr
         p["bob"].generate_data_key_pair(KeyId=arn, KeyPairSpec="ECC_NIST_P256")
     assert message(info) == denied(p, "bob", "kms:GenerateDataKeyPair", arn)
 
-    p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=policy(
-        admin(p), allow(p.root("bob"), ["kms:GenerateDataKeyPair*", "kms:DescribeKey"])))
+    p["admin"].put_key_policy(
+        KeyId=key["KeyId"],
+        Policy=policy(
+            admin(p), allow(p.root("bob"), ["kms:GenerateDataKeyPair*", "kms:DescribeKey"])
+        ),
+    )
     pair = p["bob"].generate_data_key_pair(KeyId=arn, KeyPairSpec="ECC_NIST_P256")
     assert pair["KeyId"] == arn and pair["KeyPairSpec"] == "ECC_NIST_P256"
     # The account root names every principal of that account.
@@ -115,12 +124,18 @@ def test_account_level_operations_serve_the_callers_own_account(principals):
 # -- the conditions of the issue -----------------------------------------------------------------
 def test_a_deny_on_data_key_pair_spec_blocks_that_spec_and_no_other(principals):
     p = principals
-    key = new_key(p, policy(
-        admin(p),
-        allow(p.root("bob"), "kms:GenerateDataKeyPair*"),
-        deny("*", "kms:GenerateDataKeyPair*",
-             Condition={"StringEquals": {"kms:DataKeyPairSpec": "RSA_4096"}}),
-    ))
+    key = new_key(
+        p,
+        policy(
+            admin(p),
+            allow(p.root("bob"), "kms:GenerateDataKeyPair*"),
+            deny(
+                "*",
+                "kms:GenerateDataKeyPair*",
+                Condition={"StringEquals": {"kms:DataKeyPairSpec": "RSA_4096"}},
+            ),
+        ),
+    )
     arn = key["Arn"]
     for who in ("bob", "admin"):
         with raises("AccessDeniedException") as info:
@@ -128,8 +143,10 @@ def test_a_deny_on_data_key_pair_spec_blocks_that_spec_and_no_other(principals):
         assert message(info) == denied(p, who, "kms:GenerateDataKeyPair", arn, explicit=True)
     with raises("AccessDeniedException", "explicit deny"):
         p["bob"].generate_data_key_pair_without_plaintext(KeyId=arn, KeyPairSpec="RSA_4096")
-    assert p["bob"].generate_data_key_pair(
-        KeyId=arn, KeyPairSpec="ECC_NIST_P256")["KeyPairSpec"] == "ECC_NIST_P256"
+    assert (
+        p["bob"].generate_data_key_pair(KeyId=arn, KeyPairSpec="ECC_NIST_P256")["KeyPairSpec"]
+        == "ECC_NIST_P256"
+    )
     p["bob"].generate_data_key_pair_without_plaintext(KeyId=arn, KeyPairSpec="ECC_NIST_P384")
     # The Deny names only the pair operations: the key's other uses are untouched.
     p["admin"].encrypt(KeyId=arn, Plaintext=b"x")
@@ -137,17 +154,26 @@ def test_a_deny_on_data_key_pair_spec_blocks_that_spec_and_no_other(principals):
 
 def test_an_allow_on_an_encryption_context_key_works_only_with_that_context(principals):
     p = principals
-    key = new_key(p, policy(admin(p), allow(
-        p.root("bob"), ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
-        Condition={"StringEquals": {"kms:EncryptionContext:tenant": "bob-co"}},
-    )))
+    key = new_key(
+        p,
+        policy(
+            admin(p),
+            allow(
+                p.root("bob"),
+                ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
+                Condition={"StringEquals": {"kms:EncryptionContext:tenant": "bob-co"}},
+            ),
+        ),
+    )
     arn = key["Arn"]
-    blob = p["bob"].encrypt(KeyId=arn, Plaintext=b"secret",
-                            EncryptionContext=EC_TENANT)["CiphertextBlob"]
+    blob = p["bob"].encrypt(KeyId=arn, Plaintext=b"secret", EncryptionContext=EC_TENANT)[
+        "CiphertextBlob"
+    ]
     out = p["bob"].decrypt(CiphertextBlob=blob, EncryptionContext=EC_TENANT)
     assert out["Plaintext"] == b"secret" and out["KeyId"] == arn
-    p["bob"].generate_data_key(KeyId=arn, KeySpec="AES_256",
-                               EncryptionContext={"tenant": "bob-co", "more": "ok"})
+    p["bob"].generate_data_key(
+        KeyId=arn, KeySpec="AES_256", EncryptionContext={"tenant": "bob-co", "more": "ok"}
+    )
     for context in ({"tenant": "other-co"}, {"Tenant": "BOB-CO"}, None):
         kwargs = {"EncryptionContext": context} if context is not None else {}
         with raises("AccessDeniedException") as info:
@@ -170,12 +196,20 @@ def test_a_source_ip_condition_sees_the_callers_address(principals):
 
 def test_caller_account_and_principal_arn_conditions(principals):
     p = principals
-    key = new_key(p, policy(
-        admin(p),
-        allow("*", "kms:DescribeKey",
-              Condition={"StringEquals": {"kms:CallerAccount": p.account("bob")},
-                         "ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:user/car*"}}),
-    ))
+    key = new_key(
+        p,
+        policy(
+            admin(p),
+            allow(
+                "*",
+                "kms:DescribeKey",
+                Condition={
+                    "StringEquals": {"kms:CallerAccount": p.account("bob")},
+                    "ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:user/car*"},
+                },
+            ),
+        ),
+    )
     p["carol"].describe_key(KeyId=key["Arn"])
     with raises("AccessDeniedException"):
         p["bob"].describe_key(KeyId=key["Arn"])
@@ -196,13 +230,20 @@ def test_an_assumed_role_session_is_named_by_its_role(principals):
 def test_request_alias_and_resource_aliases_conditions(principals):
     p = principals
     name = f"alias/authz-{uuid.uuid4().hex[:10]}"
-    key = new_key(p, policy(
-        admin(p),
-        allow(p.root("bob"), "kms:Encrypt",
-              Condition={"StringEquals": {"kms:RequestAlias": name}}),
-        allow(p.arn("carol"), "kms:Encrypt",
-              Condition={"ForAnyValue:StringEquals": {"kms:ResourceAliases": name}}),
-    ))
+    key = new_key(
+        p,
+        policy(
+            admin(p),
+            allow(
+                p.root("bob"), "kms:Encrypt", Condition={"StringEquals": {"kms:RequestAlias": name}}
+            ),
+            allow(
+                p.arn("carol"),
+                "kms:Encrypt",
+                Condition={"ForAnyValue:StringEquals": {"kms:ResourceAliases": name}},
+            ),
+        ),
+    )
     alias_arn = key["Arn"].split(":key/")[0] + ":" + name
     with raises("AccessDeniedException"):
         p["carol"].encrypt(KeyId=key["Arn"], Plaintext=b"x")
@@ -219,14 +260,16 @@ def test_re_encrypt_needs_re_encrypt_from_on_the_source_and_to_on_the_destinatio
     source = new_key(p)
     dest = new_key(p)
     blob = p["alice"].encrypt(KeyId=source["KeyId"], Plaintext=b"x")["CiphertextBlob"]
-    p["admin"].put_key_policy(KeyId=source["KeyId"], Policy=policy(
-        admin(p), deny(p.arn("alice"), "kms:ReEncryptFrom")))
+    p["admin"].put_key_policy(
+        KeyId=source["KeyId"], Policy=policy(admin(p), deny(p.arn("alice"), "kms:ReEncryptFrom"))
+    )
     with raises("AccessDeniedException") as info:
         p["alice"].re_encrypt(CiphertextBlob=blob, DestinationKeyId=dest["KeyId"])
     assert message(info) == denied(p, "alice", "kms:ReEncryptFrom", source["Arn"], explicit=True)
     p["admin"].put_key_policy(KeyId=source["KeyId"], Policy=policy(admin(p)))
-    p["admin"].put_key_policy(KeyId=dest["KeyId"], Policy=policy(
-        admin(p), deny(p.arn("alice"), "kms:ReEncrypt*")))
+    p["admin"].put_key_policy(
+        KeyId=dest["KeyId"], Policy=policy(admin(p), deny(p.arn("alice"), "kms:ReEncrypt*"))
+    )
     with raises("AccessDeniedException") as info:
         p["alice"].re_encrypt(CiphertextBlob=blob, DestinationKeyId=dest["KeyId"])
     assert message(info) == denied(p, "alice", "kms:ReEncryptTo", dest["Arn"], explicit=True)
@@ -238,8 +281,10 @@ def test_aliases_need_their_action_on_the_key(principals):
     p = principals
     key = new_key(p, None)
     name = f"alias/authz-{uuid.uuid4().hex[:10]}"
-    p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=policy(
-        admin(p), deny(p.arn("alice"), ["kms:CreateAlias", "kms:DeleteAlias"])))
+    p["admin"].put_key_policy(
+        KeyId=key["KeyId"],
+        Policy=policy(admin(p), deny(p.arn("alice"), ["kms:CreateAlias", "kms:DeleteAlias"])),
+    )
     with raises("AccessDeniedException") as info:
         p["alice"].create_alias(AliasName=name, TargetKeyId=key["KeyId"])
     assert message(info) == denied(p, "alice", "kms:CreateAlias", key["Arn"], explicit=True)
@@ -254,8 +299,14 @@ def test_aliases_need_their_action_on_the_key(principals):
 
 def test_management_operations_ask_for_their_own_action(principals):
     p = principals
-    key = new_key(p, policy(admin(p), allow(p.arn("alice"), ["kms:Describe*", "kms:Tag*"]),
-                            deny(p.arn("alice"), "kms:DisableKey")))
+    key = new_key(
+        p,
+        policy(
+            admin(p),
+            allow(p.arn("alice"), ["kms:Describe*", "kms:Tag*"]),
+            deny(p.arn("alice"), "kms:DisableKey"),
+        ),
+    )
     p["alice"].describe_key(KeyId=key["KeyId"])
     p["alice"].tag_resource(KeyId=key["KeyId"], Tags=[{"TagKey": "k", "TagValue": "v"}])
     with raises("AccessDeniedException", "kms:DisableKey"):
@@ -266,8 +317,12 @@ def test_management_operations_ask_for_their_own_action(principals):
 # -- DryRun ------------------------------------------------------------------------------------
 def test_dry_run_answers_both_ways(principals):
     p = principals
-    key = new_key(p, policy(admin(p), allow(p.arn("bob"), ["kms:Encrypt", "kms:Decrypt",
-                                                            "kms:GenerateDataKeyPair"])))
+    key = new_key(
+        p,
+        policy(
+            admin(p), allow(p.arn("bob"), ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKeyPair"])
+        ),
+    )
     arn = key["Arn"]
     with raises("DryRunOperationException"):
         p["bob"].encrypt(KeyId=arn, Plaintext=b"x", DryRun=True)
@@ -294,13 +349,15 @@ def test_a_key_created_without_a_policy_gets_aws_default_policy(principals):
     got = p["admin"].get_key_policy(KeyId=key["KeyId"], PolicyName="default")
     document = json.loads(got["Policy"])
     assert document["Id"] == "key-default-1"
-    assert document["Statement"] == [{
-        "Sid": "Enable IAM User Permissions",
-        "Effect": "Allow",
-        "Principal": {"AWS": p.root("admin")},
-        "Action": "kms:*",
-        "Resource": "*",
-    }]
+    assert document["Statement"] == [
+        {
+            "Sid": "Enable IAM User Permissions",
+            "Effect": "Allow",
+            "Principal": {"AWS": p.root("admin")},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
+    ]
     assert p["admin"].list_key_policies(KeyId=key["KeyId"])["PolicyNames"] == ["default"]
     # Every principal of the account may use it; no principal of another account may.
     p["alice"].encrypt(KeyId=key["KeyId"], Plaintext=b"x")
@@ -324,8 +381,7 @@ def test_only_the_default_policy_name_exists(principals):
     with raises("NotFoundException", "No such policy exists"):
         p["admin"].get_key_policy(KeyId=key["KeyId"], PolicyName="other")
     with raises("NotFoundException", "No such policy exists"):
-        p["admin"].put_key_policy(KeyId=key["KeyId"], PolicyName="other",
-                                  Policy=policy(admin(p)))
+        p["admin"].put_key_policy(KeyId=key["KeyId"], PolicyName="other", Policy=policy(admin(p)))
 
 
 @pytest.mark.parametrize(
@@ -333,12 +389,18 @@ def test_only_the_default_policy_name_exists(principals):
     [
         ("{not json", "not valid JSON"),
         (json.dumps({"Version": "2012-10-17"}), "Statement"),
-        (policy({"Effect": "Allow", "Action": "kms:*", "Resource": "*"}),
-         "Policy contains a statement with one or more invalid principals."),
-        (policy(allow({"AWS": "alice"})),
-         "Policy contains a statement with one or more invalid principals."),
-        (policy({"Effect": "Perhaps", "Principal": "*", "Action": "kms:*", "Resource": "*"}),
-         "Effect"),
+        (
+            policy({"Effect": "Allow", "Action": "kms:*", "Resource": "*"}),
+            "Policy contains a statement with one or more invalid principals.",
+        ),
+        (
+            policy(allow({"AWS": "alice"})),
+            "Policy contains a statement with one or more invalid principals.",
+        ),
+        (
+            policy({"Effect": "Perhaps", "Principal": "*", "Action": "kms:*", "Resource": "*"}),
+            "Effect",
+        ),
     ],
 )
 def test_malformed_policies_are_refused(principals, text, words):
@@ -358,15 +420,17 @@ def test_the_lockout_safety_check_refuses_a_policy_that_locks_the_caller_out(pri
     assert message(info) == (
         "The new key policy will not allow you to update the key policy in the future."
     )
-    key = p["admin"].create_key(Policy=only_alice,
-                                BypassPolicyLockoutSafetyCheck=True)["KeyMetadata"]
+    key = p["admin"].create_key(Policy=only_alice, BypassPolicyLockoutSafetyCheck=True)[
+        "KeyMetadata"
+    ]
     with raises("AccessDeniedException") as info:
         p["admin"].describe_key(KeyId=key["KeyId"])
     assert message(info) == denied(p, "admin", "kms:DescribeKey", key["Arn"])
     # alice holds the key now; she may hand it back, but not lock herself out unasked.
     with raises("MalformedPolicyDocumentException", "update the key policy in the future"):
-        p["alice"].put_key_policy(KeyId=key["KeyId"], Policy=policy(admin(p) | {
-            "Principal": {"AWS": p.arn("admin")}}))
+        p["alice"].put_key_policy(
+            KeyId=key["KeyId"], Policy=policy(admin(p) | {"Principal": {"AWS": p.arn("admin")}})
+        )
     p["alice"].put_key_policy(KeyId=key["KeyId"], Policy=policy(admin(p)))
     p["admin"].describe_key(KeyId=key["KeyId"])
 
@@ -377,8 +441,9 @@ def test_a_deny_of_put_key_policy_fails_the_lockout_check_unless_bypassed(princi
     frozen = policy(admin(p), deny("*", "kms:PutKeyPolicy"))
     with raises("MalformedPolicyDocumentException", "update the key policy in the future"):
         p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=frozen)
-    p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=frozen,
-                              BypassPolicyLockoutSafetyCheck=True)
+    p["admin"].put_key_policy(
+        KeyId=key["KeyId"], Policy=frozen, BypassPolicyLockoutSafetyCheck=True
+    )
     with raises("AccessDeniedException") as info:
         p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=policy(admin(p)))
     assert message(info) == denied(p, "admin", "kms:PutKeyPolicy", key["Arn"], explicit=True)
@@ -394,10 +459,13 @@ def test_the_wire_passes_the_verified_principal_and_answers_aws_envelope(princip
     bob = p.identities["bob"]
     refused = p.server.post("DescribeKey", {"KeyId": key["Arn"]}, identity=bob)
     assert refused.status == 400
-    assert refused.error == ("AccessDeniedException",
-                             denied(p, "bob", "kms:DescribeKey", key["Arn"]))
-    p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=policy(
-        admin(p), allow(p.arn("bob"), "kms:DescribeKey")))
+    assert refused.error == (
+        "AccessDeniedException",
+        denied(p, "bob", "kms:DescribeKey", key["Arn"]),
+    )
+    p["admin"].put_key_policy(
+        KeyId=key["KeyId"], Policy=policy(admin(p), allow(p.arn("bob"), "kms:DescribeKey"))
+    )
     allowed = p.server.post("DescribeKey", {"KeyId": key["Arn"]}, identity=bob)
     assert allowed.status == 200 and allowed.json["KeyMetadata"]["Arn"] == key["Arn"]
     carol = p.server.post("DescribeKey", {"KeyId": key["Arn"]}, identity=p.identities["carol"])

@@ -77,8 +77,12 @@ def test_plaintext_limits(kms, key):
 
 
 def test_generate_data_key_by_spec_and_by_length(kms, key):
-    for kwargs, size in (({"KeySpec": "AES_256"}, 32), ({"KeySpec": "AES_128"}, 16),
-                         ({"NumberOfBytes": 1}, 1), ({"NumberOfBytes": 1024}, 1024)):
+    for kwargs, size in (
+        ({"KeySpec": "AES_256"}, 32),
+        ({"KeySpec": "AES_128"}, 16),
+        ({"NumberOfBytes": 1}, 1),
+        ({"NumberOfBytes": 1024}, 1024),
+    ):
         out = kms.generate_data_key(KeyId=key["KeyId"], EncryptionContext=CONTEXT, **kwargs)
         assert len(out["Plaintext"]) == size
         assert out["KeyId"] == key["Arn"]
@@ -130,8 +134,12 @@ def test_re_encrypt_moves_a_blob_to_another_key_and_context(kms, key):
     with raises("InvalidCiphertextException"):
         kms.re_encrypt(CiphertextBlob=blob, DestinationKeyId=dest["KeyId"])
     with raises("IncorrectKeyException"):
-        kms.re_encrypt(CiphertextBlob=blob, SourceEncryptionContext=CONTEXT,
-                       SourceKeyId=dest["KeyId"], DestinationKeyId=dest["KeyId"])
+        kms.re_encrypt(
+            CiphertextBlob=blob,
+            SourceEncryptionContext=CONTEXT,
+            SourceKeyId=dest["KeyId"],
+            DestinationKeyId=dest["KeyId"],
+        )
 
 
 def test_generate_random(kms):
@@ -160,8 +168,9 @@ def test_dry_run_answers_after_every_other_check(kms, key):
 
 def test_grant_tokens_must_name_a_grant(kms, key):
     me = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["Arn"].split(":")[4]
-    token = kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=f"arn:aws:iam::{me}:root",
-                             Operations=["Encrypt"])["GrantToken"]
+    token = kms.create_grant(
+        KeyId=key["KeyId"], GranteePrincipal=f"arn:aws:iam::{me}:root", Operations=["Encrypt"]
+    )["GrantToken"]
     kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", GrantTokens=[token])
     for bad in ("not a token!", "AQpAM2RhZTk1MGRkYTE"):
         with raises("InvalidGrantTokenException"):

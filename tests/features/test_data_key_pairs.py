@@ -31,8 +31,9 @@ def key(kms):
 
 def spki(der: bytes) -> bytes:
     key = serialization.load_der_public_key(der)
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def check_pair(spec: str, public_der: bytes, private_der: bytes) -> None:
@@ -60,8 +61,9 @@ def check_pair(spec: str, public_der: bytes, private_der: bytes) -> None:
 
 @pytest.mark.parametrize("spec", KEY_PAIR_SPECS)
 def test_generate_data_key_pair(kms, key, spec):
-    out = kms.generate_data_key_pair(KeyId=key["KeyId"], KeyPairSpec=spec,
-                                     EncryptionContext=CONTEXT)
+    out = kms.generate_data_key_pair(
+        KeyId=key["KeyId"], KeyPairSpec=spec, EncryptionContext=CONTEXT
+    )
     assert out["KeyId"] == key["Arn"]
     assert out["KeyPairSpec"] == spec
     assert re.fullmatch(r"[0-9a-f]{64}", out["KeyMaterialId"])
@@ -90,13 +92,15 @@ def test_generate_data_key_pair_without_plaintext(kms, key, spec):
 def test_pairs_made_on_the_token(token_pairs_kms, spec):
     kms = token_pairs_kms
     key = kms.create_key()["KeyMetadata"]
-    out = kms.generate_data_key_pair(KeyId=key["KeyId"], KeyPairSpec=spec,
-                                     EncryptionContext=CONTEXT)
+    out = kms.generate_data_key_pair(
+        KeyId=key["KeyId"], KeyPairSpec=spec, EncryptionContext=CONTEXT
+    )
     check_pair(spec, out["PublicKey"], out["PrivateKeyPlaintext"])
     back = kms.decrypt(CiphertextBlob=out["PrivateKeyCiphertextBlob"], EncryptionContext=CONTEXT)
     assert back["Plaintext"] == out["PrivateKeyPlaintext"]
-    wp = kms.generate_data_key_pair_without_plaintext(KeyId=key["KeyId"], KeyPairSpec=spec,
-                                                      EncryptionContext=CONTEXT)
+    wp = kms.generate_data_key_pair_without_plaintext(
+        KeyId=key["KeyId"], KeyPairSpec=spec, EncryptionContext=CONTEXT
+    )
     back = kms.decrypt(CiphertextBlob=wp["PrivateKeyCiphertextBlob"], EncryptionContext=CONTEXT)
     check_pair(spec, wp["PublicKey"], back["Plaintext"])
     with raises("InvalidCiphertextException"):
@@ -108,8 +112,10 @@ def test_pairs_made_on_the_token(token_pairs_kms, spec):
 
 
 def test_every_call_returns_a_fresh_pair(kms, key):
-    seen = {kms.generate_data_key_pair(KeyId=key["KeyId"], KeyPairSpec="RSA_2048")["PublicKey"]
-            for _ in range(4)}
+    seen = {
+        kms.generate_data_key_pair(KeyId=key["KeyId"], KeyPairSpec="RSA_2048")["PublicKey"]
+        for _ in range(4)
+    }
     assert len(seen) == 4
 
 
@@ -123,11 +129,13 @@ def test_blobs_decrypt_after_the_process_restarts(library, settings, token_pairs
     key = library.create_key()["KeyMetadata"]
     blobs = []
     for face, spec in ((library, "ECC_NIST_P384"), (token_pairs_kms, "RSA_2048")):
-        out = face.generate_data_key_pair(KeyId=key["KeyId"], KeyPairSpec=spec,
-                                          EncryptionContext=CONTEXT)
+        out = face.generate_data_key_pair(
+            KeyId=key["KeyId"], KeyPairSpec=spec, EncryptionContext=CONTEXT
+        )
         blobs.append((out["PrivateKeyCiphertextBlob"].hex(), out["PrivateKeyPlaintext"].hex()))
-        wp = face.generate_data_key_pair_without_plaintext(KeyId=key["KeyId"], KeyPairSpec=spec,
-                                                           EncryptionContext=CONTEXT)
+        wp = face.generate_data_key_pair_without_plaintext(
+            KeyId=key["KeyId"], KeyPairSpec=spec, EncryptionContext=CONTEXT
+        )
         blobs.append((wp["PrivateKeyCiphertextBlob"].hex(), None))
     script = """
 import json, sys
@@ -148,7 +156,10 @@ print("ok", len(blobs))
     env = {k: v for k, v in os.environ.items() if k != "HSMKMS_PIN"}
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "blobs.json"), str(settings.home)],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok 4"

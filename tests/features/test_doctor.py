@@ -41,7 +41,9 @@ def test_a_consistent_home_is_clean_even_in_depth(srv: ServerProcess):
 def test_orphans_are_harmless_and_fix_destroys_only_the_old_ones_hsmkms_made(
     srv: ServerProcess,
 ):
-    made = on_token(srv.home, r"""
+    made = on_token(
+        srv.home,
+        r"""
 import os, uuid
 from hsmkms.modes.token_objects import material_label
 ids = {}
@@ -53,7 +55,8 @@ foreign = os.urandom(32)
 tok.create_master_key(foreign, "not-ours")
 ids["foreign"] = foreign.hex()
 out.update(ids)
-""")
+""",
+    )
     code, report = doctor_report(srv.home)
     assert code == 0  # orphans are no drift
     orphans = {o["material_id"]: o for o in report["orphans"]}
@@ -66,10 +69,13 @@ out.update(ids)
     assert code == 0
     destroyed = {o["material_id"] for o in report["orphans"] if o["destroyed"]}
     assert destroyed == {made["old"]}
-    left = on_token(srv.home, f"""
+    left = on_token(
+        srv.home,
+        f"""
 for name, mid in {made!r}.items():
     out[name] = tok.has_master_key(bytes.fromhex(mid))
-""")
+""",
+    )
     assert left == {"old": False, "young": True, "foreign": True}
     # A margin of 0 takes the young one too; an object hsmkms did not label is never touched.
     code, report = doctor_report(srv.home, "--fix", "--min-age", "0")

@@ -18,19 +18,33 @@ CONTEXT = {"tenant": "bob-co", "purpose": "backup"}
 
 def admin_only(p: Any) -> str:
     """A key policy that lets account A administer the key and nobody else use it."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": p.root("admin")}, "Action": "kms:*",
-        "Resource": "*"}]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": p.root("admin")},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ],
+        }
+    )
 
 
 def new_key(p: Any) -> dict[str, Any]:
     return dict(p["admin"].create_key(Policy=admin_only(p))["KeyMetadata"])
 
 
-def grant(p: Any, key: dict[str, Any], grantee: str, operations: list[str],
-          **kw: Any) -> dict[str, Any]:
-    return dict(p["admin"].create_grant(KeyId=key["KeyId"], GranteePrincipal=p.arn(grantee),
-                                        Operations=operations, **kw))
+def grant(
+    p: Any, key: dict[str, Any], grantee: str, operations: list[str], **kw: Any
+) -> dict[str, Any]:
+    return dict(
+        p["admin"].create_grant(
+            KeyId=key["KeyId"], GranteePrincipal=p.arn(grantee), Operations=operations, **kw
+        )
+    )
 
 
 def test_create_grant_answers_an_aws_shaped_id_and_token(principals):
@@ -61,27 +75,36 @@ def test_a_grant_lets_another_account_use_the_key_at_once_with_its_token(princip
 def test_a_grant_to_an_account_serves_every_principal_of_it(principals):
     p = principals
     key = new_key(p)
-    p["admin"].create_grant(KeyId=key["KeyId"], GranteePrincipal=p.root("bob"),
-                            Operations=["Encrypt"])
+    p["admin"].create_grant(
+        KeyId=key["KeyId"], GranteePrincipal=p.root("bob"), Operations=["Encrypt"]
+    )
     p["carol"].encrypt(KeyId=key["Arn"], Plaintext=b"x")
 
 
 def test_encryption_context_subset_allows_only_within_it(principals):
     p = principals
     key = new_key(p)
-    grant(p, key, "bob", ["Encrypt", "Decrypt", "GenerateDataKeyPair"],
-          Constraints={"EncryptionContextSubset": {"Tenant": "bob-co"}})
-    blob = p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x",
-                            EncryptionContext=CONTEXT)["CiphertextBlob"]
+    grant(
+        p,
+        key,
+        "bob",
+        ["Encrypt", "Decrypt", "GenerateDataKeyPair"],
+        Constraints={"EncryptionContextSubset": {"Tenant": "bob-co"}},
+    )
+    blob = p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext=CONTEXT)[
+        "CiphertextBlob"
+    ]
     assert p["bob"].decrypt(CiphertextBlob=blob, EncryptionContext=CONTEXT)["Plaintext"] == b"x"
-    p["bob"].generate_data_key_pair(KeyId=key["Arn"], KeyPairSpec="ECC_NIST_P256",
-                                    EncryptionContext={"tenant": "bob-co"})
+    p["bob"].generate_data_key_pair(
+        KeyId=key["Arn"], KeyPairSpec="ECC_NIST_P256", EncryptionContext={"tenant": "bob-co"}
+    )
     for context in ({"tenant": "other-co"}, {"tenant": "BOB-CO"}, {"purpose": "backup"}, None):
         kwargs = {"EncryptionContext": context} if context is not None else {}
         with raises("AccessDeniedException"):
             p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", **kwargs)
-    other = p["admin"].encrypt(KeyId=key["KeyId"], Plaintext=b"x",
-                               EncryptionContext={"tenant": "other"})["CiphertextBlob"]
+    other = p["admin"].encrypt(
+        KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext={"tenant": "other"}
+    )["CiphertextBlob"]
     with raises("AccessDeniedException"):
         p["bob"].decrypt(CiphertextBlob=other, EncryptionContext={"tenant": "other"})
 
@@ -89,8 +112,13 @@ def test_encryption_context_subset_allows_only_within_it(principals):
 def test_encryption_context_equals_allows_only_that_context(principals):
     p = principals
     key = new_key(p)
-    grant(p, key, "bob", ["Encrypt", "DescribeKey"],
-          Constraints={"EncryptionContextEquals": {"tenant": "bob-co"}})
+    grant(
+        p,
+        key,
+        "bob",
+        ["Encrypt", "DescribeKey"],
+        Constraints={"EncryptionContextEquals": {"tenant": "bob-co"}},
+    )
     p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext={"TENANT": "bob-co"})
     with raises("AccessDeniedException"):
         p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext=CONTEXT)
@@ -132,8 +160,14 @@ def test_an_explicit_deny_in_the_key_policy_beats_a_grant(principals):
     key = new_key(p)
     grant(p, key, "bob", ["Encrypt"])
     text = json.loads(admin_only(p))
-    text["Statement"].append({"Effect": "Deny", "Principal": {"AWS": p.arn("bob")},
-                              "Action": "kms:Encrypt", "Resource": "*"})
+    text["Statement"].append(
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": p.arn("bob")},
+            "Action": "kms:Encrypt",
+            "Resource": "*",
+        }
+    )
     p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=json.dumps(text))
     with raises("AccessDeniedException", "explicit deny"):
         p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x")
@@ -170,9 +204,18 @@ def test_the_same_name_and_parameters_answer_the_same_grant(principals):
 def test_list_grants_shows_each_grant_and_filters_and_paginates(principals):
     p = principals
     key = new_key(p)
-    made = [grant(p, key, "bob", ["Decrypt"], Name=f"n{i}",
-                  RetiringPrincipal=p.arn("carol"),
-                  Constraints={"EncryptionContextSubset": {"tenant": "t"}}) for i in range(3)]
+    made = [
+        grant(
+            p,
+            key,
+            "bob",
+            ["Decrypt"],
+            Name=f"n{i}",
+            RetiringPrincipal=p.arn("carol"),
+            Constraints={"EncryptionContextSubset": {"tenant": "t"}},
+        )
+        for i in range(3)
+    ]
     alice = grant(p, key, "alice", ["Encrypt"])
     everything = p["admin"].list_grants(KeyId=key["Arn"])
     assert not everything["Truncated"]
@@ -193,8 +236,9 @@ def test_list_grants_shows_each_grant_and_filters_and_paginates(principals):
     assert {g["GrantId"] for g in bobs} == {g["GrantId"] for g in made}
     seen, marker = [], None
     while True:
-        page = p["admin"].list_grants(KeyId=key["KeyId"], Limit=3,
-                                      **({"Marker": marker} if marker else {}))
+        page = p["admin"].list_grants(
+            KeyId=key["KeyId"], Limit=3, **({"Marker": marker} if marker else {})
+        )
         seen += [g["GrantId"] for g in page["Grants"]]
         if not page["Truncated"]:
             break
@@ -246,61 +290,88 @@ def test_the_keys_account_may_retire_any_grant_of_it(principals):
 def test_a_grantee_with_create_grant_may_pass_on_no_more_than_it_holds(principals):
     p = principals
     key = new_key(p)
-    grant(p, key, "bob", ["Encrypt", "Decrypt", "CreateGrant"],
-          Constraints={"EncryptionContextSubset": {"tenant": "bob-co"}})
+    grant(
+        p,
+        key,
+        "bob",
+        ["Encrypt", "Decrypt", "CreateGrant"],
+        Constraints={"EncryptionContextSubset": {"tenant": "bob-co"}},
+    )
     carol = p.arn("carol")
     narrower = p["bob"].create_grant(
-        KeyId=key["Arn"], GranteePrincipal=carol, Operations=["Encrypt"],
-        Constraints={"EncryptionContextEquals": {"tenant": "bob-co", "x": "y"}})
-    p["carol"].encrypt(KeyId=key["Arn"], Plaintext=b"x",
-                       EncryptionContext={"tenant": "bob-co", "x": "y"},
-                       GrantTokens=[narrower["GrantToken"]])
+        KeyId=key["Arn"],
+        GranteePrincipal=carol,
+        Operations=["Encrypt"],
+        Constraints={"EncryptionContextEquals": {"tenant": "bob-co", "x": "y"}},
+    )
+    p["carol"].encrypt(
+        KeyId=key["Arn"],
+        Plaintext=b"x",
+        EncryptionContext={"tenant": "bob-co", "x": "y"},
+        GrantTokens=[narrower["GrantToken"]],
+    )
     for operations, constraints in (
         (["Encrypt", "GenerateDataKey"], {"EncryptionContextSubset": {"tenant": "bob-co"}}),
         (["Encrypt"], None),
         (["Encrypt"], {"EncryptionContextSubset": {"tenant": "other"}}),
     ):
         with raises("AccessDeniedException", "kms:CreateGrant"):
-            p["bob"].create_grant(KeyId=key["Arn"], GranteePrincipal=carol,
-                                  Operations=operations,
-                                  **({"Constraints": constraints} if constraints else {}))
+            p["bob"].create_grant(
+                KeyId=key["Arn"],
+                GranteePrincipal=carol,
+                Operations=operations,
+                **({"Constraints": constraints} if constraints else {}),
+            )
 
 
 def test_grant_operations_condition_in_the_key_policy(principals):
     p = principals
     key = new_key(p)
     text = json.loads(admin_only(p))
-    text["Statement"].append({
-        "Effect": "Allow", "Principal": {"AWS": p.root("bob")}, "Action": "kms:CreateGrant",
-        "Resource": "*",
-        "Condition": {"ForAllValues:StringEquals": {"kms:GrantOperations": ["Encrypt",
-                                                                            "Decrypt"]},
-                      "Bool": {"kms:GrantIsForAWSResource": "false"}},
-    })
+    text["Statement"].append(
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": p.root("bob")},
+            "Action": "kms:CreateGrant",
+            "Resource": "*",
+            "Condition": {
+                "ForAllValues:StringEquals": {"kms:GrantOperations": ["Encrypt", "Decrypt"]},
+                "Bool": {"kms:GrantIsForAWSResource": "false"},
+            },
+        }
+    )
     p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=json.dumps(text))
-    p["bob"].create_grant(KeyId=key["Arn"], GranteePrincipal=p.arn("carol"),
-                          Operations=["Decrypt"])
+    p["bob"].create_grant(KeyId=key["Arn"], GranteePrincipal=p.arn("carol"), Operations=["Decrypt"])
     with raises("AccessDeniedException", "kms:CreateGrant"):
-        p["bob"].create_grant(KeyId=key["Arn"], GranteePrincipal=p.arn("carol"),
-                              Operations=["Decrypt", "CreateGrant"])
+        p["bob"].create_grant(
+            KeyId=key["Arn"], GranteePrincipal=p.arn("carol"), Operations=["Decrypt", "CreateGrant"]
+        )
 
 
 def test_a_key_policy_may_require_a_grant_constraint(principals):
     p = principals
     key = new_key(p)
     text = json.loads(admin_only(p))
-    text["Statement"].append({
-        "Effect": "Allow", "Principal": {"AWS": p.arn("bob")}, "Action": "kms:CreateGrant",
-        "Resource": "*",
-        "Condition": {"StringEquals": {"kms:GrantConstraintType": "EncryptionContextSubset"}},
-    })
+    text["Statement"].append(
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": p.arn("bob")},
+            "Action": "kms:CreateGrant",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:GrantConstraintType": "EncryptionContextSubset"}},
+        }
+    )
     p["admin"].put_key_policy(KeyId=key["KeyId"], Policy=json.dumps(text))
-    p["bob"].create_grant(KeyId=key["Arn"], GranteePrincipal=p.arn("carol"),
-                          Operations=["Decrypt"],
-                          Constraints={"EncryptionContextSubset": {"tenant": "t"}})
+    p["bob"].create_grant(
+        KeyId=key["Arn"],
+        GranteePrincipal=p.arn("carol"),
+        Operations=["Decrypt"],
+        Constraints={"EncryptionContextSubset": {"tenant": "t"}},
+    )
     with raises("AccessDeniedException", "kms:CreateGrant"):
-        p["bob"].create_grant(KeyId=key["Arn"], GranteePrincipal=p.arn("carol"),
-                              Operations=["Decrypt"])
+        p["bob"].create_grant(
+            KeyId=key["Arn"], GranteePrincipal=p.arn("carol"), Operations=["Decrypt"]
+        )
 
 
 @pytest.mark.parametrize(
@@ -308,10 +379,14 @@ def test_a_key_policy_may_require_a_grant_constraint(principals):
     [
         ({"Operations": ["Sign"]}, "ValidationException"),
         ({"Operations": ["Encrypt"], "GranteePrincipal": "bob"}, "InvalidArnException"),
-        ({"Operations": ["Encrypt"], "RetiringPrincipal": "arn:aws:iam::1:user/x"},
-         "InvalidArnException"),
-        ({"Operations": ["Encrypt"], "GranteeServicePrincipal": "ec2.amazonaws.com"},
-         "UnsupportedOperationException"),
+        (
+            {"Operations": ["Encrypt"], "RetiringPrincipal": "arn:aws:iam::1:user/x"},
+            "InvalidArnException",
+        ),
+        (
+            {"Operations": ["Encrypt"], "GranteeServicePrincipal": "ec2.amazonaws.com"},
+            "UnsupportedOperationException",
+        ),
         ({"Operations": ["Encrypt"], "DryRun": True}, "DryRunOperationException"),
     ],
 )

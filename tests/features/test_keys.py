@@ -13,8 +13,9 @@ def test_create_key_returns_full_metadata(kms):
     meta = kms.create_key(Description="orders", Tags=[{"TagKey": "team", "TagValue": "a"}])[
         "KeyMetadata"
     ]
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-                        meta["KeyId"])
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", meta["KeyId"]
+    )
     assert meta["Arn"].endswith(":key/" + meta["KeyId"])
     assert meta["Arn"].startswith(f"arn:aws:kms:us-east-1:{meta['AWSAccountId']}:")
     assert isinstance(meta["CreationDate"], datetime)

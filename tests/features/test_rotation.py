@@ -68,8 +68,12 @@ def test_rotation_period_below_90_days_is_a_validation_error(library):
 def test_rotation_operations_take_a_key_id_or_arn_not_an_alias(kms):
     meta = kms.create_key()["KeyMetadata"]
     kms.create_alias(AliasName="alias/rotate-by-alias", TargetKeyId=meta["KeyId"])
-    for call in (kms.enable_key_rotation, kms.rotate_key_on_demand, kms.list_key_rotations,
-                 kms.get_key_rotation_status):
+    for call in (
+        kms.enable_key_rotation,
+        kms.rotate_key_on_demand,
+        kms.list_key_rotations,
+        kms.get_key_rotation_status,
+    ):
         with raises("NotFoundException"):
             call(KeyId="alias/rotate-by-alias")
     kms.enable_key_rotation(KeyId=meta["Arn"])
@@ -197,17 +201,32 @@ def test_only_get_key_rotation_status_works_across_accounts(library):
     from hsmkms.kms import Caller
 
     own = library.caller.account_id
-    policy = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{own}:root"},
-         "Action": "kms:*", "Resource": "*"},
-        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
-         "Action": "kms:*", "Resource": "*"},
-    ]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{own}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+        ],
+    }
     key = library.create_key(Policy=json.dumps(policy))["KeyMetadata"]
     stranger = library.as_caller(Caller("999999999999", "arn:aws:iam::999999999999:root"))
     assert stranger.get_key_rotation_status(KeyId=key["Arn"])["KeyRotationEnabled"] is False
-    for operation in ("enable_key_rotation", "disable_key_rotation", "rotate_key_on_demand",
-                      "list_key_rotations"):
+    for operation in (
+        "enable_key_rotation",
+        "disable_key_rotation",
+        "rotate_key_on_demand",
+        "list_key_rotations",
+    ):
         with raises("NotFoundException"):
             getattr(stranger, operation)(KeyId=key["Arn"])
 

@@ -299,7 +299,11 @@ def token_objects(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
     out = subprocess.run(
         [sys.executable, "-c", _LIST_TOKEN, str(home)],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     return dict(line.split(" ", 1) for line in out.stdout.splitlines())
 

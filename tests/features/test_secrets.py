@@ -35,13 +35,15 @@ def test_no_secret_is_written_anywhere(tmp_path: Path):
     home = tmp_path / "home"
     make = "import sys; from hsmkms.config import Settings; from hsmkms.home import ensure_home; "
     make += "ensure_home(Settings.load(home=sys.argv[1], env={}))"
-    subprocess.run([sys.executable, "-c", make, str(home)], check=True, timeout=60, cwd=REPO,
-                   env=clean_env())
+    subprocess.run(
+        [sys.executable, "-c", make, str(home)], check=True, timeout=60, cwd=REPO, env=clean_env()
+    )
     user_pin = (home / "user.pin").read_text().strip()
     so_pin = (home / "so.pin").read_text().strip()
 
     server = ServerProcess(
-        home, extra_args=("--log-level", "debug", "--access-log"),
+        home,
+        extra_args=("--log-level", "debug", "--access-log"),
         env={"HSMKMS_PIN": user_pin},  # the PIN from the environment, not the file
     )
     secrets: dict[str, bytes] = {"user PIN": user_pin.encode(), "SO PIN": so_pin.encode()}
@@ -62,12 +64,23 @@ def test_no_secret_is_written_anywhere(tmp_path: Path):
         for i in range(5):
             marker = f"PLAINTEXT-MARKER-{i}-".encode() + os.urandom(16)
             secrets[f"plaintext {i}"] = marker
-            blob = call("Encrypt", {"KeyId": "alias/secrets", "Plaintext": b64(marker),
-                                    "EncryptionContext": {"purpose": "secrets"}}
-                        ).json["CiphertextBlob"]
+            blob = call(
+                "Encrypt",
+                {
+                    "KeyId": "alias/secrets",
+                    "Plaintext": b64(marker),
+                    "EncryptionContext": {"purpose": "secrets"},
+                },
+            ).json["CiphertextBlob"]
             call("Decrypt", {"CiphertextBlob": blob, "EncryptionContext": {"purpose": "secrets"}})
-            moved = call("ReEncrypt", {"CiphertextBlob": blob, "DestinationKeyId": other,
-                                       "SourceEncryptionContext": {"purpose": "secrets"}})
+            moved = call(
+                "ReEncrypt",
+                {
+                    "CiphertextBlob": blob,
+                    "DestinationKeyId": other,
+                    "SourceEncryptionContext": {"purpose": "secrets"},
+                },
+            )
             call("Decrypt", {"CiphertextBlob": moved.json["CiphertextBlob"]})
             data_key = call("GenerateDataKey", {"KeyId": key_id, "KeySpec": "AES_256"}).json
             secrets[f"data key {i}"] = base64.b64decode(data_key["Plaintext"])
@@ -88,8 +101,12 @@ def test_no_secret_is_written_anywhere(tmp_path: Path):
         call("Decrypt", {"CiphertextBlob": b64(leak + bytes(60))})  # not a blob
         broken = b'{"KeyId": "%s", "Plaintext": "%s' % (key_id.encode(), b64(leak).encode())
         answers.append(srv.post("Encrypt", body=broken))  # not JSON
-        forged = Identity(ident.access_key_id, "forged-" + ident.secret_access_key[7:],
-                          ident.account_id, ident.principal_arn)
+        forged = Identity(
+            ident.access_key_id,
+            "forged-" + ident.secret_access_key[7:],
+            ident.account_id,
+            ident.principal_arn,
+        )
         answers.append(srv.post("GenerateRandom", {"NumberOfBytes": 8}, identity=forged))
         client.close()
         # The library face's errors too: a boto3 ClientError's message.

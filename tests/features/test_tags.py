@@ -11,8 +11,9 @@ def _tags(kms, key: str) -> dict[str, str]:
 
 def test_tag_untag_and_list_a_key(kms):
     key = kms.create_key(Tags=[{"TagKey": "env", "TagValue": "ci"}])["KeyMetadata"]["KeyId"]
-    kms.tag_resource(KeyId=key, Tags=[{"TagKey": "team", "TagValue": "pay"},
-                                      {"TagKey": "Team", "TagValue": ""}])
+    kms.tag_resource(
+        KeyId=key, Tags=[{"TagKey": "team", "TagValue": "pay"}, {"TagKey": "Team", "TagValue": ""}]
+    )
     assert _tags(kms, key) == {"env": "ci", "team": "pay", "Team": ""}  # case-sensitive
     kms.tag_resource(KeyId=key, Tags=[{"TagKey": "team", "TagValue": "ops"}])  # replaces
     kms.untag_resource(KeyId=key, TagKeys=["env", "never-there"])  # absent keys are fine
@@ -50,8 +51,10 @@ def test_a_key_has_at_most_50_tags(kms):
         kms.create_key(Tags=[*fifty, {"TagKey": "one-more", "TagValue": ""}])
     key = kms.create_key(Tags=fifty)["KeyMetadata"]["KeyId"]
     with raises("LimitExceededException", "at most 50"):
-        kms.tag_resource(KeyId=key, Tags=[{"TagKey": "one-more", "TagValue": ""},
-                                          {"TagKey": "t00", "TagValue": "changed"}])
+        kms.tag_resource(
+            KeyId=key,
+            Tags=[{"TagKey": "one-more", "TagValue": ""}, {"TagKey": "t00", "TagValue": "changed"}],
+        )
     assert _tags(kms, key)["t00"] == "0"  # nothing of a refused request is written
     kms.tag_resource(KeyId=key, Tags=[{"TagKey": "t00", "TagValue": "changed"}])
     assert _tags(kms, key)["t00"] == "changed"
@@ -60,8 +63,9 @@ def test_a_key_has_at_most_50_tags(kms):
 def test_the_same_tag_key_twice_in_one_request_is_a_tag_exception(kms):
     key = kms.create_key()["KeyMetadata"]["KeyId"]
     with raises("TagException", "Duplicate"):
-        kms.tag_resource(KeyId=key, Tags=[{"TagKey": "a", "TagValue": "1"},
-                                          {"TagKey": "a", "TagValue": "2"}])
+        kms.tag_resource(
+            KeyId=key, Tags=[{"TagKey": "a", "TagValue": "1"}, {"TagKey": "a", "TagValue": "2"}]
+        )
 
 
 def test_a_key_pending_deletion_keeps_its_tags_readonly(kms):
@@ -89,8 +93,9 @@ def test_list_resource_tags_pages_through_any_tag_keys(kms):
     seen: list[str] = []
     marker = None
     while True:
-        page = kms.list_resource_tags(KeyId=key["KeyId"], Limit=2,
-                                      **({"Marker": marker} if marker else {}))
+        page = kms.list_resource_tags(
+            KeyId=key["KeyId"], Limit=2, **({"Marker": marker} if marker else {})
+        )
         assert len(page["Tags"]) <= 2
         seen += [t["TagKey"] for t in page["Tags"]]
         if not page["Truncated"]:

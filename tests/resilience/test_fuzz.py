@@ -43,7 +43,9 @@ FUZZ = settings(
 )
 ACCOUNT = "999988887777"  # the fuzzer's own account: its keys touch no other test's
 FUZZER = Identity(
-    "AKIAFUZZERFUZZERFUZZ", "fuzz-secret-key-0000000000000000000000", ACCOUNT,
+    "AKIAFUZZERFUZZERFUZZ",
+    "fuzz-secret-key-0000000000000000000000",
+    ACCOUNT,
     f"arn:aws:iam::{ACCOUNT}:user/fuzzer",
 )
 HOST = "kms.fuzz:443"
@@ -56,12 +58,28 @@ any_char = st.characters(codec=None, exclude_categories=())
 texts = st.one_of(
     st.text(any_char, max_size=40),
     st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3),
-    st.sampled_from(["", " ", "\x00", "alias/", "alias/aws/x", "arn:aws:kms:us-east-1:",
-                     "🔑" * 300, "a" * 2049, "%s%n", "../../etc/passwd", "null", "{}"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\x00",
+            "alias/",
+            "alias/aws/x",
+            "arn:aws:kms:us-east-1:",
+            "🔑" * 300,
+            "a" * 2049,
+            "%s%n",
+            "../../etc/passwd",
+            "null",
+            "{}",
+        ]
+    ),
 )
 huge = st.sampled_from([2049, 8193, 100_000, 600_000]).map(lambda n: "A" * n)
 json_scalars = st.one_of(
-    st.none(), st.booleans(), texts,
+    st.none(),
+    st.booleans(),
+    texts,
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
 )
@@ -80,14 +98,21 @@ class Material:
         self.keys = [kms.create_key()["KeyMetadata"] for _ in range(2)]
         a, b = (k["KeyId"] for k in self.keys)
         kms.create_alias(AliasName="alias/fuzz-a", TargetKeyId=a)
-        self.key_ids = [a, b, self.keys[0]["Arn"], "alias/fuzz-a",
-                        f"arn:aws:kms:us-east-1:{ACCOUNT}:alias/fuzz-a"]
+        self.key_ids = [
+            a,
+            b,
+            self.keys[0]["Arn"],
+            "alias/fuzz-a",
+            f"arn:aws:kms:us-east-1:{ACCOUNT}:alias/fuzz-a",
+        ]
         self.blobs = [
             kms.encrypt(KeyId=a, Plaintext=b"fuzz")["CiphertextBlob"],
-            kms.encrypt(KeyId=b, Plaintext=b"x" * 100,
-                        EncryptionContext={"k": "v"})["CiphertextBlob"],
-            kms.generate_data_key_pair(
-                KeyId=a, KeyPairSpec="ECC_NIST_P256")["PrivateKeyCiphertextBlob"],
+            kms.encrypt(KeyId=b, Plaintext=b"x" * 100, EncryptionContext={"k": "v"})[
+                "CiphertextBlob"
+            ],
+            kms.generate_data_key_pair(KeyId=a, KeyPairSpec="ECC_NIST_P256")[
+                "PrivateKeyCiphertextBlob"
+            ],
         ]
 
     def blob_strings(self) -> st.SearchStrategy[str]:
@@ -117,8 +142,9 @@ def _flip(blob: bytes, positions: set[int]) -> bytes:
     return bytes(data)
 
 
-def values_for(shape: model.Shape, name: str, mat: Material, depth: int = 0
-               ) -> st.SearchStrategy[Any]:
+def values_for(
+    shape: model.Shape, name: str, mat: Material, depth: int = 0
+) -> st.SearchStrategy[Any]:
     """Mostly values of the member's type (valid and not), sometimes anything at all."""
     if shape.type == "string":
         choices: list[st.SearchStrategy[Any]] = [texts, huge]
@@ -185,8 +211,11 @@ class Wire:
         self.credentials = Credentials(FUZZER.access_key_id, FUZZER.secret_access_key)
 
     def post(self, operation: str, body: bytes) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/x-amz-json-1.1", "Host": HOST,
-                   "X-Amz-Target": f"TrentService.{operation}"}
+        headers = {
+            "Content-Type": "application/x-amz-json-1.1",
+            "Host": HOST,
+            "X-Amz-Target": f"TrentService.{operation}",
+        }
         request = AWSRequest(method="POST", url=f"https://{HOST}/", data=body, headers=headers)
         SigV4Auth(self.credentials, "kms", "us-east-1").add_auth(request)
         sent: list[dict[str, Any]] = []
@@ -203,13 +232,15 @@ class Wire:
             sent.append(message)
 
         scope = {
-            "type": "http", "method": "POST", "path": "/", "raw_path": b"/",
-            "query_string": b"", "client": ("192.0.2.9", 40000),
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "client": ("192.0.2.9", 40000),
             "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()],
         }
-        self.loop.run_until_complete(
-            asyncio.wait_for(self.app(scope, receive, send), timeout=30)
-        )
+        self.loop.run_until_complete(asyncio.wait_for(self.app(scope, receive, send), timeout=30))
         data = b"".join(m.get("body", b"") for m in sent[1:])
         return sent[0]["status"], json.loads(data) if data else None
 
@@ -263,15 +294,17 @@ def material(wire: Wire) -> Material:
 
 @FUZZ
 @given(data=st.data())
-def test_an_altered_blob_never_decrypts_and_is_invalid_ciphertext(wire: Wire, material: Material,
-                                                                 data: st.DataObject):
+def test_an_altered_blob_never_decrypts_and_is_invalid_ciphertext(
+    wire: Wire, material: Material, data: st.DataObject
+):
     original = data.draw(st.sampled_from(material.blobs))
     altered = data.draw(mutations(original))
     assume(altered != original)
     context = {"k": "v"} if original is material.blobs[1] else None
     with pytest.raises(errors.InvalidCiphertextException):
-        wire.kms.decrypt(CiphertextBlob=altered, **({"EncryptionContext": context}
-                                                   if context else {}))
+        wire.kms.decrypt(
+            CiphertextBlob=altered, **({"EncryptionContext": context} if context else {})
+        )
 
 
 def test_a_blob_of_another_key_is_incorrect_key_and_a_transplant_is_invalid(
@@ -283,14 +316,18 @@ def test_a_blob_of_another_key_is_incorrect_key_and_a_transplant_is_invalid(
         wire.kms.decrypt(CiphertextBlob=blob_b, KeyId=a, EncryptionContext={"k": "v"})
     # B's body under A's header: A's key, B's material, the tag of neither.
     header_a = material.blobs[0][: blobfmt.PREFIX_LEN]
-    for transplant in (header_a + blob_b[blobfmt.PREFIX_LEN:],
-                       blob_b[:3] + header_a[3:19] + blob_b[19:]):
+    for transplant in (
+        header_a + blob_b[blobfmt.PREFIX_LEN :],
+        blob_b[:3] + header_a[3:19] + blob_b[19:],
+    ):
         with pytest.raises(errors.InvalidCiphertextException):
             wire.kms.decrypt(CiphertextBlob=transplant, EncryptionContext={"k": "v"})
     for context in (None, {}, {"k": "V"}, {"k": "v", "x": "y"}, {"K": "v"}, {"k": "v\x00"}):
         with pytest.raises(errors.InvalidCiphertextException):
-            wire.kms.decrypt(CiphertextBlob=blob_b,
-                             **({"EncryptionContext": context} if context is not None else {}))
+            wire.kms.decrypt(
+                CiphertextBlob=blob_b,
+                **({"EncryptionContext": context} if context is not None else {}),
+            )
 
 
 # -- every operation's request body --------------------------------------------------------------
@@ -317,8 +354,9 @@ def test_a_thousand_bit_flipped_blobs_are_a_thousand_invalid_ciphertext_exceptio
 ):
     kms = server.client()
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
-    blob = kms.encrypt(KeyId=key_id, Plaintext=os.urandom(128),
-                       EncryptionContext={"purpose": "bit flips"})["CiphertextBlob"]
+    blob = kms.encrypt(
+        KeyId=key_id, Plaintext=os.urandom(128), EncryptionContext={"purpose": "bit flips"}
+    )["CiphertextBlob"]
     positions = random.sample(range(len(blob) * 8), 1000)  # distinct, header to tag
     flipped = [base64.b64encode(_flip(blob, {p})).decode() for p in positions]
     assert len(set(flipped)) == 1000
@@ -328,8 +366,9 @@ def test_a_thousand_bit_flipped_blobs_are_a_thousand_invalid_ciphertext_exceptio
     def send(part: list[str]) -> None:
         client = Client(server)
         for text in part:
-            answer = client.call("Decrypt", {"CiphertextBlob": text,
-                                             "EncryptionContext": {"purpose": "bit flips"}})
+            answer = client.call(
+                "Decrypt", {"CiphertextBlob": text, "EncryptionContext": {"purpose": "bit flips"}}
+            )
             with lock:
                 answers.append((answer.status, answer.error[0]))
         client.close()

@@ -27,7 +27,9 @@ def login(self, session, pin):
 native.Cryptoki.login = login
 """
 
-RUNTIME = COUNT_LOGINS + r"""
+RUNTIME = (
+    COUNT_LOGINS
+    + r"""
 import os, subprocess, time
 from pathlib import Path
 from hsmkms.config import Settings
@@ -59,18 +61,26 @@ out["status ok"], out["status detail"] = status.ok, status.detail
 out["logins"] = len(logins)
 print(json.dumps(out))
 """
+)
 
-SERVE = COUNT_LOGINS + r"""
+SERVE = (
+    COUNT_LOGINS
+    + r"""
 from hsmkms.cli import main
 code = main(["serve", "--home", sys.argv[1], "--port", sys.argv[2]])
 print(json.dumps({"exit": code, "logins": len(logins)}))
 """
+)
 
 
 def _run(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-c", script, *args],
-        capture_output=True, text=True, timeout=120, cwd=REPO, env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env or clean_env(),
         check=False,
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
@@ -92,8 +102,9 @@ def test_serve_with_a_wrong_pin_logs_in_once_and_says_how_to_fix_it(tmp_path: Pa
     home = tmp_path / "home"
     make = "import sys; from hsmkms.config import Settings; from hsmkms.home import ensure_home; "
     make += "ensure_home(Settings.load(home=sys.argv[1], env={}))"
-    subprocess.run([sys.executable, "-c", make, str(home)], check=True, timeout=60, cwd=REPO,
-                   env=clean_env())
+    subprocess.run(
+        [sys.executable, "-c", make, str(home)], check=True, timeout=60, cwd=REPO, env=clean_env()
+    )
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

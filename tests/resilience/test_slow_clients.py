@@ -26,9 +26,12 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(
         tmp_path_factory.mktemp("slow-clients"),
         extra_args=(
-            "--header-timeout", str(HEADER_TIMEOUT),
-            "--body-timeout", str(BODY_TIMEOUT),
-            "--limit-concurrency", str(LIMIT),
+            "--header-timeout",
+            str(HEADER_TIMEOUT),
+            "--body-timeout",
+            str(BODY_TIMEOUT),
+            "--limit-concurrency",
+            str(LIMIT),
         ),
     )
     with server:
@@ -184,15 +187,20 @@ def test_requests_beyond_the_limit_are_throttled_as_aws_does(srv: ServerProcess)
 
     ident = srv.identity
     patient = boto3.client(
-        "kms", endpoint_url=srv.url, region_name=srv.region,
-        aws_access_key_id=ident.access_key_id, aws_secret_access_key=ident.secret_access_key,
+        "kms",
+        endpoint_url=srv.url,
+        region_name=srv.region,
+        aws_access_key_id=ident.access_key_id,
+        aws_secret_access_key=ident.secret_access_key,
         config=Config(retries={"mode": "standard", "max_attempts": 10}),
     )
     with ThreadPoolExecutor(8) as pool:
-        done = list(pool.map(
-            lambda _: patient.generate_data_key_pair(KeyId=key_id, KeyPairSpec="RSA_3072"),
-            range(8),
-        ))
+        done = list(
+            pool.map(
+                lambda _: patient.generate_data_key_pair(KeyId=key_id, KeyPairSpec="RSA_3072"),
+                range(8),
+            )
+        )
     assert len(done) == 8
 
 

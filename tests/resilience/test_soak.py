@@ -67,8 +67,9 @@ def test_a_soak_of_mixed_operations_has_no_errors_and_flat_memory(tmp_path: Path
         def work(client: Client, stop: threading.Event) -> None:
             key = random.choice(keys)
             name = random.choice([key, f"alias/soak-{keys.index(key)}"])
-            context = {"tenant": str(random.randrange(10)), "é": "ü"} if random.random() < 0.5 \
-                else None
+            context = (
+                {"tenant": str(random.randrange(10)), "é": "ü"} if random.random() < 0.5 else None
+            )
             pick = random.random()
             if pick < 0.30:
                 data = plaintext(random.choice([1, 32, 1024, 4096]))
@@ -83,8 +84,9 @@ def test_a_soak_of_mixed_operations_has_no_errors_and_flat_memory(tmp_path: Path
                 answer = client.call("GenerateDataKey", {"KeyId": name, "KeySpec": "AES_256"})
                 if answer.status != 200:
                     return fail(f"GenerateDataKey: {answer!r}")
-                decrypt(client, answer.json["CiphertextBlob"],
-                        unb64(answer.json["Plaintext"]), None)
+                decrypt(
+                    client, answer.json["CiphertextBlob"], unb64(answer.json["Plaintext"]), None
+                )
             elif pick < 0.62:
                 spec = random.choice(["ECC_NIST_P256", "ECC_NIST_P384", "ECC_SECG_P256K1"])
                 answer = client.call("GenerateDataKeyPair", {"KeyId": name, "KeyPairSpec": spec})
@@ -95,8 +97,10 @@ def test_a_soak_of_mixed_operations_has_no_errors_and_flat_memory(tmp_path: Path
                     return fail("GenerateDataKeyPair: the public key is not the private key's")
                 decrypt(client, answer.json["PrivateKeyCiphertextBlob"], private, None)
             elif pick < 0.65:
-                answer = client.call("GenerateDataKeyPairWithoutPlaintext",
-                                     {"KeyId": name, "KeyPairSpec": "RSA_2048"})
+                answer = client.call(
+                    "GenerateDataKeyPairWithoutPlaintext",
+                    {"KeyId": name, "KeyPairSpec": "RSA_2048"},
+                )
                 if answer.status != 200:
                     return fail(f"GenerateDataKeyPairWithoutPlaintext: {answer!r}")
                 blob = answer.json["PrivateKeyCiphertextBlob"]
@@ -111,25 +115,30 @@ def test_a_soak_of_mixed_operations_has_no_errors_and_flat_memory(tmp_path: Path
                 data = plaintext(64)
                 sealed = client.call("Encrypt", {"KeyId": key, "Plaintext": b64(data)})
                 other = random.choice(keys)
-                answer = client.call("ReEncrypt", {"CiphertextBlob": sealed.json["CiphertextBlob"],
-                                                   "DestinationKeyId": other})
+                answer = client.call(
+                    "ReEncrypt",
+                    {"CiphertextBlob": sealed.json["CiphertextBlob"], "DestinationKeyId": other},
+                )
                 if sealed.status != 200 or answer.status != 200:
                     return fail(f"ReEncrypt: {answer!r}")
                 decrypt(client, answer.json["CiphertextBlob"], data, None)
             elif pick < 0.88:
-                op, params = random.choice([
-                    ("DescribeKey", {"KeyId": name}),
-                    ("ListAliases", {"Limit": 10}),
-                    ("ListKeys", {"Limit": 10}),
-                    ("GenerateRandom", {"NumberOfBytes": 64}),
-                ])
+                op, params = random.choice(
+                    [
+                        ("DescribeKey", {"KeyId": name}),
+                        ("ListAliases", {"Limit": 10}),
+                        ("ListKeys", {"Limit": 10}),
+                        ("GenerateRandom", {"NumberOfBytes": 64}),
+                    ]
+                )
                 answer = client.call(op, params)
                 if answer.status != 200:
                     fail(f"{op}: {answer!r}")
             else:
                 n = random.randrange(10**9)
-                created = client.call("CreateAlias", {"AliasName": f"alias/tmp-{n}",
-                                                      "TargetKeyId": key})
+                created = client.call(
+                    "CreateAlias", {"AliasName": f"alias/tmp-{n}", "TargetKeyId": key}
+                )
                 deleted = client.call("DeleteAlias", {"AliasName": f"alias/tmp-{n}"})
                 if created.status != 200 or deleted.status != 200:
                     fail(f"alias churn: {created!r} {deleted!r}")

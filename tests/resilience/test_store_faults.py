@@ -30,9 +30,16 @@ from hsmkms.store.base import KeyRecord, MaterialRecord
 def _key(store_path: str, key_id: str = "00000000-0000-4000-8000-000000000001") -> KeyRecord:
     now = datetime.now(UTC)
     key = KeyRecord(
-        key_id=key_id, account_id="111122223333", region="us-east-1",
-        key_usage="ENCRYPT_DECRYPT", key_spec="SYMMETRIC_DEFAULT", origin="AWS_KMS",
-        key_manager="CUSTOMER", state="Enabled", created_at=now, policy="{}",
+        key_id=key_id,
+        account_id="111122223333",
+        region="us-east-1",
+        key_usage="ENCRYPT_DECRYPT",
+        key_spec="SYMMETRIC_DEFAULT",
+        origin="AWS_KMS",
+        key_manager="CUSTOMER",
+        state="Enabled",
+        created_at=now,
+        policy="{}",
         current_material_id="ab" * 32,
     )
     store = open_store(store_path)
@@ -51,8 +58,9 @@ def test_a_write_behind_a_held_lock_is_busy_after_the_timeout_and_reads_go_on(tm
         now = datetime.now(UTC)
         started = time.monotonic()
         with pytest.raises(StoreBusy, match="lock for more than 0.3 s"):
-            store.create_alias(AliasRecord("111122223333", "us-east-1", "alias/a", key.key_id,
-                                           now, now))
+            store.create_alias(
+                AliasRecord("111122223333", "us-east-1", "alias/a", key.key_id, now, now)
+            )
         assert 0.25 < time.monotonic() - started < 5
         assert store.get_key(key.key_id) is not None  # WAL: readers do not wait for writers
     finally:
@@ -107,8 +115,12 @@ def test_a_lost_race_is_decided_again(library, monkeypatch: pytest.MonkeyPatch):
     def update_key(kid: str, **changes: object):  # type: ignore[no-untyped-def]
         if not raced:
             raced.append(1)
-            real_update(kid, state="PendingDeletion",
-                        deletion_date=datetime.now(UTC) + timedelta(days=7), pending_window_days=7)
+            real_update(
+                kid,
+                state="PendingDeletion",
+                deletion_date=datetime.now(UTC) + timedelta(days=7),
+                pending_window_days=7,
+            )
         return real_update(kid, **changes)
 
     monkeypatch.setattr(store, "update_key", update_key)
@@ -221,7 +233,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("a full disk needs a small filesystem of its own: mounting one needs root")
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs: {done.stderr.strip()}")

@@ -30,9 +30,7 @@ def botocore_headers(target: str, body: bytes, region: str = "us-east-1") -> dic
         data=body,
         headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target},
     )
-    auth = SigV4Auth(
-        Credentials(IDENTITY.access_key_id, IDENTITY.secret_access_key), "kms", region
-    )
+    auth = SigV4Auth(Credentials(IDENTITY.access_key_id, IDENTITY.secret_access_key), "kms", region)
     with mock.patch("botocore.auth.get_current_datetime", return_value=WHEN):
         auth.add_auth(request)
     return dict(request.headers.items())
@@ -44,7 +42,7 @@ def botocore_headers(target: str, body: bytes, region: str = "us-east-1") -> dic
         ("TrentService.GenerateDataKey", b'{"KeyId":"alias/app","KeySpec":"AES_256"}'),
         ("TrentService.Decrypt", b'{"CiphertextBlob":"SGVsbG8sIHdvcmxkIQ=="}'),
         ("TrentService.ListKeys", b"{}"),
-        ("TrentService.Encrypt", "{\"Plaintext\":\"w6k=\",\"KeyId\":\"é\"}".encode()),
+        ("TrentService.Encrypt", '{"Plaintext":"w6k=","KeyId":"é"}'.encode()),
     ],
 )
 def test_the_signature_is_botocores_byte_for_byte(target: str, body: bytes):
@@ -59,9 +57,10 @@ def test_a_new_day_derives_a_new_signing_key():
     ours = Signer(IDENTITY.access_key_id, IDENTITY.secret_access_key, "eu-west-1", HOST)
     ours.headers("TrentService.ListKeys", b"{}", "20260101T235959Z")
     mine = ours.headers("TrentService.ListKeys", b"{}", AMZ_DATE)
-    assert mine["Authorization"] == botocore_headers(
-        "TrentService.ListKeys", b"{}", "eu-west-1"
-    )["Authorization"]
+    assert (
+        mine["Authorization"]
+        == botocore_headers("TrentService.ListKeys", b"{}", "eu-west-1")["Authorization"]
+    )
 
 
 def test_hsmkms_verifies_what_it_signs():

@@ -15,8 +15,19 @@ from hsmkms.service.policy_eval.operators import _NEGATED, _OPERATORS
 VERSIONS = ("2012-10-17", "2008-10-17")
 INVALID_PRINCIPALS = "Policy contains a statement with one or more invalid principals."
 
-_STATEMENT_ELEMENTS = frozenset({"Sid", "Effect", "Principal", "NotPrincipal", "Action",
-                                 "NotAction", "Resource", "NotResource", "Condition"})
+_STATEMENT_ELEMENTS = frozenset(
+    {
+        "Sid",
+        "Effect",
+        "Principal",
+        "NotPrincipal",
+        "Action",
+        "NotAction",
+        "Resource",
+        "NotResource",
+        "Condition",
+    }
+)
 _POLICY_ELEMENTS = frozenset({"Version", "Id", "Statement"})
 _ACCOUNT = re.compile(r"^\d{12}$")
 PRINCIPAL_ARN = re.compile(
@@ -121,8 +132,11 @@ def _statement(raw: Any) -> Statement:
     sid = raw.get("Sid")
     if sid is not None and not isinstance(sid, str):
         raise PolicyError("A statement's Sid must be a string.")
-    for a, b in (("Principal", "NotPrincipal"), ("Action", "NotAction"),
-                 ("Resource", "NotResource")):
+    for a, b in (
+        ("Principal", "NotPrincipal"),
+        ("Action", "NotAction"),
+        ("Resource", "NotResource"),
+    ):
         if a in raw and b in raw:
             raise PolicyError(f"A policy statement cannot have both {a} and {b}.")
     # A key policy statement must name its principals (KMS refuses one that does not).
@@ -187,8 +201,7 @@ def _conditions(raw: Any) -> tuple[Condition, ...]:
                 raise PolicyError(
                     f"Condition {operator} {key}: values must be strings, numbers or booleans."
                 )
-            out.append(Condition(base, key, tuple(_as_text(v) for v in listed), set_op,
-                                 if_exists))
+            out.append(Condition(base, key, tuple(_as_text(v) for v in listed), set_op, if_exists))
     return tuple(out)
 
 
@@ -204,11 +217,10 @@ def _split_operator(operator: Any) -> tuple[str, str | None, bool]:
     name, set_op = operator, None
     for prefix in ("ForAnyValue:", "ForAllValues:"):
         if name.startswith(prefix):
-            set_op, name = prefix[:-1], name[len(prefix):]
+            set_op, name = prefix[:-1], name[len(prefix) :]
     if_exists = name.endswith("IfExists") and name != "IfExists"
     if if_exists:
         name = name[: -len("IfExists")]
     if name not in _OPERATORS or (if_exists and name == "Null"):
         raise PolicyError(f"The policy contains an unsupported condition operator: {operator}.")
     return name, set_op, if_exists
-

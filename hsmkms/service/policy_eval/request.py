@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 # Condition keys whose value is a set (the others hold one value).
-MULTIVALUED_KEYS = frozenset({"kms:encryptioncontextkeys", "kms:grantoperations",
-                              "kms:resourcealiases"})
+MULTIVALUED_KEYS = frozenset(
+    {"kms:encryptioncontextkeys", "kms:grantoperations", "kms:resourcealiases"}
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class RequestContext:
         if name.startswith("kms:encryptioncontext:"):
             if not self.encryption_context:
                 return None
-            wanted = name[len("kms:encryptioncontext:"):]
+            wanted = name[len("kms:encryptioncontext:") :]
             found = tuple(v for k, v in self.encryption_context.items() if k.lower() == wanted)
             return found or None
         if name == "kms:encryptioncontextkeys":
@@ -84,8 +85,11 @@ class RequestContext:
         elif name == "kms:grantoperations":
             return tuple(self.grant_operations) if self.grant_operations else None
         elif name == "kms:grantisforawsresource":
-            value = None if self.grant_is_for_aws_resource is None else (
-                "true" if self.grant_is_for_aws_resource else "false")
+            value = (
+                None
+                if self.grant_is_for_aws_resource is None
+                else ("true" if self.grant_is_for_aws_resource else "false")
+            )
         elif name == "aws:currenttime":
             value = self.now.strftime("%Y-%m-%dT%H:%M:%SZ") if self.now else None
         elif name == "aws:epochtime":
@@ -93,4 +97,3 @@ class RequestContext:
         else:
             return None
         return None if value is None else (value,)
-

@@ -56,8 +56,9 @@ def test_inconsistent_rsa_components_are_refused(rsa_key: rsa.RSAPrivateKey, fie
         der.rsa_private_pkcs8(**c)
 
 
-@pytest.mark.parametrize("spec", ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521",
-                                  "ECC_SECG_P256K1"])
+@pytest.mark.parametrize(
+    "spec", ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521", "ECC_SECG_P256K1"]
+)
 def test_ec_scalar_and_point_rebuild_standard_der(spec: str) -> None:
     pair = DataKeyPairSpec(spec)
     key = ec.generate_private_key(der.curve(pair))
@@ -69,8 +70,10 @@ def test_ec_scalar_and_point_rebuild_standard_der(spec: str) -> None:
     spki, pkcs8 = der.ec_private_pkcs8(pair, scalar)
     assert spki == key.public_key().public_bytes(*SPKI)
     assert pkcs8 == key.private_bytes(*PKCS8)
-    octet_string = bytes([0x04, 0x81, len(point)]) + point if len(point) > 127 else (
-        bytes([0x04, len(point)]) + point
+    octet_string = (
+        bytes([0x04, 0x81, len(point)]) + point
+        if len(point) > 127
+        else (bytes([0x04, len(point)]) + point)
     )
     assert der.ec_public_spki(pair, octet_string) == spki
     assert der.ec_public_spki(pair, point) == spki  # tokens that return the bare point

@@ -16,8 +16,13 @@ from hsmkms.hsm import IntegrityError, KeyNotFound, MechanismUnsupported, Wrappe
 from hsmkms.hsm.testing import key_pair_objects
 
 ALL_SPECS = [
-    "RSA_2048", "RSA_3072", "RSA_4096",
-    "ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521", "ECC_SECG_P256K1",
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
 ]
 CURVES = {
     "ECC_NIST_P256": "secp256r1",
@@ -69,8 +74,9 @@ def assert_standard(spec: str, spki: bytes, pkcs8: bytes) -> None:
         inner = info["private_key"].parsed
         assert inner["public_key"].native is not None  # RFC 5915 publicKey present
         message = b"signed on the host"
-        private.public_key().verify(private.sign(message, ec.ECDSA(SHA256())), message,
-                                    ec.ECDSA(SHA256()))
+        private.public_key().verify(
+            private.sign(message, ec.ECDSA(SHA256())), message, ec.ECDSA(SHA256())
+        )
 
 
 def test_the_token_offers_the_seven_specs_and_wraps_with_kwp(token) -> None:
@@ -137,9 +143,7 @@ def test_a_wrapped_key_claiming_another_spec_is_an_integrity_error(
         token.unwrap_private_key(master, replace(rsa2048, spec="RSA_3072"))
 
 
-def test_a_wrapped_key_under_another_master_key_is_an_integrity_error(
-    token, wrapped_pairs
-) -> None:
+def test_a_wrapped_key_under_another_master_key_is_an_integrity_error(token, wrapped_pairs) -> None:
     other = os.urandom(32)
     token.create_master_key(other, "test-keypairs-other")
     try:

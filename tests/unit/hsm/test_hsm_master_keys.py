@@ -31,9 +31,20 @@ tok.close()
 def other_process(settings, action: str, mid: bytes) -> dict[str, object]:
     env = dict(os.environ, HSMKMS_TEST_PIN=settings.read_pin())
     done = subprocess.run(
-        [sys.executable, "-c", OTHER_PROCESS, settings.pkcs11_module, settings.token_label,
-         action, mid.hex()],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            OTHER_PROCESS,
+            settings.pkcs11_module,
+            settings.token_label,
+            action,
+            mid.hex(),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -117,7 +128,9 @@ def test_a_key_created_by_another_process_is_found_on_first_use(token, settings)
     )
     subprocess.run(
         [sys.executable, "-c", code, settings.pkcs11_module, settings.token_label, mid.hex()],
-        env=env, check=True, timeout=60,
+        env=env,
+        check=True,
+        timeout=60,
     )
     assert token.has_master_key(mid)
     token.destroy_master_key(mid)

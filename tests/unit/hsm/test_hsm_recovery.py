@@ -45,7 +45,9 @@ logging.getLogger("hsmkms.hsm").addHandler(Count())
 logging.getLogger("hsmkms.hsm").setLevel(logging.INFO)
 """
 
-LOSS = PRELUDE + r"""
+LOSS = (
+    PRELUDE
+    + r"""
 how = sys.argv[2]
 tok = open_token(settings.pkcs11_module, settings.token_label, settings.read_pin(),
                  reinit_interval=0.3)
@@ -94,8 +96,11 @@ tok.destroy_master_key(mid)
 tok.close()
 print(json.dumps(out))
 """
+)
 
-STATUS_RECOVERS = PRELUDE + r"""
+STATUS_RECOVERS = (
+    PRELUDE
+    + r"""
 tok = open_token(settings.pkcs11_module, settings.token_label, settings.read_pin(),
                  reinit_interval=0.2)
 os.rename(token_dir, away)
@@ -108,8 +113,11 @@ while not tok.status().ok and time.monotonic() < deadline:
 out["status after return"] = tok.status().ok
 print(json.dumps(out))
 """
+)
 
-OPENING = PRELUDE + r"""
+OPENING = (
+    PRELUDE
+    + r"""
 try:
     open_token(settings.pkcs11_module, settings.token_label, "wrong-pin")
 except LoginFailed as exc:
@@ -129,8 +137,11 @@ out["reinits"] = Count.reinits
 tok.close()
 print(json.dumps(out))
 """
+)
 
-FORK = PRELUDE + r"""
+FORK = (
+    PRELUDE
+    + r"""
 tok = open_token(settings.pkcs11_module, settings.token_label, settings.read_pin())
 mid = os.urandom(32)
 tok.create_master_key(mid, "forked")
@@ -155,13 +166,18 @@ out["parent after child"] = tok.decrypt(mid, bytes(12), ct, b"").decode()
 tok.destroy_master_key(mid)
 print(json.dumps(out))
 """
+)
 
 
 def run(script: str, home: Path, *args: str, timeout: float = 60) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k not in ("SOFTHSM2_CONF", "HSMKMS_PIN")}
     done = subprocess.run(
         [sys.executable, "-c", script, str(home), *args],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]

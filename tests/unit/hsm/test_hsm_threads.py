@@ -158,7 +158,11 @@ def hammer(home: Path, locking: str, outage: str) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k not in ("SOFTHSM2_CONF", "HSMKMS_PIN")}
     done = subprocess.run(
         [sys.executable, "-c", HAMMER, str(home), locking, outage],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     # A crash of SoftHSM2 shows up here as a signal (negative return code) or an abort.
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"

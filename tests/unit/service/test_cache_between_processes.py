@@ -46,8 +46,9 @@ class CountingStore(SQLiteStore):
 
 
 @contextmanager
-def process(settings: Any, *, store: Any = None, token_class: type[PKCS11Token] = PKCS11Token
-            ) -> Iterator[KMS]:
+def process(
+    settings: Any, *, store: Any = None, token_class: type[PKCS11Token] = PKCS11Token
+) -> Iterator[KMS]:
     """An operation layer on the session's home with its own token handle cache and store."""
     from hsmkms.compose import build_service
 

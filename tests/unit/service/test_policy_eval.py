@@ -45,8 +45,12 @@ def doc(*statements: dict[str, Any]) -> str:
 
 
 def allow(principal: Any = None, action: Any = "kms:*", **more: Any) -> dict[str, Any]:
-    st = {"Effect": "Allow", "Principal": principal or {"AWS": f"arn:aws:iam::{A}:root"},
-          "Action": action, "Resource": "*"}
+    st = {
+        "Effect": "Allow",
+        "Principal": principal or {"AWS": f"arn:aws:iam::{A}:root"},
+        "Action": action,
+        "Resource": "*",
+    }
     st.update(more)
     return st
 
@@ -74,11 +78,15 @@ def holds(operator: str, key: str, values: Any, **kw: Any) -> bool:
         (json.dumps({"Version": "2012-10-17"}), "Statement"),
         (json.dumps({"Statement": []}), "Statement"),
         (json.dumps({"Statement": [{"Effect": "Maybe", "Principal": "*"}]}), "Effect"),
-        (json.dumps({"Statement": [{"Effect": "Allow", "Action": "kms:*"}]}),
-         "one or more invalid principals"),
+        (
+            json.dumps({"Statement": [{"Effect": "Allow", "Action": "kms:*"}]}),
+            "one or more invalid principals",
+        ),
         (doc(allow(principal={"AWS": "alice"})), "one or more invalid principals"),
-        (doc(allow(principal={"AWS": f"arn:aws:iam::{A}:group/admins"})),
-         "one or more invalid principals"),
+        (
+            doc(allow(principal={"AWS": f"arn:aws:iam::{A}:group/admins"})),
+            "one or more invalid principals",
+        ),
         (doc(allow(principal="arn:aws:iam::111122223333:root")), "invalid principals"),
         (doc(allow(NotAction="kms:Decrypt")), "both Action and NotAction"),
         (doc(allow(Condition={"StringEqualz": {"kms:KeySpec": "x"}})), "condition operator"),
@@ -138,8 +146,12 @@ def test_service_principals_never_match_a_caller():
 
 
 def test_not_principal_applies_to_everyone_else():
-    everyone_but_alice = {"Effect": "Deny", "NotPrincipal": {"AWS": ALICE}, "Action": "kms:*",
-                          "Resource": "*"}
+    everyone_but_alice = {
+        "Effect": "Deny",
+        "NotPrincipal": {"AWS": ALICE},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
     text = doc(allow(), everyone_but_alice)
     assert decide(text) is Decision.ALLOW
     assert decide(text, principal_arn=f"arn:aws:iam::{A}:user/eve") is Decision.DENY
@@ -174,8 +186,13 @@ def test_not_action_allows_every_other_action():
 
 @pytest.mark.parametrize(
     ("resource", "expected"),
-    [("*", True), (KEY, True), (f"arn:aws:kms:*:{A}:key/*", True),
-     (f"arn:aws:kms:us-east-1:{B}:key/*", False), (KEY.upper(), False)],
+    [
+        ("*", True),
+        (KEY, True),
+        (f"arn:aws:kms:*:{A}:key/*", True),
+        (f"arn:aws:kms:us-east-1:{B}:key/*", False),
+        (KEY.upper(), False),
+    ],
 )
 def test_resources_match_the_key_arn(resource, expected):
     got = decide(doc(allow(Resource=resource)))
@@ -223,14 +240,16 @@ EC = {"tenant": "acme", "Purpose": "backup"}
     ],
 )
 def test_string_operators(operator, values, expected):
-    assert holds(operator, "kms:EncryptionContext:tenant", values, encryption_context=EC) \
-        is expected
+    assert (
+        holds(operator, "kms:EncryptionContext:tenant", values, encryption_context=EC) is expected
+    )
 
 
 def test_encryption_context_key_names_are_case_insensitive_and_values_are_not():
     assert holds("StringEquals", "kms:EncryptionContext:PURPOSE", "backup", encryption_context=EC)
-    assert not holds("StringEquals", "kms:EncryptionContext:purpose", "Backup",
-                     encryption_context=EC)
+    assert not holds(
+        "StringEquals", "kms:EncryptionContext:purpose", "Backup", encryption_context=EC
+    )
 
 
 @pytest.mark.parametrize(
@@ -264,36 +283,50 @@ def test_a_missing_key_fails_except_negated_ifexists_and_for_all_values(operator
 
 def test_an_empty_encryption_context_is_a_missing_key():
     assert holds("Null", "kms:EncryptionContextKeys", "true", encryption_context={})
-    assert not holds("StringEquals", "kms:EncryptionContext:tenant", "acme",
-                     encryption_context={})
+    assert not holds("StringEquals", "kms:EncryptionContext:tenant", "acme", encryption_context={})
 
 
 def test_ifexists_still_checks_a_present_key():
-    assert holds("StringEqualsIfExists", "kms:EncryptionContext:tenant", "acme",
-                 encryption_context=EC)
-    assert not holds("StringEqualsIfExists", "kms:EncryptionContext:tenant", "other",
-                     encryption_context=EC)
+    assert holds(
+        "StringEqualsIfExists", "kms:EncryptionContext:tenant", "acme", encryption_context=EC
+    )
+    assert not holds(
+        "StringEqualsIfExists", "kms:EncryptionContext:tenant", "other", encryption_context=EC
+    )
 
 
 # -- Null, Bool, numeric, date, IP, ARN -------------------------------------------------------
 @pytest.mark.parametrize(
     ("value", "context", "expected"),
-    [("true", None, True), ("true", EC, False), ("false", EC, True), ("false", None, False),
-     (True, None, True), (["true", "false"], EC, True)],
+    [
+        ("true", None, True),
+        ("true", EC, False),
+        ("false", EC, True),
+        ("false", None, False),
+        (True, None, True),
+        (["true", "false"], EC, True),
+    ],
 )
 def test_null_tests_whether_a_key_is_absent(value, context, expected):
-    assert holds("Null", "kms:EncryptionContextKeys", value, encryption_context=context) \
-        is expected
+    assert holds("Null", "kms:EncryptionContextKeys", value, encryption_context=context) is expected
 
 
 @pytest.mark.parametrize(
     ("value", "flag", "expected"),
-    [("true", False, False), ("false", False, True), (False, False, True), ("TRUE", True, True),
-     (True, True, True), ("false", True, False)],
+    [
+        ("true", False, False),
+        ("false", False, True),
+        (False, False, True),
+        ("TRUE", True, True),
+        (True, True, True),
+        ("false", True, False),
+    ],
 )
 def test_bool(value, flag, expected):
-    assert holds("Bool", "kms:GrantIsForAWSResource", value,
-                 grant_is_for_aws_resource=flag) is expected
+    assert (
+        holds("Bool", "kms:GrantIsForAWSResource", value, grant_is_for_aws_resource=flag)
+        is expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -317,8 +350,10 @@ def test_bool(value, flag, expected):
 )
 def test_numeric_operators(operator, value, expected):
     extra = {"kms:ScheduleKeyDeletionPendingWindowInDays": "7"}
-    assert holds(operator, "kms:ScheduleKeyDeletionPendingWindowInDays", value, extra=extra) \
+    assert (
+        holds(operator, "kms:ScheduleKeyDeletionPendingWindowInDays", value, extra=extra)
         is expected
+    )
 
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -386,10 +421,15 @@ def test_condition_key_names_are_case_insensitive():
 
 def test_key_pair_spec_algorithm_and_alias_keys():
     assert holds("StringEquals", "kms:DataKeyPairSpec", "RSA_4096", data_key_pair_spec="RSA_4096")
-    assert not holds("StringEquals", "kms:DataKeyPairSpec", "RSA_4096",
-                     data_key_pair_spec="ECC_NIST_P256")
-    assert holds("StringEquals", "kms:EncryptionAlgorithm", "SYMMETRIC_DEFAULT",
-                 encryption_algorithm="SYMMETRIC_DEFAULT")
+    assert not holds(
+        "StringEquals", "kms:DataKeyPairSpec", "RSA_4096", data_key_pair_spec="ECC_NIST_P256"
+    )
+    assert holds(
+        "StringEquals",
+        "kms:EncryptionAlgorithm",
+        "SYMMETRIC_DEFAULT",
+        encryption_algorithm="SYMMETRIC_DEFAULT",
+    )
     assert holds("StringEquals", "kms:RequestAlias", "alias/app", request_alias="alias/app")
     assert not holds("StringEquals", "kms:RequestAlias", "alias/app")
 
@@ -407,8 +447,7 @@ def test_key_pair_spec_algorithm_and_alias_keys():
         ("ForAnyValue:StringNotEquals", ["Decrypt"], ["Decrypt"], False),
         ("ForAllValues:StringNotEquals", ["CreateGrant"], ["Decrypt", "Encrypt"], True),
         ("ForAllValues:StringNotEquals", ["CreateGrant"], ["Decrypt", "CreateGrant"], False),
-        ("ForAllValues:StringLike", ["Generate*", "Decrypt"], ["GenerateDataKey", "Decrypt"],
-         True),
+        ("ForAllValues:StringLike", ["Generate*", "Decrypt"], ["GenerateDataKey", "Decrypt"], True),
         ("ForAnyValue:StringLike", ["Re*"], ["Decrypt"], False),
         ("ForAllValues:StringEquals", ["Decrypt"], None, True),
         ("ForAnyValue:StringEquals", ["Decrypt"], None, False),
@@ -417,15 +456,15 @@ def test_key_pair_spec_algorithm_and_alias_keys():
     ],
 )
 def test_set_operators_on_grant_operations(operator, values, request_values, expected):
-    assert holds(operator, "kms:GrantOperations", values, grant_operations=request_values) \
-        is expected
+    assert (
+        holds(operator, "kms:GrantOperations", values, grant_operations=request_values) is expected
+    )
 
 
 def test_set_operators_on_encryption_context_keys_are_case_sensitive():
     key = "kms:EncryptionContextKeys"
     assert holds("ForAllValues:StringEquals", key, ["tenant", "Purpose"], encryption_context=EC)
-    assert not holds("ForAllValues:StringEquals", key, ["tenant", "purpose"],
-                     encryption_context=EC)
+    assert not holds("ForAllValues:StringEquals", key, ["tenant", "purpose"], encryption_context=EC)
     assert holds("ForAnyValue:StringEquals", key, "tenant", encryption_context=EC)
 
 
@@ -436,32 +475,53 @@ def test_resource_aliases_are_read_only_when_a_policy_asks():
         asked.append(1)
         return ["alias/app", "alias/blue"]
 
-    assert holds("ForAnyValue:StringLike", "kms:ResourceAliases", "alias/b*",
-                 resource_aliases=aliases)
-    assert not holds("ForAnyValue:StringEquals", "kms:ResourceAliases", "alias/red",
-                     resource_aliases=aliases)
+    assert holds(
+        "ForAnyValue:StringLike", "kms:ResourceAliases", "alias/b*", resource_aliases=aliases
+    )
+    assert not holds(
+        "ForAnyValue:StringEquals", "kms:ResourceAliases", "alias/red", resource_aliases=aliases
+    )
     assert decide(doc(allow())) is Decision.ALLOW
     assert len(asked) == 2
 
 
 def test_every_operator_and_key_of_a_block_must_hold():
-    both = {"StringEquals": {"kms:EncryptionContext:tenant": "acme",
-                             "kms:EncryptionContext:Purpose": "backup"},
-            "StringLike": {"aws:PrincipalArn": "*:user/alice"}}
+    both = {
+        "StringEquals": {
+            "kms:EncryptionContext:tenant": "acme",
+            "kms:EncryptionContext:Purpose": "backup",
+        },
+        "StringLike": {"aws:PrincipalArn": "*:user/alice"},
+    }
     assert decide(doc(allow(Condition=both)), encryption_context=EC) is Decision.ALLOW
     other = dict(EC, Purpose="restore")
     assert decide(doc(allow(Condition=both)), encryption_context=other) is Decision.NO_MATCH
-    assert decide(doc(allow(Condition=both)), encryption_context=EC,
-                  principal_arn=f"arn:aws:iam::{A}:user/bob") is Decision.NO_MATCH
+    assert (
+        decide(
+            doc(allow(Condition=both)),
+            encryption_context=EC,
+            principal_arn=f"arn:aws:iam::{A}:user/bob",
+        )
+        is Decision.NO_MATCH
+    )
 
 
 def test_a_deny_with_a_condition_denies_only_when_it_holds():
-    text = doc(allow(), deny(action="kms:GenerateDataKeyPair*",
-                             Condition={"StringEquals": {"kms:DataKeyPairSpec": "RSA_4096"}}))
-    assert decide(text, action="kms:GenerateDataKeyPair",
-                  data_key_pair_spec="RSA_4096") is Decision.DENY
-    assert decide(text, action="kms:GenerateDataKeyPair",
-                  data_key_pair_spec="RSA_2048") is Decision.ALLOW
+    text = doc(
+        allow(),
+        deny(
+            action="kms:GenerateDataKeyPair*",
+            Condition={"StringEquals": {"kms:DataKeyPairSpec": "RSA_4096"}},
+        ),
+    )
+    assert (
+        decide(text, action="kms:GenerateDataKeyPair", data_key_pair_spec="RSA_4096")
+        is Decision.DENY
+    )
+    assert (
+        decide(text, action="kms:GenerateDataKeyPair", data_key_pair_spec="RSA_2048")
+        is Decision.ALLOW
+    )
 
 
 def test_condition_holds_directly():

@@ -33,8 +33,10 @@ def test_no_key_material_reaches_the_store(settings, library):
         secrets.append(out["Plaintext"])
         pair = library.generate_data_key_pair(KeyId=key, KeyPairSpec="ECC_NIST_P256")
         secrets.append(pair["PrivateKeyPlaintext"][-32:])
-    secrets.append(library.encrypt(KeyId=key, Plaintext=b"canary-plaintext-123")
-                   ["CiphertextBlob"] and b"canary-plaintext-123")
+    secrets.append(
+        library.encrypt(KeyId=key, Plaintext=b"canary-plaintext-123")["CiphertextBlob"]
+        and b"canary-plaintext-123"
+    )
     library.service.store.close()
     data = b""
     for suffix in ("", "-wal"):
@@ -63,9 +65,14 @@ def test_opening_the_store_again_leaves_the_locks_of_open_connections_alone(tmp_
     assert first.acquire_lease("a", "here", datetime.now(UTC), 60)  # a write: a WAL in use
     open_store(path).close()
     subprocess.run(
-        [sys.executable, "-c", "import sys; from hsmkms.store import open_store; "
-         "open_store(sys.argv[1]).close()", path],
-        check=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from hsmkms.store import open_store; open_store(sys.argv[1]).close()",
+            path,
+        ],
+        check=True,
+        timeout=60,
     )
     assert (tmp_path / "s.sqlite3-shm").exists()
     errors: list[BaseException] = []
