@@ -25,8 +25,10 @@ class Identity:
             f"principal_arn={self.principal_arn!r})"
         )
 
-    def caller(self, source_ip: str = "") -> Caller:
-        return Caller(self.account_id, self.principal_arn, self.access_key_id, source_ip)
+    def caller(self, source_ip: str = "", *, secure_transport: bool = True) -> Caller:
+        return Caller(
+            self.account_id, self.principal_arn, self.access_key_id, source_ip, secure_transport
+        )
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,6 @@ class Caller:
     principal_arn: str
     access_key_id: str = ""
     source_ip: str = ""
+    # aws:SecureTransport: the wire sets it from the connection (true over TLS only); a call
+    # through the library face crosses no network, so nothing of it travels in the clear.
+    secure_transport: bool = True

@@ -222,7 +222,10 @@ class App:
             )
             params = model.from_wire(operation, _parse_json(body))
             client = scope.get("client")
-            caller = identity.caller(source_ip=client[0] if client else "")
+            caller = identity.caller(
+                source_ip=client[0] if client else "",
+                secure_transport=scope.get("scheme") == "https",
+            )
             result = await self._call(operation, params, caller)
             payload = _dumps(model.to_wire(operation, result))
             code, status = "OK", 200
