@@ -39,6 +39,7 @@ class Caller:
     principal_arn: str
     access_key_id: str = ""
     source_ip: str = ""
-    # aws:SecureTransport: the wire sets it from the connection (true over TLS only); a call
-    # through the library face crosses no network, so nothing of it travels in the clear.
-    secure_transport: bool = True
+    # aws:SecureTransport: the wire sets it from the connection (true over TLS only). The
+    # library face's default caller (Identity.caller) crosses no network and says true; a
+    # Caller made by hand says false, the value that can only make a policy stricter.
+    secure_transport: bool = False
