@@ -246,7 +246,7 @@ def cancel_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
         if key.state != KeyState.PENDING_DELETION:
             raise errors.KMSInvalidStateException(f"{key.arn} is not pending deletion.")
-        if key.deletion_date is not None and key.deletion_date <= now():
+        if key.deletion_claimed or (key.deletion_date is not None and key.deletion_date <= now()):
             # The deletion sweep may be destroying its material right now: too late.
             raise errors.KMSInvalidStateException(
                 f"{key.arn} is being deleted: its waiting period has ended."
@@ -268,11 +268,16 @@ def update_key_description(svc: Service, req: Request) -> dict[str, Any]:
 
 
 def sweep(svc: Service, at: datetime | None = None) -> list[str]:
-    """Delete every key whose waiting period has ended (by ``at``, default now): the token
-    objects of all its materials first, then its record (a crash in between is finished by the
-    next sweep). Returns the deleted key ids."""
+    """Delete every key whose waiting period has ended (by ``at``, default now): claim it in
+    one transaction (only if it is still PendingDeletion and due: a CancelKeyDeletion that
+    committed first wins, and one that comes after the claim is refused), then destroy the
+    token objects of all its materials, then its record (a crash in between is finished by
+    the next sweep, which may claim a claimed key again). Returns the deleted key ids."""
+    when = at or now()
     deleted = []
-    for key in svc.store.keys_due_for_deletion(at or now()):
+    for key in svc.store.keys_due_for_deletion(when):
+        if not svc.store.claim_for_deletion(key.key_id, when):
+            continue  # cancelled (or changed) since it was read: not ours to delete
         for material in svc.store.materials(key.key_id):
             svc.destroy_material(material.material_id)
         svc.store.delete_key(key.key_id)

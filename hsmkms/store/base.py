@@ -57,6 +57,9 @@ class KeyRecord:
     rotation_enabled: bool = False
     rotation_period_days: int | None = None
     next_rotation: datetime | None = None
+    # The deletion sweep claimed this PendingDeletion key (Store.claim_for_deletion): its
+    # material is being destroyed, and nothing may change it any more.
+    deletion_claimed: bool = False
 
     @property
     def arn(self) -> str:
@@ -156,7 +159,16 @@ class Store(ABC):
         """Whether a key with this id existed and was deleted (its tombstone)."""
 
     @abstractmethod
-    def keys_due_for_deletion(self, now: datetime) -> list[KeyRecord]: ...
+    def keys_due_for_deletion(self, now: datetime) -> list[KeyRecord]:
+        """PendingDeletion keys whose waiting period has ended by ``now`` (claimed or not)."""
+
+    @abstractmethod
+    def claim_for_deletion(self, key_id: str, now: datetime) -> bool:
+        """In one transaction: mark the key claimed by the deletion sweep, only if it is still
+        PendingDeletion and due by ``now`` (a key a sweep claimed before and crashed on stays
+        claimable). False: it is not (a CancelKeyDeletion got there first). Once claimed,
+        every conditional write that expects PendingDeletion fails with StateChanged, and the
+        record reads ``deletion_claimed``."""
 
     # materials
     @abstractmethod

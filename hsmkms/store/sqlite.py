@@ -28,7 +28,15 @@ from hsmkms.store.base import (
     StoreError,
 )
 from hsmkms.store.sqlite_connections import SQLiteConnections
-from hsmkms.store.sqlite_rows import _KEY_COLUMNS, _alias, _grant, _key, _material, _to_sql
+from hsmkms.store.sqlite_rows import (
+    _KEY_COLUMNS,
+    DELETING,
+    _alias,
+    _grant,
+    _key,
+    _material,
+    _to_sql,
+)
 
 
 class _NotApplied(Exception):
@@ -84,6 +92,9 @@ class SQLiteStore(SQLiteConnections, Store):
             if row is not None and cursor.rowcount == 0:
                 raise StateChanged(f"key {key_id} is {row['state']} now, not {if_state}")
         if row is None:
+            if if_state is not None:
+                # Deleted since it was read (the deletion sweep): decide again, on nothing.
+                raise StateChanged(f"key {key_id} was deleted, not {if_state}")
             raise StoreError(f"key {key_id} vanished during update")
         return _key(row)
 
@@ -115,10 +126,26 @@ class SQLiteStore(SQLiteConnections, Store):
 
     def keys_due_for_deletion(self, now: datetime) -> list[KeyRecord]:
         rows = self._query(
-            "SELECT * FROM keys WHERE state = ? AND deletion_date <= ?",
-            (KeyState.PENDING_DELETION, now.timestamp()),
+            "SELECT * FROM keys WHERE state IN (?, ?) AND deletion_date <= ?",
+            (KeyState.PENDING_DELETION, DELETING, now.timestamp()),
         )
         return [_key(r) for r in rows]
+
+    def claim_for_deletion(self, key_id: str, now: datetime) -> bool:
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "UPDATE keys SET state = ?, updated_at = ? "
+                "WHERE key_id = ? AND state IN (?, ?) AND deletion_date <= ?",
+                (
+                    DELETING,
+                    datetime.now(UTC).timestamp(),
+                    key_id,
+                    KeyState.PENDING_DELETION,
+                    DELETING,
+                    now.timestamp(),
+                ),
+            )
+            return cursor.rowcount == 1
 
     # -- materials ---------------------------------------------------------------------
     @staticmethod

@@ -8,6 +8,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+from hsmkms.specs import KeyState
 from hsmkms.store.base import AliasRecord, GrantRecord, KeyRecord, MaterialRecord
 
 _KEY_COLUMNS = (
@@ -35,8 +36,17 @@ def _from_sql(name: str, value: Any) -> Any:
     return value
 
 
+# The state a claimed key is stored in: hsmkms's own, never shown (it reads PendingDeletion),
+# so that the compare-and-set of every write that expects PendingDeletion fails once claimed.
+DELETING = "Deleting"
+
+
 def _key(row: sqlite3.Row) -> KeyRecord:
-    return KeyRecord(**{c: _from_sql(c, row[c]) for c in _KEY_COLUMNS})
+    fields = {c: _from_sql(c, row[c]) for c in _KEY_COLUMNS}
+    if fields["state"] == DELETING:
+        fields["state"] = KeyState.PENDING_DELETION
+        fields["deletion_claimed"] = True
+    return KeyRecord(**fields)
 
 
 def _alias(row: sqlite3.Row) -> AliasRecord:
