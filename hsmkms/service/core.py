@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hsmkms import errors
+from hsmkms.service import encryption_context
 from hsmkms.specs import EncryptionAlgorithm, KeySpec, KeyState, KeyUsage
 from hsmkms.store import KeyRecord
 
@@ -92,7 +93,7 @@ class Request:
         return None if value is None else kind(value)
 
     def context(self, name: str = "EncryptionContext") -> dict[str, str] | None:
-        return self.params.get(name)
+        return encryption_context.checked(self.params.get(name), name)
 
     def structures(self, name: str) -> list[dict[str, Any]]:
         """A list of structures (Tags, ...), empty when absent."""

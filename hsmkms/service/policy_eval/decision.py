@@ -4,9 +4,17 @@ nothing decides."""
 
 from __future__ import annotations
 
+import logging
 import re
 from enum import Enum
 
+from hsmkms.service.policy_eval.budget import (
+    CURRENT,
+    MAX_EVALUATION_STEPS,
+    Budget,
+    EvaluationTooLong,
+    spend,
+)
 from hsmkms.service.policy_eval.document import (
     PRINCIPAL_ARN,
     Condition,
@@ -16,6 +24,8 @@ from hsmkms.service.policy_eval.document import (
 )
 from hsmkms.service.policy_eval.operators import _MATCHERS, _POSITIVE, _glob
 from hsmkms.service.policy_eval.request import RequestContext
+
+log = logging.getLogger("hsmkms.service")
 
 _SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+$")
 
@@ -28,21 +38,53 @@ class Decision(Enum):
     NO_MATCH = "NoMatch"  # the implicit deny: no statement allows
 
 
-def evaluate(policy: Policy, ctx: RequestContext) -> Decision:
-    """AWS's decision for ``ctx`` under ``policy``: an explicit Deny wins, then Allow."""
-    allowed = False
-    for st in policy.statements:
-        if st.effect == "Allow" and allowed:
-            continue  # an Allow is already found; only a Deny can change the answer
-        if statement_applies(st, ctx):
-            if st.effect == "Deny":
-                return Decision.DENY
-            allowed = True
+def evaluate(policy: Policy, ctx: RequestContext, steps: int = MAX_EVALUATION_STEPS) -> Decision:
+    """AWS's decision for ``ctx`` under ``policy``: an explicit Deny wins, then Allow.
+
+    At most ``steps`` steps of work (:mod:`~hsmkms.service.policy_eval.budget`); past them the
+    statements not yet decided are decided safely: any Deny among them applies (an explicit
+    deny), no Allow among them does."""
+    budget = Budget(steps)
+    token = CURRENT.set(budget)
+    try:
+        allowed = False
+        for i, st in enumerate(policy.statements):
+            if st.effect == "Allow" and allowed:
+                continue  # an Allow is already found; only a Deny can change the answer
+            try:
+                applies = statement_applies(st, ctx)
+            except EvaluationTooLong:
+                return _undecided(policy.statements[i:], allowed, ctx, steps)
+            if applies:
+                if st.effect == "Deny":
+                    return Decision.DENY
+                allowed = True
+        return Decision.ALLOW if allowed else Decision.NO_MATCH
+    finally:
+        CURRENT.reset(token)
+
+
+def _undecided(
+    rest: tuple[Statement, ...], allowed: bool, ctx: RequestContext, steps: int
+) -> Decision:
+    """The decision when the statements ``rest`` could not be evaluated within ``steps``."""
+    deny = any(st.effect == "Deny" for st in rest)
+    log.warning(
+        "the key policy of %s needed more than %d steps to decide %s for %s: %s",
+        ctx.resource_arn,
+        steps,
+        ctx.action,
+        ctx.principal_arn,
+        "a Deny it could not finish applies" if deny else "the Allows it could not finish do not",
+    )
+    if deny:
+        return Decision.DENY
     return Decision.ALLOW if allowed else Decision.NO_MATCH
 
 
 def statement_applies(st: Statement, ctx: RequestContext) -> bool:
     """Whether one statement matches the request (its Effect aside)."""
+    spend(1)
     if st.principal is not None:
         if not principals_match(st.principal, ctx.principal_arn, ctx.principal_account):
             return False
@@ -74,6 +116,7 @@ def principals_match(principals: Principals, principal_arn: str, account_id: str
     """Whether a Principal element names the caller (see the module docstring)."""
     if principals.everyone:
         return True
+    spend(len(principals.aws))
     return any(principal_names(p, principal_arn, account_id) for p in principals.aws)
 
 
@@ -112,6 +155,7 @@ def condition_holds(c: Condition, ctx: RequestContext) -> bool:
         return c.if_exists or c.negated
 
     match = _MATCHERS[_POSITIVE.get(c.operator, c.operator)]
+    spend(len(found) * len(c.values))  # the comparisons below, at most
 
     def member_ok(value: str) -> bool:
         hit = any(match(value, expected) for expected in c.values)

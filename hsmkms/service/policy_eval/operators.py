@@ -8,23 +8,92 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from hsmkms.service.policy_eval.budget import spend
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A run of a wildcard pattern between two ``*``: literals and ``?`` (one character each),
+    so of fixed length. ``chunks`` are its literals with their offsets; ``anchor`` is the
+    longest, which :meth:`str.find` looks for first."""
+
+    length: int
+    chunks: tuple[tuple[int, str], ...]
+    anchor: int
+
+    def at(self, value: str, i: int) -> bool:
+        """Whether the segment matches ``value`` from position ``i``."""
+        return i + self.length <= len(value) and all(
+            value.startswith(lit, i + off) for off, lit in self.chunks
+        )
+
+    def find(self, value: str, start: int, end: int) -> int:
+        """The leftmost ``i`` in ``[start, end - length]`` where the segment matches, or -1."""
+        last = end - self.length
+        if start > last:
+            return -1
+        if not self.chunks:  # only "?": any position will do
+            return start
+        off, lit = self.chunks[self.anchor]
+        i = start
+        while i <= last:
+            spend(1 + len(self.chunks))
+            j = value.find(lit, i + off, last + off + len(lit))
+            if j < 0:
+                return -1
+            i = j - off
+            if self.at(value, i):
+                return i
+            i += 1
+        return -1
+
+
+def _segment(text: str) -> _Segment:
+    chunks = tuple(
+        (m.start(), m.group()) for m in re.finditer(r"[^?]+", text)
+    )  # the literals between the "?"
+    anchor = max(range(len(chunks)), key=lambda k: len(chunks[k][1]), default=0)
+    return _Segment(len(text), chunks, anchor)
+
 
 @lru_cache(maxsize=4096)
-def _glob_re(pattern: str, fold: bool) -> re.Pattern[str]:
-    body = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
-    return re.compile(f"^{body}$", re.IGNORECASE | re.DOTALL if fold else re.DOTALL)
+def _segments(pattern: str) -> tuple[_Segment, ...]:
+    return tuple(_segment(part) for part in pattern.split("*"))
 
 
 def _glob(pattern: str, value: str, fold: bool = False) -> bool:
-    """IAM's wildcard match: ``*`` any run of characters, ``?`` any one character."""
+    """IAM's wildcard match: ``*`` any run of characters, ``?`` any one character.
+
+    Linear, without regular expressions or recursion: the pattern is cut at each ``*`` into
+    fixed-length segments; the first must match at the start, the last at the end, and each
+    one between at its leftmost place after the one before (the leftmost place leaves the
+    most room to the rest, so no other choice can succeed where it fails). Each step is
+    charged to the evaluation's :mod:`~hsmkms.service.policy_eval.budget`."""
     if pattern == "*":
         return True
+    if fold:
+        pattern, value = pattern.lower(), value.lower()
     if "*" not in pattern and "?" not in pattern:
-        return pattern.lower() == value.lower() if fold else pattern == value
-    return _glob_re(pattern, fold).match(value) is not None
+        return pattern == value
+    segments = _segments(pattern)
+    spend(len(segments))
+    first, last = segments[0], segments[-1]
+    if len(segments) == 1:
+        return first.length == len(value) and first.at(value, 0)
+    end = len(value) - last.length
+    if end < first.length or not first.at(value, 0) or not last.at(value, end):
+        return False
+    pos = first.length
+    for segment in segments[1:-1]:
+        found = segment.find(value, pos, end)
+        if found < 0:
+            return False
+        pos = found + segment.length
+    return True
 
 
 def _number(text: str) -> float | None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hsmkms.service.policy_eval.budget import spend
+
 # Condition keys whose value is a set (the others hold one value).
 MULTIVALUED_KEYS = frozenset(
     {"kms:encryptioncontextkeys", "kms:grantoperations", "kms:resourcealiases"}
@@ -47,6 +49,7 @@ class RequestContext:
             if not self.encryption_context:
                 return None
             wanted = name[len("kms:encryptioncontext:") :]
+            spend(len(self.encryption_context))
             found = tuple(v for k, v in self.encryption_context.items() if k.lower() == wanted)
             return found or None
         if name == "kms:encryptioncontextkeys":
