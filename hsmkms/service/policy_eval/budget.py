@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-# About 20-60 ms of the slowest steps on one core: the largest legitimate key policy
-# (32 KB, every statement read against an 8,192-byte encryption context) needs a few
-# thousand; the patterns of issue 13 need a few dozen.
-MAX_EVALUATION_STEPS = 100_000
+# At most about 20 ms of the slowest steps (wildcard candidates, ~0.35 us each on one core);
+# a large legitimate key policy (a hundred statements, conditions on a context of dozens of
+# pairs) needs a few thousand; the patterns of issue 13 need a few dozen.
+MAX_EVALUATION_STEPS = 50_000
 
 
 class EvaluationTooLong(Exception):

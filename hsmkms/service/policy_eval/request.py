@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from hsmkms.service.policy_eval.budget import spend
@@ -46,12 +47,8 @@ class RequestContext:
         """The request's values of condition key ``key`` (any case); None when absent."""
         name = key.lower()
         if name.startswith("kms:encryptioncontext:"):
-            if not self.encryption_context:
-                return None
-            wanted = name[len("kms:encryptioncontext:") :]
-            spend(len(self.encryption_context))
-            found = tuple(v for k, v in self.encryption_context.items() if k.lower() == wanted)
-            return found or None
+            spend(1)
+            return self._context_by_key.get(name[len("kms:encryptioncontext:") :])
         if name == "kms:encryptioncontextkeys":
             return tuple(self.encryption_context) if self.encryption_context else None
         if name == "kms:resourcealiases":
@@ -66,6 +63,17 @@ class RequestContext:
             if k.lower() == name:
                 return (v,) if isinstance(v, str) else tuple(v)
         return None
+
+    @cached_property
+    def _context_by_key(self) -> dict[str, tuple[str, ...]]:
+        """The encryption context's values by key in lower case, read once per request
+        (two keys may differ only in case: both values are kept)."""
+        by_key: dict[str, tuple[str, ...]] = {}
+        context = self.encryption_context or {}
+        spend(len(context))
+        for k, v in context.items():
+            by_key[k.lower()] = (*by_key.get(k.lower(), ()), v)
+        return by_key
 
     def _simple(self, name: str) -> tuple[str, ...] | None:
         value: Any
