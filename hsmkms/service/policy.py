@@ -37,6 +37,7 @@ from hsmkms.service.policy_eval import (
     Policy,
     PolicyError,
     RequestContext,
+    check_new,
     evaluate,
 )
 from hsmkms.service.policy_eval import parse as parse_document
@@ -122,9 +123,13 @@ def default_policy(account_id: str) -> str:
 
 
 def parse_policy(text: str) -> Policy:
-    """A key policy document, or MalformedPolicyDocumentException saying what is wrong."""
+    """A new key policy document (CreateKey, PutKeyPolicy), or MalformedPolicyDocumentException
+    saying what is wrong: beyond its shape, no Allow with NotPrincipal and no condition key
+    hsmkms cannot evaluate (:func:`~hsmkms.service.policy_eval.check_new`)."""
     try:
-        return parse_document(text)
+        parsed = parse_document(text)
+        check_new(parsed)
+        return parsed
     except PolicyError as exc:
         raise errors.MalformedPolicyDocumentException(str(exc)) from None
 

@@ -43,6 +43,7 @@ from hsmkms.service.policy_eval.decision import (
     Decision,
     condition_holds,
     evaluate,
+    not_principal_exempts,
     principal_names,
     principals_match,
     statement_applies,
@@ -56,6 +57,7 @@ from hsmkms.service.policy_eval.document import (
     PolicyError,
     Principals,
     Statement,
+    check_new,
     parse,
 )
 from hsmkms.service.policy_eval.request import MULTIVALUED_KEYS, RequestContext
@@ -72,8 +74,10 @@ __all__ = [
     "Principals",
     "RequestContext",
     "Statement",
+    "check_new",
     "condition_holds",
     "evaluate",
+    "not_principal_exempts",
     "parse",
     "principal_names",
     "principals_match",

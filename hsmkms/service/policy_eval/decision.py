@@ -15,6 +15,7 @@ from hsmkms.service.policy_eval.budget import (
     EvaluationTooLong,
     spend,
 )
+from hsmkms.service.policy_eval.condition_keys import unknowable
 from hsmkms.service.policy_eval.document import (
     PRINCIPAL_ARN,
     Condition,
@@ -89,7 +90,9 @@ def statement_applies(st: Statement, ctx: RequestContext) -> bool:
         if not principals_match(st.principal, ctx.principal_arn, ctx.principal_account):
             return False
     elif st.not_principal is not None:
-        if principals_match(st.not_principal, ctx.principal_arn, ctx.principal_account):
+        if st.effect == "Allow":
+            return False  # refused in new policies (check_new); never an allow for everyone
+        if not_principal_exempts(st.not_principal, ctx.principal_arn, ctx.principal_account):
             return False
     else:
         return False
@@ -109,7 +112,11 @@ def statement_applies(st: Statement, ctx: RequestContext) -> bool:
             return False
     else:
         return False
-    return all(condition_holds(c, ctx) for c in st.conditions)
+    # A condition on a key hsmkms cannot know (only in a policy stored before CreateKey and
+    # PutKeyPolicy refused them): it holds for a Deny and fails for an Allow.
+    return all(
+        st.effect == "Deny" if unknowable(c.key) else condition_holds(c, ctx) for c in st.conditions
+    )
 
 
 def principals_match(principals: Principals, principal_arn: str, account_id: str) -> bool:
@@ -118,6 +125,51 @@ def principals_match(principals: Principals, principal_arn: str, account_id: str
         return True
     spend(len(principals.aws))
     return any(principal_names(p, principal_arn, account_id) for p in principals.aws)
+
+
+def not_principal_exempts(principals: Principals, principal_arn: str, account_id: str) -> bool:
+    """Whether a Deny's NotPrincipal exempts the caller (IAM User Guide, "AWS JSON policy
+    elements: NotPrincipal"): AWS evaluates the request as each identity of the caller, its
+    account, the role of an assumed-role session, and the user or session itself, so the
+    caller is exempt only when every one of them is named. An account alone exempts only
+    the account itself (its root user), a user without its account nobody."""
+    if principals.everyone:
+        return True
+    names = principals.aws
+    spend(3 * len(names))
+    if not any(_names_account(n, account_id) for n in names):
+        return False
+    own = PRINCIPAL_ARN.match(principal_arn)
+    if own is not None and own.group(3) == "root":
+        return True  # the account itself
+    if principal_arn not in names:
+        return False
+    session = _SESSION_ARN.match(principal_arn)
+    return session is None or any(_names_role(n, session) for n in names)
+
+
+def _names_account(name: str, account_id: str) -> bool:
+    if name == account_id:
+        return True
+    m = PRINCIPAL_ARN.match(name)
+    return (
+        m is not None
+        and m.group(1) == "iam"
+        and m.group(2) == account_id
+        and (m.group(3) == "root")
+    )
+
+
+def _names_role(name: str, session: re.Match[str]) -> bool:
+    """Whether ``name`` is the role ARN (with any path) of the assumed-role ``session``."""
+    m = PRINCIPAL_ARN.match(name)
+    return (
+        m is not None
+        and m.group(1) == "iam"
+        and m.group(2) == session.group(2)
+        and m.group(3).startswith("role/")
+        and m.group(3).rsplit("/", 1)[-1] == session.group(3)
+    )
 
 
 def principal_names(name: str, principal_arn: str, account_id: str) -> bool:

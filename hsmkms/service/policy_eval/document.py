@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from hsmkms.service.policy_eval.condition_keys import unknowable
 from hsmkms.service.policy_eval.operators import _NEGATED, _OPERATORS
 
 VERSIONS = ("2012-10-17", "2008-10-17")
@@ -95,7 +96,7 @@ def parse(text: str) -> Policy:
 def _parse_cached(text: str) -> Policy:
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise PolicyError("The key policy is not valid JSON.") from None
     if not isinstance(doc, dict):
         raise PolicyError("The key policy must be a JSON object.")
@@ -118,6 +119,27 @@ def _parse_cached(text: str) -> Policy:
         raise PolicyError("Statement IDs (SID) in a single policy must be unique.")
     policy_id = doc.get("Id")
     return Policy(statements, version, policy_id if isinstance(policy_id, str) else None)
+
+
+def check_new(policy: Policy) -> None:
+    """What CreateKey and PutKeyPolicy refuse beyond :func:`parse` (:class:`PolicyError`).
+
+    Kept out of :func:`parse`, which also reads stored policies: a policy stored before these
+    rules still parses (a key must never lock its administrators out), and the evaluator
+    reads what these rules refuse so that it can only refuse more, never allow more."""
+    for st in policy.statements:
+        if st.effect == "Allow" and st.not_principal is not None:
+            raise PolicyError(
+                "A statement with NotPrincipal must have Effect Deny: AWS KMS does not support "
+                "NotPrincipal with Allow, which would allow every principal but those named."
+            )
+        for c in st.conditions:
+            if unknowable(c.key):
+                raise PolicyError(
+                    f"The key policy uses the condition key {c.key}, which hsmkms cannot "
+                    "evaluate (it has no IAM principal tags, no AWS Organizations, no such key): "
+                    "remove the condition or use a key from docs/authorization.md."
+                )
 
 
 def _statement(raw: Any) -> Statement:

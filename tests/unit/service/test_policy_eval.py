@@ -146,15 +146,18 @@ def test_service_principals_never_match_a_caller():
 
 
 def test_not_principal_applies_to_everyone_else():
+    # AWS evaluates the request as alice and as her account: both must be named (issue 13).
     everyone_but_alice = {
         "Effect": "Deny",
-        "NotPrincipal": {"AWS": ALICE},
+        "NotPrincipal": {"AWS": [ALICE, f"arn:aws:iam::{A}:root"]},
         "Action": "kms:*",
         "Resource": "*",
     }
     text = doc(allow(), everyone_but_alice)
     assert decide(text) is Decision.ALLOW
     assert decide(text, principal_arn=f"arn:aws:iam::{A}:user/eve") is Decision.DENY
+    without_her_account = everyone_but_alice | {"NotPrincipal": {"AWS": ALICE}}
+    assert decide(doc(allow(), without_her_account)) is Decision.DENY
 
 
 @pytest.mark.parametrize(
