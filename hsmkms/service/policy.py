@@ -27,10 +27,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from hsmkms import errors
+from hsmkms import blob, errors
 from hsmkms.service.core import Request, operation
 from hsmkms.service.policy_eval import (
     Decision,
@@ -134,9 +135,16 @@ def parse_policy(text: str) -> Policy:
         raise errors.MalformedPolicyDocumentException(str(exc)) from None
 
 
-def check_lockout(policy: Policy, caller: Caller, key_arn: str, bypass: bool) -> None:
+def check_lockout(
+    policy: Policy,
+    caller: Caller,
+    key_arn: str,
+    bypass: bool,
+    tags: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+) -> None:
     """AWS's policy lockout safety check: unless bypassed, the new policy must let the caller
-    call PutKeyPolicy on the key later (grants and IAM aside)."""
+    call PutKeyPolicy on the key later (grants and IAM aside), with the condition keys that
+    PutKeyPolicy will carry (transport, region, the key's ``tags``)."""
     if bypass:
         return
     ctx = RequestContext(
@@ -146,7 +154,14 @@ def check_lockout(policy: Policy, caller: Caller, key_arn: str, bypass: bool) ->
         resource_arn=key_arn,
         source_ip=caller.source_ip or None,
         now=datetime.now(UTC),
-        extra={"kms:BypassPolicyLockoutSafetyCheck": "false"},
+        secure_transport=caller.secure_transport,
+        requested_region=key_arn.split(":")[3],
+        resource_tags=tags,
+        extra={
+            "kms:BypassPolicyLockoutSafetyCheck": "false",
+            "aws:PrincipalIsAWSService": "false",
+            "aws:ViaAWSService": "false",
+        },
     )
     if evaluate(policy, ctx) is not Decision.ALLOW:
         raise errors.MalformedPolicyDocumentException(LOCKOUT)
@@ -193,7 +208,14 @@ def request_context(
     extra: dict[str, str] = {
         "kms:KeyOrigin": key.origin,
         "kms:MultiRegion": "true" if key.multi_region else "false",
+        "kms:CustomerMasterKeySpec": key.key_spec,  # the older names of kms:KeySpec, KeyUsage
+        "kms:CustomerMasterKeyUsage": key.key_usage,
+        "aws:PrincipalIsAWSService": "false",  # no AWS service calls hsmkms
+        "aws:ViaAWSService": "false",
     }
+    same_key = _re_encrypt_on_same_key(svc, req, key, operation_name)
+    if same_key is not None:
+        extra["kms:ReEncryptOnSameKey"] = "true" if same_key else "false"
     for member, condition_key in (
         ("BypassPolicyLockoutSafetyCheck", "kms:BypassPolicyLockoutSafetyCheck"),
         ("GranteePrincipal", "kms:GranteePrincipal"),
@@ -207,6 +229,12 @@ def request_context(
     extras: dict[str, str | list[str]] = dict(extra)
     if operation_name == "CreateGrant" and params.get("Constraints"):
         extras["kms:GrantConstraintType"] = sorted(params["Constraints"])
+    request_tags: dict[str, str] | None = None
+    if operation_name == "TagResource":
+        request_tags = {t["TagKey"]: t["TagValue"] for t in req.structures("Tags")}
+        extras["aws:TagKeys"] = list(request_tags)
+    elif operation_name == "UntagResource":
+        extras["aws:TagKeys"] = req.texts("TagKeys")
     store = svc.store
     return RequestContext(
         action=f"kms:{operation_name}",
@@ -224,8 +252,35 @@ def request_context(
         resource_aliases=lambda: [a.alias_name for a in store.aliases_of(key.key_id)],
         source_ip=caller.source_ip or None,
         now=datetime.now(UTC),
+        secure_transport=caller.secure_transport,
+        requested_region=svc.region,
+        resource_tags=lambda: store.get_tags(key.key_id),
+        request_tags=request_tags,
         extra=extras,
     )
+
+
+def _re_encrypt_on_same_key(
+    svc: Service, req: Request, key: KeyRecord, operation_name: str
+) -> bool | None:
+    """kms:ReEncryptOnSameKey: whether ReEncrypt's source and destination are one key (None
+    when the other key cannot be told: a ciphertext that does not parse fails later anyway)."""
+    if operation_name == "ReEncryptTo":  # ``key`` is the destination; the blob names the source
+        try:
+            return blob.parse(req.required_data("CiphertextBlob")).key_id == key.key_id
+        except (blob.MalformedBlob, KeyError, TypeError, ValueError):
+            return None
+    if operation_name == "ReEncryptFrom":  # ``key`` is the source
+        dest = req.text("DestinationKeyId") or ""
+        if dest in (key.key_id, key.arn):
+            return True
+        alias = _alias_name(dest)
+        if alias is None:
+            return False  # another key id or key ARN
+        account = dest.split(":")[4] if dest.startswith("arn:") else req.caller.account_id
+        record = svc.store.get_alias(account, svc.region, alias)
+        return record is not None and record.key_id == key.key_id
+    return None
 
 
 def _alias_name(requested: str | None) -> str | None:
@@ -285,7 +340,11 @@ def put_key_policy(svc: Service, req: Request) -> dict[str, Any]:
     _check_policy_name(req.text("PolicyName"))
     text = req.required_text("Policy")
     check_lockout(
-        parse_policy(text), req.caller, key.arn, req.flag("BypassPolicyLockoutSafetyCheck")
+        parse_policy(text),
+        req.caller,
+        key.arn,
+        req.flag("BypassPolicyLockoutSafetyCheck"),
+        lambda: svc.store.get_tags(key.key_id),
     )
     svc.store.update_key(key.key_id, policy=text)
     return {}

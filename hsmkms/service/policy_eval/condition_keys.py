@@ -53,20 +53,16 @@ FILLED = frozenset(
         "kms:GranteePrincipal",
         "kms:GrantIsForAWSResource",
         "kms:GrantOperations",
-        "kms:KeyAgreementAlgorithm",
         "kms:KeyOrigin",
         "kms:KeySpec",
         "kms:KeyUsage",
-        "kms:MacAlgorithm",
-        "kms:MessageType",
         "kms:MultiRegion",
-        "kms:MultiRegionKeyType",
         "kms:RequestAlias",
         "kms:ResourceAliases",
         "kms:RetiringPrincipal",
+        "kms:ReEncryptOnSameKey",
         "kms:RotationPeriodInDays",
         "kms:ScheduleKeyDeletionPendingWindowInDays",
-        "kms:SigningAlgorithm",
     )
 )
 FILLED_PREFIXES = ("kms:encryptioncontext:", "aws:resourcetag/", "aws:requesttag/")
@@ -99,14 +95,19 @@ ABSENT = frozenset(
         "aws:FederatedProvider",
         "aws:AssumedRoot",
         "aws:Referer",
-        # Operations hsmkms does not offer (imported material, replicas, Nitro enclaves).
+        # Operations hsmkms does not offer (Sign, Verify, GenerateMac, DeriveSharedSecret,
+        # imported material, multi-Region keys and replicas, Nitro enclaves).
+        "kms:SigningAlgorithm",
+        "kms:MessageType",
+        "kms:MacAlgorithm",
+        "kms:KeyAgreementAlgorithm",
+        "kms:MultiRegionKeyType",
         "kms:ExpirationModel",
         "kms:ValidTo",
         "kms:WrappingAlgorithm",
         "kms:WrappingKeySpec",
         "kms:ReplicaRegion",
         "kms:PrimaryRegion",
-        "kms:ReEncryptOnSameKey",
     )
 )
 ABSENT_PREFIXES = ("kms:recipientattestation:",)
