@@ -102,6 +102,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
             caller,
             key_arn(svc.region, caller.account_id, key_id),
             req.flag("BypassPolicyLockoutSafetyCheck"),
+            {t["TagKey"]: t["TagValue"] for t in req.structures("Tags")},  # aws:ResourceTag
         )
     else:
         policy_text = policy.default_policy(caller.account_id)

@@ -308,3 +308,17 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def test_the_lockout_check_sees_the_tags_the_key_will_have(principals):
+    p = principals
+    locked = statement(
+        "Deny", "*", "kms:PutKeyPolicy", {"StringEquals": {"aws:ResourceTag/frozen": "yes"}}
+    )
+    text = policy(statement("Allow", p.root("admin"), "kms:*"), locked)
+    with raises("MalformedPolicyDocumentException", "will not allow you to update"):
+        p["admin"].create_key(Policy=text, Tags=[{"TagKey": "frozen", "TagValue": "yes"}])
+    key = p["admin"].create_key(Tags=[{"TagKey": "frozen", "TagValue": "yes"}])["KeyMetadata"]
+    with raises("MalformedPolicyDocumentException", "will not allow you to update"):
+        p["admin"].put_key_policy(KeyId=key["KeyId"], PolicyName="default", Policy=text)
+    p["admin"].create_key(Policy=text)  # without the tag the Deny does not apply
