@@ -17,7 +17,10 @@ operators", "Single-valued vs. multivalued context keys", and the KMS developer 
   (``111122223333`` or ``arn:aws:iam::111122223333:root``) names every principal of that account:
   hsmkms has no IAM, so the default key policy's "let the account's IAM policies decide" means
   "the account's principals may". A role ARN also names that role's assumed-role sessions.
-  ``Service``/``Federated``/``CanonicalUser`` principals never match a caller here.
+  ``Service``/``Federated``/``CanonicalUser`` principals never match a caller here. A Deny's
+  ``NotPrincipal`` exempts a caller only when it names every identity of the caller (account,
+  role of a session, user or session: :func:`not_principal_exempts`); an Allow with
+  ``NotPrincipal`` is refused in new policies (:func:`check_new`) and never applies.
 * ``Action``/``NotAction`` with ``*`` and ``?`` wildcards, case-insensitive.
 * ``Resource``/``NotResource``: ``"*"`` or the key ARN (wildcards allowed, case-sensitive).
   A statement without ``Action`` or without ``Resource`` is accepted and has no effect, as
@@ -32,9 +35,12 @@ operators", "Single-valued vs. multivalued context keys", and the KMS developer 
   says ``IgnoreCase``.
 
 The package, one idea a module: :mod:`~hsmkms.service.policy_eval.request` (what a policy
-sees of a request), :mod:`~hsmkms.service.policy_eval.document` (the parsed policy),
-:mod:`~hsmkms.service.policy_eval.decision` (the evaluation) and
-:mod:`~hsmkms.service.policy_eval.operators` (the condition operators and wildcards).
+sees of a request), :mod:`~hsmkms.service.policy_eval.condition_keys` (which keys are filled,
+absent by AWS's rules, or refused), :mod:`~hsmkms.service.policy_eval.document` (the parsed
+policy), :mod:`~hsmkms.service.policy_eval.decision` (the evaluation),
+:mod:`~hsmkms.service.policy_eval.operators` (the condition operators and wildcards, matched
+in linear time) and :mod:`~hsmkms.service.policy_eval.budget` (the bound on one evaluation's
+work).
 """
 
 from __future__ import annotations

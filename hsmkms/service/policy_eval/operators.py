@@ -6,7 +6,6 @@ and the Action and Resource elements share."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,11 +52,14 @@ class _Segment:
 
 
 def _segment(text: str) -> _Segment:
-    chunks = tuple(
-        (m.start(), m.group()) for m in re.finditer(r"[^?]+", text)
-    )  # the literals between the "?"
+    chunks: list[tuple[int, str]] = []  # the literals between the "?", with their offsets
+    offset = 0
+    for literal in text.split("?"):
+        if literal:
+            chunks.append((offset, literal))
+        offset += len(literal) + 1
     anchor = max(range(len(chunks)), key=lambda k: len(chunks[k][1]), default=0)
-    return _Segment(len(text), chunks, anchor)
+    return _Segment(len(text), tuple(chunks), anchor)
 
 
 @lru_cache(maxsize=4096)
