@@ -48,7 +48,6 @@ from hsmkms.identity import Identity
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 SKEW = timedelta(minutes=5)
-_ISO_BASIC = "%Y%m%dT%H%M%SZ"
 
 SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
@@ -191,17 +190,43 @@ def _parse_iso_basic(text: str) -> datetime | None:
         return None
 
 
+def _parse_http_date(text: str) -> datetime | None:
+    """An RFC 5322 date (the HTTP ``Date`` header) -> an aware datetime; None if not one.
+
+    The sender's offset is kept: converting to UTC can leave Python's calendar (``Fri, 31 Dec
+    9999 23:59:59 -1400`` is in year 10000), and aware datetimes compare without converting.
+    ``-0000`` and unknown zone names mean UTC (RFC 5322 section 3.3), not the server's zone.
+    """
+    try:
+        date = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a huge offset
+        return None
+    return date if date.tzinfo is not None else date.replace(tzinfo=UTC)
+
+
+def _iso_basic(date: datetime) -> str:
+    """``date`` in UTC as ISO 8601 basic text, four-digit years and years past 9999 too."""
+    try:
+        u = date.astimezone(UTC)
+        shift = 0
+    except OverflowError:
+        # The Gregorian calendar repeats every 400 years: convert 400 years away and back.
+        shift = -400 if date.year > 5000 else 400
+        u = date.replace(year=date.year + shift).astimezone(UTC)
+    return f"{u.year - shift:04d}{u.month:02d}{u.day:02d}T{u.hour:02d}{u.minute:02d}{u.second:02d}Z"
+
+
 def _expired(date: datetime, now: datetime) -> str | None:
     """AWS's wording for a request date outside the +-5 minute window, else None."""
     if date < now - SKEW:
         return (
-            f"Signature expired: {date.strftime(_ISO_BASIC)} is now earlier than "
-            f"{(now - SKEW).strftime(_ISO_BASIC)} ({now.strftime(_ISO_BASIC)} - 5 min.)"
+            f"Signature expired: {_iso_basic(date)} is now earlier than "
+            f"{_iso_basic(now - SKEW)} ({_iso_basic(now)} - 5 min.)"
         )
     if date > now + SKEW:
         return (
-            f"Signature not yet current: {date.strftime(_ISO_BASIC)} is still later than "
-            f"{(now + SKEW).strftime(_ISO_BASIC)} ({now.strftime(_ISO_BASIC)} + 5 min.)"
+            f"Signature not yet current: {_iso_basic(date)} is still later than "
+            f"{_iso_basic(now + SKEW)} ({_iso_basic(now)} + 5 min.)"
         )
     return None
 
@@ -311,10 +336,7 @@ class Verifier:
         else:
             raw = request.header("date") or ""
             source = "date"
-            try:
-                date = parsedate_to_datetime(raw).astimezone(UTC)
-            except (TypeError, ValueError, IndexError):
-                date = None
+            date = _parse_http_date(raw)
         if date is None:
             raise errors.IncompleteSignatureException(
                 f"Date must be in ISO-8601 'basic format'. Got '{raw}'. "
@@ -325,7 +347,7 @@ class Verifier:
         if stale:
             raise errors.InvalidSignatureException(stale)
         # The header as sent when it is the ISO form (it is then its own canonical text).
-        text = raw.strip() if source == "x-amz-date" else date.strftime(_ISO_BASIC)
+        text = raw.strip() if source == "x-amz-date" else _iso_basic(date)
         return text, source
 
     def _check_scope(

@@ -1,0 +1,50 @@
+"""A real ``hsmkms serve`` against the wire findings of issue 13 (items 5, 10, 11, 12): raw
+requests signed by botocore's ``SigV4Auth`` (tests/server.py), then broken in one place."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Sequence
+
+from server import ServerProcess
+
+
+def send(
+    server: ServerProcess,
+    headers: Sequence[tuple[str, str]],
+    body: bytes = b"{}",
+    path: str = "/",
+    method: str = "POST",
+) -> tuple[int, bytes]:
+    """One request with ``headers`` exactly as listed (repeats and order kept, no Host added)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# -- item 5: a Date no calendar holds -----------------------------------------------------------
+def test_a_date_past_year_9999_in_utc_is_a_400_not_a_500(server: ServerProcess):
+    answer = server.raw(
+        "POST",
+        "/",
+        b"{}",
+        {
+            "X-Amz-Target": "TrentService.ListKeys",
+            "Content-Type": "application/x-amz-json-1.1",
+            "Date": "Fri, 31 Dec 9999 23:59:59 -1400",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=AKIAX/99991231/us-east-1/kms/"
+            "aws4_request, SignedHeaders=date;host;x-amz-target, Signature=00",
+        },
+    )
+    kind, message = answer.error
+    assert (answer.status, kind) == (400, "InvalidSignatureException"), answer
+    assert message.startswith("Signature not yet current: 100000101T135959Z is still later")
+    assert "Traceback" not in server.log()
