@@ -20,6 +20,8 @@ answers by the dynalite and scratchstack projects, and AWS's own error pages):
 2. a missing Credential/SignedHeaders/Signature or date header -> IncompleteSignatureException
 3. a malformed or stale date (outside +-5 minutes) -> IncompleteSignature/InvalidSignature
 4. ``host``, the date header and ``x-amz-target`` not signed -> InvalidSignatureException
+   (``:authority`` does not stand in for ``host``: it exists in HTTP/2 only, and AWS's
+   signing guide asks HTTP/1.1 requests to sign Host)
 5. an algorithm other than AWS4-HMAC-SHA256 -> IncompleteSignatureException
 6. a credential scope that is not ``<key>/<date>/<region>/kms/aws4_request`` for this server's
    region and the request's date -> InvalidSignatureException
@@ -255,9 +257,14 @@ class Verifier:
         amz_date, date_header = self._request_date(request)
 
         signed = auth.signed_headers
-        if "host" not in signed and ":authority" not in signed:
+        if "host" not in signed:
+            # AWS takes :authority in Host's stead over HTTP/2 only; this server speaks
+            # HTTP/1.1, where :authority is no header and signing it covers nothing.
             raise errors.InvalidSignatureException(
-                "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+                "'Host' must be a 'SignedHeader' in the AWS Authorization: HTTP/1.1 has no "
+                "':authority'."
+                if ":authority" in signed
+                else "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
             )
         if date_header not in signed:
             shown = "X-Amz-Date" if date_header == "x-amz-date" else "Date"

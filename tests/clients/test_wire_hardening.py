@@ -4,9 +4,13 @@ requests signed by botocore's ``SigV4Auth`` (tests/server.py), then broken in on
 from __future__ import annotations
 
 import http.client
+import json
 from collections.abc import Sequence
 
-from server import ServerProcess
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest, HTTPHeaders
+from botocore.credentials import Credentials
+from server import CONTENT_TYPE, ServerProcess
 
 
 def send(
@@ -48,3 +52,38 @@ def test_a_date_past_year_9999_in_utc_is_a_400_not_a_500(server: ServerProcess):
     assert (answer.status, kind) == (400, "InvalidSignatureException"), answer
     assert message.startswith("Signature not yet current: 100000101T135959Z is still later")
     assert "Traceback" not in server.log()
+
+
+# -- item 10: Host must be signed ---------------------------------------------------------------
+class AuthorityNotHost(SigV4Auth):
+    """botocore's signer, made to sign ``:authority`` (absent: an empty line) and not Host."""
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        headers = super().headers_to_sign(request)
+        del headers["host"]
+        headers[":authority"] = ""
+        return headers
+
+
+def test_a_request_that_signs_authority_and_not_host_is_refused(server: ServerProcess):
+    ident = server.identity
+    body = b'{"NumberOfBytes": 8}'
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=body,
+        headers={"Content-Type": CONTENT_TYPE, "X-Amz-Target": "TrentService.GenerateRandom"},
+    )
+    signer = AuthorityNotHost(
+        Credentials(ident.access_key_id, ident.secret_access_key), "kms", server.region
+    )
+    signer.add_auth(request)
+    assert ":authority;" in request.headers["Authorization"]
+    headers = [("Host", "any.other.host"), *request.headers.items()]
+    status, answer = send(server, headers, body)
+    assert status == 400, answer
+    assert json.loads(answer) == {
+        "__type": "InvalidSignatureException",
+        "message": "'Host' must be a 'SignedHeader' in the AWS Authorization: "
+        "HTTP/1.1 has no ':authority'.",
+    }

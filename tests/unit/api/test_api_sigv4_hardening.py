@@ -143,3 +143,19 @@ def test_a_date_header_in_minus_0000_is_utc_whatever_the_servers_zone(verifier, 
     """RFC 5322 section 3.3: -0000 is UTC with the sender's zone unknown; email.utils gives a
     naive datetime for it, which ``astimezone`` would read as the server's local time."""
     assert verifier.verify(by_date_header("Mon, 01 Jan 2024 00:10:00 -0000")) == ALICE
+
+
+# -- item 10: Host must be signed ---------------------------------------------------------------
+def test_signing_authority_instead_of_host_is_refused_over_http_1_1(verifier):
+    """HTTP/1.1 has no :authority; signing it (an empty line) leaves Host free to change."""
+    names = (":authority", "x-amz-date", "x-amz-target")
+    exc = error_of(verifier, sign(base_headers(), names))
+    assert (exc.code, exc.message) == (
+        "InvalidSignatureException",
+        "'Host' must be a 'SignedHeader' in the AWS Authorization: HTTP/1.1 has no ':authority'.",
+    )
+
+
+def test_signing_host_and_authority_is_accepted(verifier):
+    names = (":authority", "host", "x-amz-date", "x-amz-target")
+    assert verifier.verify(sign(base_headers(), names)) == ALICE
