@@ -321,6 +321,15 @@ class App:
         """``TrentService.<Operation>`` -> the operation; AWS answers UnknownOperationException
         (with no message) for anything else."""
         target = headers.get("x-amz-target")
+        if target and len(target) > 1:
+            # Two lines are one comma-joined value (RFC 9110 section 5.3), and that is what the
+            # signature covers: it names no operation, whichever line a reader took.
+            raise _Refused(
+                errors.UnknownOperationException(
+                    f"A request names one operation: this one has {len(target)} X-Amz-Target "
+                    "headers."
+                )
+            )
         if target and target[0].startswith(TARGET_PREFIX):
             operation = target[0][len(TARGET_PREFIX) :]
             if operation in self.operations:

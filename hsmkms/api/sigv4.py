@@ -16,7 +16,9 @@ for JavaScript v3, which follows the same specification):
 Checks run in AWS's order and answer AWS's errors and wording (recorded from DynamoDB/KMS
 answers by the dynalite and scratchstack projects, and AWS's own error pages):
 
-1. no ``Authorization`` header, or not ``AWS4-...`` -> MissingAuthenticationTokenException
+1. no ``Authorization`` header, or not ``AWS4-...`` -> MissingAuthenticationTokenException;
+   a header read as one value (Authorization, Host, X-Amz-Date, Date, X-Amz-Content-Sha256)
+   sent twice -> IncompleteSignatureException
 2. a missing Credential/SignedHeaders/Signature or date header -> IncompleteSignatureException
 3. a malformed or stale date (outside +-5 minutes) -> IncompleteSignature/InvalidSignature
 4. ``host``, the date header and ``x-amz-target`` not signed -> InvalidSignatureException
@@ -164,13 +166,20 @@ class _Authorization:
 
 
 def _parse_authorization(header: str) -> tuple[str, dict[str, str]]:
-    """``AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`` -> its parts."""
+    """``AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`` -> its parts.
+
+    A part given twice is refused: only one of the two could be verified."""
     algorithm, _, rest = header.strip().partition(" ")
     params: dict[str, str] = {}
     for item in rest.replace(",", " ").split():
         name, eq, value = item.partition("=")
-        if eq:
-            params.setdefault(name, value)
+        if not eq:
+            continue
+        if name in params:
+            raise errors.IncompleteSignatureException(
+                f"Authorization header has more than one '{name}' parameter."
+            )
+        params[name] = value
     return algorithm, params
 
 
@@ -233,6 +242,21 @@ def _expired(date: datetime, now: datetime) -> str | None:
     return None
 
 
+# Headers verification reads as one value. HTTP makes repeated lines one comma-joined value
+# (RFC 9110 section 5.3) and SigV4 signs them joined; reading the first would verify what the
+# signature does not say. Host twice is a 400 in HTTP/1.1 itself (RFC 9112 section 3.2).
+SINGLE_HEADERS = ("authorization", "host", "x-amz-date", "date", "x-amz-content-sha256")
+
+
+def _check_single(request: SignedRequest) -> None:
+    for name in SINGLE_HEADERS:
+        count = len(request.headers.get(name, ()))
+        if count > 1:
+            raise errors.IncompleteSignatureException(
+                f"Only one '{name}' header is allowed; this request has {count}."
+            )
+
+
 class Verifier:
     """Verifies SigV4 ``Authorization`` headers against the identities of a credentials file."""
 
@@ -253,6 +277,7 @@ class Verifier:
         header = request.header("authorization")
         if not header or not header.lstrip().startswith("AWS4-"):
             raise errors.MissingAuthenticationTokenException(MISSING_TOKEN)
+        _check_single(request)
         auth = self._authorization(request, header)
         amz_date, date_header = self._request_date(request)
 

@@ -87,3 +87,74 @@ def test_a_request_that_signs_authority_and_not_host_is_refused(server: ServerPr
         "message": "'Host' must be a 'SignedHeader' in the AWS Authorization: "
         "HTTP/1.1 has no ':authority'.",
     }
+
+
+# -- item 11: one header, sent twice ------------------------------------------------------------
+def signed_twice(
+    server: ServerProcess, name: str, values: Sequence[str], body: bytes
+) -> list[tuple[str, str]]:
+    """Headers of a GenerateRandom signed by botocore with ``name`` sent once per value:
+    botocore, as SigV4 says, signs the repeated header as one comma-joined value."""
+    ident = server.identity
+    request = AWSRequest(method="POST", url=server.url + "/", data=body)
+    request.headers["Content-Type"] = CONTENT_TYPE
+    if name.lower() != "x-amz-target":
+        request.headers["X-Amz-Target"] = "TrentService.GenerateRandom"
+    for value in values:
+        request.headers[name] = value  # HTTPHeaders appends a repeated name
+    SigV4Auth(
+        Credentials(ident.access_key_id, ident.secret_access_key), "kms", server.region
+    ).add_auth(request)
+    items = list(request.headers.items())
+    if not any(k.lower() == "host" for k, _ in items):
+        items.insert(0, ("Host", f"127.0.0.1:{server.port}"))
+    return items
+
+
+def test_two_targets_signed_together_are_refused_and_neither_runs(server: ServerProcess):
+    body = b'{"KeyId": "alias/none-such", "Plaintext": "eA=="}'
+    targets = ["TrentService.GenerateRandom", "TrentService.Encrypt"]
+    status, answer = send(server, signed_twice(server, "X-Amz-Target", targets, body), body)
+    assert status == 400, answer
+    assert json.loads(answer) == {
+        "__type": "UnknownOperationException",
+        "message": "A request names one operation: this one has 2 X-Amz-Target headers.",
+    }
+
+
+def test_two_host_headers_signed_together_are_refused(server: ServerProcess):
+    """RFC 9112 section 3.2: a request with more than one Host line is a 400."""
+    body = b'{"NumberOfBytes": 8}'
+    hosts = [f"127.0.0.1:{server.port}", "evil.example"]
+    status, answer = send(server, signed_twice(server, "Host", hosts, body), body)
+    assert status == 400, answer
+    assert json.loads(answer) == {
+        "__type": "IncompleteSignatureException",
+        "message": "Only one 'host' header is allowed; this request has 2.",
+    }
+
+
+def test_two_authorization_headers_are_refused(server: ServerProcess):
+    body = b'{"NumberOfBytes": 8}'
+    items = signed_twice(server, "X-Amz-Meta", ["x"], body)
+    auth = next(v for k, v in items if k == "Authorization")
+    status, answer = send(server, [*items, ("Authorization", auth)], body)
+    assert status == 400, answer
+    assert json.loads(answer)["__type"] == "IncompleteSignatureException"
+
+
+def test_the_http_layer_refuses_repeated_or_conflicting_body_lengths(server: ServerProcess):
+    """Request smuggling's raw material (RFC 9112 section 6.3): httptools answers 400 and
+    closes before the application sees the request; kept so by this test."""
+    body = b'{"NumberOfBytes": 8}'
+    items = list(server.signed_headers("GenerateRandom", body).items())
+    items.insert(0, ("Host", f"127.0.0.1:{server.port}"))
+    n = str(len(body))
+    for extra in (
+        [("Content-Length", n)],  # with send()'s own: twice, equal
+        [("Content-Length", "3")],  # twice, different
+        [("Transfer-Encoding", "chunked")],  # with a Content-Length
+    ):
+        status, answer = send(server, [*items, *extra], body)
+        assert status == 400, (extra, answer)
+        assert b"Plaintext" not in answer

@@ -159,3 +159,64 @@ def test_signing_authority_instead_of_host_is_refused_over_http_1_1(verifier):
 def test_signing_host_and_authority_is_accepted(verifier):
     names = (":authority", "host", "x-amz-date", "x-amz-target")
     assert verifier.verify(sign(base_headers(), names)) == ALICE
+
+
+# -- item 11: headers SigV4 reads as one value, sent twice -------------------------------------
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("x-amz-date", ["20240101T001000Z", "20240101T001000Z"]),
+        ("x-amz-content-sha256", [hashlib.sha256(BODY).hexdigest()] * 2),
+        ("host", ["kms.test:8080", "evil.test"]),
+    ],
+)
+def test_a_signed_header_that_must_be_single_is_refused_when_repeated(verifier, name, values):
+    """Even signed over both values: the checks read the first, the signature the joined two."""
+    headers = base_headers(**{name.replace("-", "_"): values})
+    names = tuple(sorted({*NAMES, name}))
+    exc = error_of(verifier, sign(headers, names))
+    assert exc.code == "IncompleteSignatureException"
+    assert exc.message == f"Only one '{name}' header is allowed; this request has {len(values)}."
+
+
+def test_a_repeated_date_header_is_refused(verifier):
+    headers = {
+        "host": ["kms.test:8080"],
+        "date": ["Mon, 01 Jan 2024 00:10:00 GMT", "Mon, 01 Jan 2024 00:10:00 GMT"],
+        "x-amz-target": ["TrentService.ListKeys"],
+    }
+    exc = error_of(verifier, sign(headers, ("date", "host", "x-amz-target")))
+    assert exc.message == "Only one 'date' header is allowed; this request has 2."
+
+
+def test_a_repeated_authorization_header_is_refused(verifier):
+    request = sign(base_headers(), NAMES)
+    auth = request.headers["authorization"][0]
+    twice = SignedRequest("POST", "/", "", {**request.headers, "authorization": [auth, auth]}, BODY)
+    exc = error_of(verifier, twice)
+    assert (exc.code, exc.message) == (
+        "IncompleteSignatureException",
+        "Only one 'authorization' header is allowed; this request has 2.",
+    )
+
+
+def test_a_single_copy_of_each_is_still_accepted(verifier):
+    headers = base_headers(x_amz_content_sha256=[hashlib.sha256(BODY).hexdigest()])
+    assert verifier.verify(sign(headers, (*NAMES, "x-amz-content-sha256"))) == ALICE
+
+
+@pytest.mark.parametrize("param", ["Credential", "SignedHeaders", "Signature"])
+def test_an_authorization_parameter_given_twice_is_refused(verifier, param):
+    """The sibling inside one header: a second Credential (or SignedHeaders, Signature) that a
+    log or a proxy might read instead of the first, which alone was verified."""
+    request = sign(base_headers(), NAMES)
+    auth = request.headers["authorization"][0]
+    value = auth.split(f"{param}=")[1].split(",")[0]
+    doubled = SignedRequest(
+        "POST", "/", "", {**request.headers, "authorization": [f"{auth}, {param}={value}"]}, BODY
+    )
+    exc = error_of(verifier, doubled)
+    assert (exc.code, exc.message) == (
+        "IncompleteSignatureException",
+        f"Authorization header has more than one '{param}' parameter.",
+    )
