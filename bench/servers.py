@@ -8,6 +8,7 @@ from __future__ import annotations
 import configparser
 import http.client
 import os
+import secrets
 import shutil
 import socket
 import ssl
@@ -115,11 +116,11 @@ class Server:
             + self.log()[-20000:]
         )
 
-    def http_get(self, path: str) -> tuple[int, bytes]:
+    def http_get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         """(status, body) of ``GET path``."""
         conn = self.connection(10.0)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=dict(headers or {}))
             resp = conn.getresponse()
             return resp.status, resp.read()
         finally:
@@ -169,7 +170,9 @@ class HsmkmsServer(Server):
     ready once /health answers 200 and every worker listens. ``args`` go to ``serve``; ``env``
     is added to this process's environment less its HSMKMS_* and SOFTHSM2_* variables; ``tls``
     is (certificate, key) PEM files to serve HTTPS with. The log goes to ``<home>/server.log``
-    unless ``log_dir`` is given."""
+    unless ``log_dir`` is given. ``operator``: write a random operator token to
+    ``<home>/operator.token`` and serve with it (``operator_token_file``), so that
+    :meth:`http_get` sees /health's full report and /metrics; readiness needs no token."""
 
     name = "hsmkms"
 
@@ -182,6 +185,7 @@ class HsmkmsServer(Server):
         env: Mapping[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
         log_dir: Path | None = None,
+        operator: bool = True,
     ) -> None:
         self.home = Path(home)
         super().__init__(log_dir or self.home)
@@ -191,6 +195,7 @@ class HsmkmsServer(Server):
         self.args = args
         self.env = dict(env or {})
         self.tls = tls
+        self.operator_token = secrets.token_urlsafe(32) if operator else None
 
     @property
     def url(self) -> str:
@@ -200,6 +205,10 @@ class HsmkmsServer(Server):
     @property
     def credentials(self) -> Path:
         return self.home / "credentials"
+
+    @property
+    def operator_token_file(self) -> Path:
+        return self.home / "operator.token"
 
     def command(self) -> list[str]:
         cmd = [
@@ -212,8 +221,15 @@ class HsmkmsServer(Server):
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
+        if self.operator_token:
+            env["HSMKMS_OPERATOR_TOKEN_FILE"] = str(self.operator_token_file)
         env.update(self.env)
         return env
+
+    def http_get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """(status, body) of ``GET path`` as the operator (the bearer token, when there is one)."""
+        bearer = {"Authorization": f"Bearer {self.operator_token}"} if self.operator_token else {}
+        return super().http_get(path, {**bearer, **(headers or {})})
 
     def connection(self, timeout: float) -> http.client.HTTPConnection:
         if not self.tls:
@@ -223,10 +239,16 @@ class HsmkmsServer(Server):
 
     def start(self, timeout: float | None = None) -> Self:
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.operator_token:
+            fd = os.open(self.operator_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.operator_token + "\n")
+            os.chmod(self.operator_token_file, 0o600)
         return super().start(timeout)
 
     def ready(self) -> bool:
-        if self.http_get("/health")[0] != 200:
+        # Readiness as a load balancer asks it: no token, 200 or 503.
+        if Server.http_get(self, "/health")[0] != 200:
             return False
         # Every worker listening, not just the first: connections opened now stay put.
         assert self.proc is not None

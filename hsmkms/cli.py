@@ -4,7 +4,7 @@
                  [--pkcs11-module PATH] [--token-label L] [--workers N]
                  [--tls-cert F --tls-key F] [--log-level LEVEL] [--access-log]
                  [--limit-concurrency N] [--header-timeout S] [--body-timeout S]
-                 [--keep-alive-timeout S]
+                 [--keep-alive-timeout S] [--operator-token-file FILE]
     hsmkms doctor [--home DIR] [--config FILE] [--fix [--min-age SECONDS]] [--deep] [--json]
 
 ``serve`` loads the settings (defaults < TOML file < ``HSMKMS_*`` < flags), creates the embedded
@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="seconds an idle keep-alive connection stays open (default 5)",
+    )
+    serve.add_argument(
+        "--operator-token-file",
+        metavar="FILE",
+        help="0600 file holding the bearer token that GET /health's full report and GET "
+        "/metrics require (unset: /health says only ok or not, /metrics is not served)",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -227,7 +233,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
+        operator_token_file=args.operator_token_file,
     )
+    settings.read_operator_token()  # a bad token file stops the start here, with its reason
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
     if settings.workers < 1:

@@ -3,7 +3,8 @@
 Every setting named here can be given in the TOML file (``--config FILE``, top-level keys named
 as the fields below) or as an environment variable ``HSMKMS_<FIELD>`` in upper case.
 The PIN is never a setting's value in a file: it comes from ``HSMKMS_PIN`` or from a 0600 file
-named by ``pin_file``.
+named by ``pin_file``; the operators' bearer token likewise only from a 0600 file named by
+``operator_token_file``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ DEFAULT_PKCS11_MODULES = (
     "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
     "/usr/local/lib/softhsm/libsofthsm2.so",
 )
+
+
+# A guessable operator token would be no lock: 16 characters of a random text at the least.
+MIN_OPERATOR_TOKEN = 16
 
 
 class ConfigError(Exception):
@@ -87,6 +92,9 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
+    # Operators: a file (mode 0600) holding the bearer token that GET /health's full report
+    # and GET /metrics require. Unset: they are not served; /health says {"ok": ...} only.
+    operator_token_file: str | None = None
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -117,9 +125,36 @@ class Settings:
             raise ConfigError(
                 f"no token PIN: set HSMKMS_PIN or write the PIN to {path} (mode 0600)"
             ) from None
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            raise ConfigError(f"the PIN file {path} is readable by others: run chmod 600 {path}")
+        _check_private(st, path, "PIN file")
         return path.read_text().strip()
+
+    def read_operator_token(self) -> str | None:
+        """The operators' bearer token from ``operator_token_file`` (mode 0600, one line of
+        at least 16 visible ASCII characters, as RFC 6750's b64token allows); None if unset."""
+        if not self.operator_token_file:
+            return None
+        path = Path(self.operator_token_file)
+        try:
+            st = path.stat()
+            _check_private(st, path, "operator token file")
+            token = path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the operator token file {path}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ConfigError(f"the operator token file {path} is empty")
+        if not all("!" <= c <= "~" for c in token):
+            raise ConfigError(
+                f"the operator token in {path} must be one line of visible ASCII, no spaces"
+            )
+        if len(token) < MIN_OPERATOR_TOKEN:
+            raise ConfigError(
+                f"the operator token in {path} is shorter than {MIN_OPERATOR_TOKEN} "
+                "characters: write a long random one (python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe())')"
+            )
+        return token
 
     # -- loading ------------------------------------------------------------------------
     @classmethod
@@ -171,6 +206,12 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _check_private(st: os.stat_result, path: Path, what: str) -> None:
+    """A secret's file must be readable by its owner alone (mode 0600 or stricter)."""
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ConfigError(f"the {what} {path} is readable by others: run chmod 600 {path}")
 
 
 def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:

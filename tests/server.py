@@ -3,6 +3,7 @@
     with ServerProcess(home, workers=1) as srv:   # free port, waits for GET /health == 200
         srv.url, srv.identity, srv.region
         srv.post("GenerateRandom", {"NumberOfBytes": 8})   # a SigV4-signed raw request
+        srv.operator_get("/metrics")                       # with the operator token
 
 Starting, waiting and stopping are the benchmark's launcher (:class:`bench.servers.HsmkmsServer`,
 one for both); this adds what the tests send, signed by botocore. The server's output goes to
@@ -82,6 +83,7 @@ class ServerProcess(HsmkmsServer):
         extra_args: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,  # (certificate, key) PEM files: serve HTTPS
+        operator: bool = True,  # serve with an operator token (HsmkmsServer)
     ) -> None:
         super().__init__(
             home,
@@ -89,6 +91,7 @@ class ServerProcess(HsmkmsServer):
             args=extra_args,
             env={**(env or {}), "HSMKMS_REGION": region},
             tls=tls,
+            operator=operator,
         )
         self.region = region
         self.extra_args = extra_args
@@ -116,7 +119,13 @@ class ServerProcess(HsmkmsServer):
             conn.close()
 
     def get(self, path: str) -> Response:
+        """``GET path`` as anyone: no Authorization header."""
         return self.raw("GET", path)
+
+    def operator_get(self, path: str) -> Response:
+        """``GET path`` with the operator's bearer token (/health's full report, /metrics)."""
+        assert self.operator_token, "this server has no operator token"
+        return self.raw("GET", path, headers={"Authorization": f"Bearer {self.operator_token}"})
 
     def signed_headers(
         self,

@@ -2,8 +2,9 @@
 microsecond it does not spend is one the token can use).
 
     POST /        X-Amz-Target: TrentService.<Operation>, SigV4-signed, JSON body
-    GET  /health  200 with the service's health when ok, 503 when not
-    GET  /metrics Prometheus text: requests by operation and error code, time spent
+    GET  /health  200 {"ok": true} or 503 {"ok": false}; the full report with the operator
+                  token (hsmkms/api/operator.py)
+    GET  /metrics Prometheus text, with the operator token only
 
 A request goes: size limit -> target -> SigV4 -> JSON -> :func:`model.from_wire` ->
 ``kms.call`` on a worker thread -> :func:`model.to_wire`. The order of the checks is AWS's: an
@@ -20,12 +21,12 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from hsmkms import errors, model
+from hsmkms.api.operator import METRICS, PROMETHEUS, Answer, Metrics, Operator
 from hsmkms.api.sigv4 import SignedRequest, Verifier
 from hsmkms.config import Settings
 from hsmkms.identity import Caller, Identity
@@ -88,41 +89,6 @@ class _Refused(Exception):
         self.close = close
 
 
-class Metrics:
-    """Per-process counters, kept on the event loop thread (so no lock)."""
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str], int] = defaultdict(int)
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def observe(self, operation: str, code: str, seconds: float) -> None:
-        self.requests[(operation, code)] += 1
-        self.seconds[operation] += seconds
-
-    def render(self, pool_stock: Mapping[str, int] | None = None) -> bytes:
-        lines = [
-            "# HELP hsmkms_requests_total KMS requests answered, by operation and error code.",
-            "# TYPE hsmkms_requests_total counter",
-        ]
-        for (op, code), n in sorted(self.requests.items()):
-            lines.append(f'hsmkms_requests_total{{operation="{op}",code="{code}"}} {n}')
-        lines += [
-            "# HELP hsmkms_request_seconds_total Seconds spent answering, by operation.",
-            "# TYPE hsmkms_request_seconds_total counter",
-        ]
-        for op, s in sorted(self.seconds.items()):
-            lines.append(f'hsmkms_request_seconds_total{{operation="{op}"}} {s:.6f}')
-        if pool_stock:
-            lines += [
-                "# HELP hsmkms_keypair_pool_stock Pre-generated data key pairs in stock in "
-                "this process, by spec.",
-                "# TYPE hsmkms_keypair_pool_stock gauge",
-            ]
-            for spec, n in sorted(pool_stock.items()):
-                lines.append(f'hsmkms_keypair_pool_stock{{spec="{spec}"}} {n}')
-        return ("\n".join(lines) + "\n").encode()
-
-
 class App:
     """The ASGI application. Build it with :func:`create_app`."""
 
@@ -149,6 +115,8 @@ class App:
             else None
         )
         self.metrics = Metrics()
+        # Read here, in each worker; `hsmkms serve` read it first to refuse a bad file.
+        self.operator = Operator(settings.read_operator_token())
         self.owns_kms = owns_kms
         inline = settings.api_inline and self.pool is not None
         self._quick = kms.try_quick if inline else None
@@ -187,11 +155,13 @@ class App:
         method = scope["method"]
         path = scope["path"]
         if path == "/health" and method in ("GET", "HEAD"):
-            await self._health(send)
+            authorization = _headers(scope).get("authorization")
+            await _answer(send, self.operator.health(await self._health(), authorization))
             return
         if path == "/metrics" and method == "GET":
-            text = self.metrics.render(self.kms.keypair_pool_stock())
-            await _respond(send, 200, text, b"text/plain; version=0.0.4")
+            refused = self.operator.refusal(_headers(scope).get("authorization"), METRICS)
+            text = b"" if refused else self.metrics.render(self.kms.keypair_pool_stock())
+            await _answer(send, refused or Answer(200, text, PROMETHEUS))
             return
 
         request_id = str(uuid.uuid4())
@@ -336,10 +306,11 @@ class App:
                 return operation
         raise _Refused(errors.UnknownOperationException(""))
 
-    async def _health(self, send: Send) -> None:
+    async def _health(self) -> dict[str, Any]:
+        """The service's health report, from a worker thread, within HEALTH_TIMEOUT."""
         loop = asyncio.get_running_loop()
         try:
-            report = await asyncio.wait_for(
+            report: dict[str, Any] = await asyncio.wait_for(
                 loop.run_in_executor(self.pool, self.kms.health), HEALTH_TIMEOUT
             )
         except TimeoutError:
@@ -347,8 +318,7 @@ class App:
         except Exception as exc:
             log.exception("health check failed")
             report = {"ok": False, "error": type(exc).__name__}
-        status = 200 if report.get("ok") else 503
-        await _respond(send, status, _dumps(report, default=str), b"application/json")
+        return report
 
 
 def _headers(scope: Scope) -> dict[str, list[str]]:
@@ -403,6 +373,17 @@ async def _respond(
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _answer(send: Send, answer: Answer) -> None:
+    """An answer of the operator endpoints (hsmkms/api/operator.py)."""
+    headers = [
+        (b"content-type", answer.content_type),
+        (b"content-length", str(len(answer.body)).encode()),
+        *answer.headers,
+    ]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 def create_app(

@@ -158,3 +158,65 @@ def test_the_http_layer_refuses_repeated_or_conflicting_body_lengths(server: Ser
         status, answer = send(server, [*items, *extra], body)
         assert status == 400, (extra, answer)
         assert b"Plaintext" not in answer
+
+
+# -- item 12: /health and /metrics -------------------------------------------------------------
+def test_health_tells_anyone_only_whether_the_service_is_up(server: ServerProcess):
+    answer = server.get("/health")
+    assert (answer.status, answer.json) == (200, {"ok": True})
+
+
+def test_metrics_without_the_token_are_401_with_a_clear_answer(server: ServerProcess):
+    server.post("GenerateRandom", {"NumberOfBytes": 8})
+    answer = server.get("/metrics")
+    assert answer.status == 401
+    assert answer.headers["www-authenticate"].startswith("Bearer ")
+    assert answer.json == {
+        "error": "Unauthorized",
+        "message": "GET /metrics needs 'Authorization: Bearer <token>' with the token of the "
+        "operator_token_file setting.",
+    }
+    assert b"GenerateRandom" not in answer.body
+
+
+def test_a_wrong_token_sees_neither_report_nor_metrics(server: ServerProcess):
+    for path in ("/health", "/metrics"):
+        answer = server.raw("GET", path, headers={"Authorization": "Bearer not-the-token-at-all"})
+        assert answer.status == 401, (path, answer)
+        assert "token" not in (answer.json or {})
+        assert b"hsmkms_requests_total" not in answer.body
+
+
+def test_the_operator_token_gets_the_full_report_and_the_metrics(server: ServerProcess):
+    server.post("GenerateRandom", {"NumberOfBytes": 8})
+    health = server.operator_get("/health")
+    assert health.status == 200 and health.json["ok"] is True
+    assert "manufacturer" in str(health.json["token"])
+    metrics = server.operator_get("/metrics")
+    assert metrics.status == 200
+    assert 'hsmkms_requests_total{operation="GenerateRandom",code="OK"}' in metrics.body.decode()
+
+
+def test_without_the_setting_nothing_but_liveness_is_served(tmp_path):
+    with ServerProcess(tmp_path / "home", operator=False) as bare:
+        assert (bare.get("/health").status, bare.get("/health").json) == (200, {"ok": True})
+        for path in ("/health", "/metrics"):
+            answer = bare.raw("GET", path, headers={"Authorization": "Bearer anything-at-all"})
+            assert answer.status == 401
+            assert answer.json["message"].endswith("no operator_token_file is configured.")
+        assert bare.get("/metrics").status == 401
+
+
+def test_serve_refuses_a_token_file_others_can_read(tmp_path):
+    home = tmp_path / "home"
+    token = tmp_path / "operator.token"
+    token.write_text("a-long-enough-operator-token\n")
+    token.chmod(0o644)
+    srv = ServerProcess(home, operator=False, env={"HSMKMS_OPERATOR_TOKEN_FILE": str(token)})
+    try:
+        srv.start(timeout=30)
+    except RuntimeError as exc:
+        assert f"the operator token file {token} is readable by others" in str(exc)
+    else:
+        srv.stop()
+        raise AssertionError("the server started with a world-readable token file")

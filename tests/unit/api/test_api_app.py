@@ -1,4 +1,4 @@
-"""The ASGI app, driven in-process: the AWS JSON 1.1 envelope, limits, errors, health, metrics.
+"""The ASGI app, driven in-process: the AWS JSON 1.1 envelope, limits, errors, lifespan.
 
 The operation layer is a fake behind the real :class:`hsmkms.kms.KMS`, so input validation is
 the real one and each test sees exactly what the wire hands to ``Service.dispatch``.
@@ -270,34 +270,7 @@ def test_a_get_on_the_api_path_says_what_the_api_is(app):
     assert "X-Amz-Target" in answer.json["message"]
 
 
-# -- health and metrics ---------------------------------------------------------------------------
-def test_health_is_200_when_the_service_is_ok(app):
-    answer, _ = run(app, "GET", "/health")
-    assert (answer.status, answer.json) == (200, {"ok": True, "token": {"ok": True}})
-
-
-def test_health_is_503_when_the_service_is_not_ok(app, service):
-    service.health_report = {"ok": False, "token": {"ok": False, "detail": "gone"}}
-    answer, _ = run(app, "GET", "/health")
-    assert answer.status == 503
-    assert answer.json["token"]["detail"] == "gone"
-
-
-def test_health_is_503_when_the_check_itself_fails(app, service):
-    service.health_report = RuntimeError(CANARY)
-    answer, _ = run(app, "GET", "/health")
-    assert (answer.status, answer.json) == (503, {"ok": False, "error": "RuntimeError"})
-
-
-def test_metrics_count_requests_by_operation_and_code(app):
-    post(app, "GenerateRandom", {"NumberOfBytes": 4})
-    post(app, "GenerateRandom", {"NumberOfBytes": 4})
-    post(app, "Encrypt", {"KeyId": "k", "Plaintext": "eA=="})
-    answer, _ = run(app, "GET", "/metrics")
-    text = answer.body.decode()
-    assert 'hsmkms_requests_total{operation="GenerateRandom",code="OK"} 2' in text
-    assert 'hsmkms_requests_total{operation="Encrypt",code="NotFoundException"} 1' in text
-    assert 'hsmkms_request_seconds_total{operation="GenerateRandom"}' in text
+# /health and /metrics, which now need the operator token: tests/unit/api/test_api_operator.py
 
 
 # -- lifespan ----------------------------------------------------------------------------------

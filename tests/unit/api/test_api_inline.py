@@ -97,7 +97,7 @@ def test_inline_calls_can_be_turned_off(fake):
     assert fake.threads[0].startswith("hsmkms-op")
 
 
-def test_metrics_show_the_key_pair_pool_stock(app, fake):
+def test_metrics_show_the_key_pair_pool_stock(fake, tmp_path):
     class Pool:
         size = 4
 
@@ -105,7 +105,15 @@ def test_metrics_show_the_key_pair_pool_stock(app, fake):
             return {"RSA_2048": 3, "RSA_4096": 0}
 
     fake.pool = Pool()
-    text = run(app, "GET", "/metrics")[0].body.decode()
+    token = tmp_path / "operator.token"  # /metrics needs the operator token (api/operator.py)
+    token.write_text("t" * 32)
+    token.chmod(0o600)
+    application = make_app(fake, operator_token_file=str(token))
+    try:
+        bearer = {"Authorization": "Bearer " + "t" * 32}
+        text = run(application, "GET", "/metrics", headers=bearer)[0].body.decode()
+    finally:
+        application.pool.shutdown()
     assert 'hsmkms_keypair_pool_stock{spec="RSA_2048"} 3' in text
     assert 'hsmkms_keypair_pool_stock{spec="RSA_4096"} 0' in text
 
