@@ -8,7 +8,8 @@ What is copied from AWS KMS ("Grants in AWS KMS", the CreateGrant/RetireGrant AP
   key policy; an explicit Deny of the key policy still wins (:mod:`hsmkms.service.policy`).
 * Constraints ``EncryptionContextEquals`` / ``EncryptionContextSubset`` apply to the
   operations that take an encryption context; keys compare case-insensitively, values
-  case-sensitively. DescribeKey and RetireGrant ignore them. A grantee with CreateGrant may
+  case-sensitively, and two pairs whose keys differ only in case stay two pairs (they never
+  equal one pair). DescribeKey and RetireGrant ignore them. A grantee with CreateGrant may
   create grants only for a subset of its operations, with an equally strict or stricter
   constraint.
 * ``Name`` makes CreateGrant idempotent: the same name and the same parameters answer the
@@ -29,6 +30,7 @@ import hashlib
 import json
 import re
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -119,33 +121,40 @@ def grantee_candidates(caller: Caller) -> list[str]:
     return out
 
 
-def _folded(context: Mapping[str, str] | None) -> dict[str, str] | None:
-    return None if context is None else {k.lower(): v for k, v in context.items()}
+def _pairs(context: Mapping[str, str] | None) -> Counter[tuple[str, str]] | None:
+    """The pairs of a context, keys in lower case and values as they are. Two keys that differ
+    only in case stay two pairs: folding them into one mapping kept only the last value, so
+    ``{"Dept": "hr", "dept": "finance"}`` equalled ``{"dept": "finance"}``."""
+    return None if context is None else Counter((k.lower(), v) for k, v in context.items())
 
 
 def context_satisfies(
     constraints: Mapping[str, Mapping[str, str]], context: Mapping[str, str] | None
 ) -> bool:
-    """Whether a request's encryption context meets a grant's constraints."""
-    request = _folded(context) or {}
-    equals = _folded(constraints.get(EQUALS))
+    """Whether a request's encryption context meets a grant's constraints (AWS: keys compare
+    case-insensitively, values case-sensitively). Equals: the request's pairs are the
+    constraint's, one for one; Subset: each constraint pair has a request pair of its own."""
+    request = _pairs(context) or Counter()
+    equals = _pairs(constraints.get(EQUALS))
     if equals is not None and equals != request:
         return False
-    subset = _folded(constraints.get(SUBSET))
-    return subset is None or all(request.get(k) == v for k, v in subset.items())
+    subset = _pairs(constraints.get(SUBSET))
+    return subset is None or subset <= request
 
 
 def at_least_as_strict(
     child: Mapping[str, Mapping[str, str]], parent: Mapping[str, Mapping[str, str]]
 ) -> bool:
-    """Whether a new grant's constraints are as strict as its parent grant's, or stricter."""
-    p_equals, p_subset = _folded(parent.get(EQUALS)), _folded(parent.get(SUBSET))
-    c_equals, c_subset = _folded(child.get(EQUALS)), _folded(child.get(SUBSET))
+    """Whether a new grant's constraints are as strict as its parent grant's, or stricter:
+    every context the child allows, the parent allows (compared as :func:`context_satisfies`
+    compares)."""
+    p_equals, p_subset = _pairs(parent.get(EQUALS)), _pairs(parent.get(SUBSET))
+    c_equals, c_subset = _pairs(child.get(EQUALS)), _pairs(child.get(SUBSET))
     if p_equals is not None and c_equals != p_equals:
         return False
     if p_subset is not None:
         covers = [c for c in (c_equals, c_subset) if c is not None]
-        if not any(all(c.get(k) == v for k, v in p_subset.items()) for c in covers):
+        if not any(p_subset <= c for c in covers):
             return False
     return True
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import raises
 
-from hsmkms.service.grants import grant_id_of_token, new_token
+from hsmkms.service.grants import EQUALS, SUBSET, grant_id_of_token, new_token
 
 CONTEXT = {"tenant": "bob-co", "purpose": "backup"}
 
@@ -408,3 +408,90 @@ def test_create_grant_refuses_a_key_pending_deletion_but_not_a_disabled_one(prin
     with raises("KMSInvalidStateException"):
         grant(p, key, "bob", ["Decrypt"])
     assert len(p["admin"].list_grants(KeyId=key["KeyId"])["Grants"]) == 1
+
+
+# Two pairs whose keys differ only in case: the grant's pair and one more (issue 13, item 3).
+FINANCE_AND_HR = ({"Dept": "hr", "dept": "finance"}, {"dept": "finance", "Dept": "hr"})
+
+
+def test_encryption_context_equals_is_never_met_by_two_pairs_whose_keys_differ_in_case(
+    principals,
+):
+    p = principals
+    key = new_key(p)
+    grant(p, key, "bob", ["Encrypt"], Constraints={"EncryptionContextEquals": {"dept": "finance"}})
+    for context in FINANCE_AND_HR:  # either order: the same answer
+        with raises("AccessDeniedException", "kms:Encrypt"):
+            p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext=context)
+    for context in ({"dept": "hr"}, {"dept": "FINANCE"}):
+        with raises("AccessDeniedException", "kms:Encrypt"):
+            p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext=context)
+    p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext={"DEPT": "finance"})
+
+
+def test_encryption_context_subset_is_met_whatever_the_order_of_the_request_pairs(principals):
+    p = principals
+    key = new_key(p)
+    grant(p, key, "bob", ["Encrypt"], Constraints={"EncryptionContextSubset": {"dept": "finance"}})
+    for context in FINANCE_AND_HR:  # the pair dept=finance is there, in either order
+        p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext=context)
+    for context in ({"Dept": "hr", "DEPT": "hr"}, {"dept": "Finance", "x": "finance"}):
+        with raises("AccessDeniedException", "kms:Encrypt"):
+            p["bob"].encrypt(KeyId=key["Arn"], Plaintext=b"x", EncryptionContext=context)
+
+
+def test_a_grantee_may_not_pass_on_an_equals_constraint_with_a_pair_added_in_another_case(
+    principals,
+):
+    p = principals
+    key = new_key(p)
+    grant(
+        p,
+        key,
+        "bob",
+        ["Encrypt", "CreateGrant"],
+        Constraints={"EncryptionContextEquals": {"dept": "finance"}},
+    )
+    for constraints in FINANCE_AND_HR:  # would allow a context the parent grant refuses
+        with raises("AccessDeniedException", "kms:CreateGrant"):
+            p["bob"].create_grant(
+                KeyId=key["Arn"],
+                GranteePrincipal=p.arn("carol"),
+                Operations=["Encrypt"],
+                Constraints={"EncryptionContextEquals": constraints},
+            )
+    p["bob"].create_grant(
+        KeyId=key["Arn"],
+        GranteePrincipal=p.arn("carol"),
+        Operations=["Encrypt"],
+        Constraints={"EncryptionContextEquals": {"DEPT": "finance"}},
+    )
+
+
+def test_a_grantee_may_pass_on_a_subset_constraint_with_a_pair_added_in_another_case(
+    principals,
+):
+    p = principals
+    key = new_key(p)
+    grant(
+        p,
+        key,
+        "bob",
+        ["Encrypt", "CreateGrant"],
+        Constraints={"EncryptionContextSubset": {"dept": "finance"}},
+    )
+    for constraints in FINANCE_AND_HR:  # stricter: every context it allows has dept=finance
+        for name in (EQUALS, SUBSET):
+            p["bob"].create_grant(
+                KeyId=key["Arn"],
+                GranteePrincipal=p.arn("carol"),
+                Operations=["Encrypt"],
+                Constraints={name: constraints},
+            )
+    with raises("AccessDeniedException", "kms:CreateGrant"):
+        p["bob"].create_grant(
+            KeyId=key["Arn"],
+            GranteePrincipal=p.arn("carol"),
+            Operations=["Encrypt"],
+            Constraints={"EncryptionContextSubset": {"Dept": "hr", "DEPT": "Finance"}},
+        )
