@@ -25,9 +25,11 @@ if TYPE_CHECKING:
     from hsmkms.store import KeyRecord
 
 
-def _usable_key(svc: Service, req: Request, member: str = "KeyId") -> KeyRecord:
+def _usable_key(
+    svc: Service, req: Request, member: str = "KeyId", action: str | None = None
+) -> KeyRecord:
     check_grant_tokens(req)
-    key = svc.authorized_key(req, req.required_text(member))
+    key = svc.authorized_key(req, req.required_text(member), action=action)
     check_usable(key)
     return key
 
@@ -45,15 +47,18 @@ def _ignore_ciphertext(req: Request) -> bool:
     return req.dry_run and DryRunModifier.IGNORE_CIPHERTEXT in req.texts("DryRunModifiers")
 
 
-def _dry_run_or_ciphertext(svc: Service, req: Request, key_member: str, algorithm: str) -> None:
+def _dry_run_or_ciphertext(
+    svc: Service, req: Request, key_member: str, algorithm: str, action: str | None = None
+) -> None:
     """Decrypt and ReEncrypt: a DryRun with IGNORE_CIPHERTEXT checks the key named by
-    ``key_member`` instead of the blob's; otherwise the ciphertext is required."""
+    ``key_member`` instead of the blob's, for ``action`` as the real call would (ReEncrypt:
+    kms:ReEncryptFrom with the SourceEncryptionContext); otherwise the ciphertext is required."""
     if _ignore_ciphertext(req):
         if req.get(key_member) is None:
             raise errors.ValidationException(
                 f"{key_member} is required when DryRunModifiers contains IGNORE_CIPHERTEXT."
             )
-        key = _usable_key(svc, req, key_member)
+        key = _usable_key(svc, req, key_member, action)
         check_algorithm(key, req.text(algorithm))
         check_dry_run(req)
     if req.get("CiphertextBlob") is None:
@@ -89,7 +94,9 @@ def re_encrypt(svc: Service, req: Request) -> dict[str, Any]:
     dest = svc.authorized_key(req, req.required_text("DestinationKeyId"), action="ReEncryptTo")
     check_usable(dest)
     dest_algorithm = check_algorithm(dest, req.text("DestinationEncryptionAlgorithm"))
-    _dry_run_or_ciphertext(svc, req, "SourceKeyId", "SourceEncryptionAlgorithm")
+    _dry_run_or_ciphertext(
+        svc, req, "SourceKeyId", "SourceEncryptionAlgorithm", action="ReEncryptFrom"
+    )
     source, plaintext, source_material = svc.unseal(
         req,
         req.required_data("CiphertextBlob"),
