@@ -266,21 +266,29 @@ def _re_encrypt_on_same_key(
     """kms:ReEncryptOnSameKey: whether ReEncrypt's source and destination are one key (None
     when the other key cannot be told: a ciphertext that does not parse fails later anyway)."""
     if operation_name == "ReEncryptTo":  # ``key`` is the destination; the blob names the source
+        if req.get("CiphertextBlob") is None:  # DryRun with IGNORE_CIPHERTEXT: SourceKeyId does
+            return _names_key(svc, req, key, req.text("SourceKeyId"))
         try:
             return blob.parse(req.required_data("CiphertextBlob")).key_id == key.key_id
         except (blob.MalformedBlob, KeyError, TypeError, ValueError):
             return None
     if operation_name == "ReEncryptFrom":  # ``key`` is the source
-        dest = req.text("DestinationKeyId") or ""
-        if dest in (key.key_id, key.arn):
-            return True
-        alias = _alias_name(dest)
-        if alias is None:
-            return False  # another key id or key ARN
-        account = dest.split(":")[4] if dest.startswith("arn:") else req.caller.account_id
-        record = svc.store.get_alias(account, svc.region, alias)
-        return record is not None and record.key_id == key.key_id
+        return _names_key(svc, req, key, req.text("DestinationKeyId"))
     return None
+
+
+def _names_key(svc: Service, req: Request, key: KeyRecord, named: str | None) -> bool | None:
+    """Whether a key id, key ARN, alias name or alias ARN names ``key`` (None: nothing named)."""
+    if not named:
+        return None
+    if named in (key.key_id, key.arn):
+        return True
+    alias = _alias_name(named)
+    if alias is None:
+        return False  # another key id or key ARN
+    account = named.split(":")[4] if named.startswith("arn:") else req.caller.account_id
+    record = svc.store.get_alias(account, svc.region, alias)
+    return record is not None and record.key_id == key.key_id
 
 
 def _alias_name(requested: str | None) -> str | None:

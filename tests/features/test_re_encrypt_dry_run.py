@@ -73,3 +73,19 @@ def test_a_grant_of_re_encrypt_from_with_a_constraint_serves_the_dry_run(princip
         re_encrypt_dry(p, "bob", source, dest, SourceEncryptionContext=SOURCE_CONTEXT)
     with raises("AccessDeniedException", "kms:ReEncryptFrom"):
         re_encrypt_dry(p, "bob", source, dest, SourceEncryptionContext={"dept": "hr"})
+
+
+def test_a_deny_of_re_encrypt_to_on_the_same_key_applies_to_the_dry_run(principals):
+    p = principals
+    bob = p.arn("bob")
+    same_key = {"Bool": {"kms:ReEncryptOnSameKey": "true"}}
+    key = key_with(
+        p,
+        statement("Allow", bob, ["kms:ReEncrypt*"]),
+        statement("Deny", bob, ["kms:ReEncryptTo"], Condition=same_key),
+    )
+    other = key_with(p, statement("Allow", bob, ["kms:ReEncrypt*"]))
+    with raises("AccessDeniedException", "kms:ReEncryptTo"):  # the blob would name the key
+        re_encrypt_dry(p, "bob", key, key)
+    with raises("DryRunOperationException"):
+        re_encrypt_dry(p, "bob", other, key)
