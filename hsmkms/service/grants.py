@@ -166,7 +166,7 @@ def allowing_grant(
     operation_name = ctx.action.split(":", 1)[1]
     if operation_name not in SYMMETRIC_OPERATIONS:
         return None
-    for grant in svc.store.grants_for_grantees(key.key_id, grantee_candidates(req.caller)):
+    for grant in _grants_of_caller(svc, req, key):
         if operation_name not in grant.operations:
             continue
         if operation_name in CONTEXT_OPERATIONS and not context_satisfies(
@@ -180,6 +180,24 @@ def allowing_grant(
             continue
         return grant
     return None
+
+
+def _grants_of_caller(svc: Service, req: Request, key: KeyRecord) -> list[GrantRecord]:
+    """The grants on ``key`` whose grantee names the caller. Those the request's grant tokens
+    name are read from the store itself (AWS: a grant token makes its grant usable at once,
+    in every process); the rest through the cache, which may be a ttl behind another
+    process (eventual consistency, as AWS documents for grants)."""
+    candidates = grantee_candidates(req.caller)
+    tokened = [
+        grant
+        for grant in map(svc.store.inner.get_grant, dict.fromkeys(req.grant_ids))
+        if grant is not None
+        and grant.key_id == key.key_id
+        and grant.grantee_principal in candidates
+    ]
+    seen = {grant.grant_id for grant in tokened}
+    cached = svc.store.grants_for_grantees(key.key_id, candidates)
+    return tokened + [grant for grant in cached if grant.grant_id not in seen]
 
 
 def may_retire(caller: Caller, grant: GrantRecord, key: KeyRecord) -> bool:

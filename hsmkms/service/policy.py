@@ -326,11 +326,12 @@ def authorize(
 
 def _check_tokens_known(svc: Service, req: Request) -> None:
     """Every grant token of the request names a grant that exists (AWS: a token it cannot
-    use is InvalidGrantTokenException)."""
+    use is InvalidGrantTokenException), asked of the store itself: a token's grant is known
+    at once, not a cache ttl after another process made or retired it."""
     if not req.texts("GrantTokens") or req.grants_checked:
         return
     for grant_id in req.grant_ids:  # reading them checks each token's shape
-        if svc.store.get_grant(grant_id) is None:
+        if svc.store.inner.get_grant(grant_id) is None:
             raise errors.InvalidGrantTokenException("The grant token is not valid.")
     req.grants_checked = True
 
