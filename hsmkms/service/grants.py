@@ -17,9 +17,11 @@ What is copied from AWS KMS ("Grants in AWS KMS", the CreateGrant/RetireGrant AP
 * A grant may be retired by its retiring principal, by its grantee if it allows RetireGrant,
   and by the account the grant was created in (no IAM here: any principal of the key's or of
   the issuing account); revoked by whoever the key policy allows kms:RevokeGrant.
-* A grant token is an opaque url-safe string that names its grant. The store is strongly
-  consistent, so a grant is effective at once; a token is still checked: one hsmkms did not
-  issue, or whose grant is gone, is InvalidGrantTokenException.
+* A grant token is an opaque url-safe string that names its grant; one hsmkms did not issue,
+  or whose grant is gone, is InvalidGrantTokenException. Without a token the data plane sees
+  grants through the per-process cache (eventual consistency within ``cache_ttl``); with one,
+  its grant is read from the store itself and is effective at once in every process (AWS:
+  "use the permissions in the grant immediately").
 """
 
 from __future__ import annotations
