@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
+from helpers import self_signed_certificate
 from server import REPO, ServerProcess
 
 from hsmkms.home import Identity
@@ -336,46 +337,8 @@ def test_connections_opened_at_once_spread_over_the_workers(tmp_path: Path):
                 s.close()
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    start = datetime.now(UTC) - timedelta(minutes=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_tls_serves_https(tmp_path: Path):
-    tls = _self_signed(tmp_path)
+    tls = self_signed_certificate(tmp_path)
     with ServerProcess(tmp_path / "home", tls=tls) as srv:
         assert srv.url.startswith("https://")
         assert len(srv.client().generate_random(NumberOfBytes=8)["Plaintext"]) == 8

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from helpers import raises
+from helpers import raises, self_signed_certificate
 
 from hsmkms.service.policy_eval import Decision, RequestContext, evaluate, parse
 
@@ -93,7 +93,7 @@ def test_the_library_face_default_caller_counts_as_secure_transport(library):
 def test_over_tls_aws_secure_transport_is_true(tmp_path: Path):
     from server import ServerProcess
 
-    tls = _self_signed(tmp_path)
+    tls = self_signed_certificate(tmp_path)
     with ServerProcess(tmp_path / "home", tls=tls) as srv:
         client = srv.client()
         arn = client.create_key()["KeyMetadata"]["Arn"]
@@ -268,46 +268,6 @@ def test_a_stored_policy_with_such_a_key_can_only_refuse_more():
             evaluate(parse(policy(statement("Allow", a, "kms:*", condition))), ctx)
             is Decision.NO_MATCH
         )
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
-    import ipaddress
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    start = datetime.now(UTC) - timedelta(minutes=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def test_the_lockout_check_sees_the_tags_the_key_will_have(principals):
