@@ -92,11 +92,12 @@ def run(
     method: str,
     path: str,
     body: bytes = b"",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
     *,
     chunks: list[bytes] | None = None,
 ) -> tuple[Answer, int]:
-    """One HTTP request through the ASGI app; also returns how many body messages it read."""
+    """One HTTP request through the ASGI app; also returns how many body messages it read.
+    ``headers`` as a list of pairs may repeat a name, as a client on the wire can."""
     parts = chunks if chunks is not None else [body]
     reads = 0
 
@@ -118,7 +119,7 @@ def run(
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+        "headers": [(k.lower().encode(), v.encode()) for k, v in _pairs(headers)],
         "client": ("192.0.2.7", 50000),
     }
     asyncio.run(app(scope, receive, send))
@@ -129,6 +130,12 @@ def run(
         b"".join(m.get("body", b"") for m in sent[1:]),
     )
     return answer, reads
+
+
+def _pairs(headers: dict[str, str] | list[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else headers
 
 
 def signed_headers(

@@ -6,7 +6,6 @@ them so; reading only the first would run what the signature does not say.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -15,6 +14,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from test_api_app import ALICE, HOST, FakeService
+from test_api_app import run as run_asgi
 
 from hsmkms.api import create_app
 from hsmkms.config import Settings
@@ -50,25 +50,9 @@ def signed_items(targets: list[str], body: bytes) -> list[tuple[str, str]]:
 
 
 def run(app: Any, headers: list[tuple[str, str]], body: bytes) -> tuple[int, Any]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
-        "client": ("192.0.2.7", 50000),
-    }
-    asyncio.run(app(scope, receive, send))
-    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    """POST / with these header lines (names may repeat): (status, JSON answer)."""
+    answer, _reads = run_asgi(app, "POST", "/", body, headers)
+    return answer.status, json.loads(answer.body)
 
 
 def test_one_signed_target_runs(app, service):

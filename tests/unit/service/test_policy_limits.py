@@ -11,26 +11,13 @@ import time
 from typing import Any
 
 import pytest
+from test_policy_eval import KEY, A, ctx  # one request-context builder
 
 from hsmkms import errors
 from hsmkms.service import encryption_context
-from hsmkms.service.policy_eval import Decision, RequestContext, evaluate, parse
+from hsmkms.service.policy_eval import Decision, evaluate, parse
 from hsmkms.service.policy_eval.budget import MAX_EVALUATION_STEPS
 from hsmkms.service.policy_eval.operators import _glob
-
-A = "111122223333"
-ALICE = f"arn:aws:iam::{A}:user/alice"
-KEY = f"arn:aws:kms:us-east-1:{A}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-
-
-def ctx(**kw: Any) -> RequestContext:
-    base: dict[str, Any] = {
-        "action": "kms:Decrypt",
-        "principal_arn": ALICE,
-        "principal_account": A,
-        "resource_arn": KEY,
-    }
-    return RequestContext(**(base | kw))
 
 
 def doc(*statements: dict[str, Any]) -> str:
