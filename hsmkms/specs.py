@@ -59,6 +59,14 @@ class SigningAlgorithm(StrEnum):
     ED25519_PH_SHA_512 = "ED25519_PH_SHA_512"
 
 
+class MessageType(StrEnum):
+    """Sign and Verify's MessageType: the message itself, or its digest."""
+
+    RAW = "RAW"
+    DIGEST = "DIGEST"
+    EXTERNAL_MU = "EXTERNAL_MU"  # ML-DSA's mu (FIPS 204)
+
+
 class MacAlgorithm(StrEnum):
     HMAC_SHA_224 = "HMAC_SHA_224"
     HMAC_SHA_256 = "HMAC_SHA_256"
@@ -363,6 +371,28 @@ KEY_SPECS: dict[KeySpec, Facts] = {
     KeySpec.ML_KEM_768: replace(_MLKEM, bits=768),
     KeySpec.ML_KEM_1024: replace(_MLKEM, bits=1024),
 }
+
+# How each algorithm runs: its scheme and its hash (hashlib's and python-pkcs11's names minus
+# the underscore: "SHA256"). Schemes: PSS and PKCS1 (RSASSA, RFC 8017), ECDSA (X9.62, DER
+# signatures), EDDSA (RFC 8032 pure Ed25519) and EDDSA_PH (Ed25519ph), OAEP (RSAES-OAEP, MGF1
+# with the same hash), HMAC (RFC 2104).
+ALGORITHMS: dict[str, tuple[str, str]] = {
+    **{f"RSASSA_PSS_SHA_{n}": ("PSS", f"SHA{n}") for n in (256, 384, 512)},
+    **{f"RSASSA_PKCS1_V1_5_SHA_{n}": ("PKCS1", f"SHA{n}") for n in (256, 384, 512)},
+    **{f"ECDSA_SHA_{n}": ("ECDSA", f"SHA{n}") for n in (256, 384, 512)},
+    "ED25519_SHA_512": ("EDDSA", "SHA512"),
+    "ED25519_PH_SHA_512": ("EDDSA_PH", "SHA512"),
+    "RSAES_OAEP_SHA_1": ("OAEP", "SHA1"),
+    "RSAES_OAEP_SHA_256": ("OAEP", "SHA256"),
+    **{f"HMAC_SHA_{n}": ("HMAC", f"SHA{n}") for n in (224, 256, 384, 512)},
+}
+HASH_BYTES = {"SHA1": 20, "SHA224": 28, "SHA256": 32, "SHA384": 48, "SHA512": 64}
+
+
+# RSAES-OAEP's largest plaintext (RFC 8017 section 7.1.1): k - 2 * hLen - 2 bytes.
+def oaep_max_plaintext(modulus_bits: int, hash_name: str) -> int:
+    return modulus_bits // 8 - 2 * HASH_BYTES[hash_name] - 2
+
 
 # CreateKey's deprecated CustomerMasterKeySpec: the KeySpecs that existed before 2022.
 CUSTOMER_MASTER_KEY_SPECS: frozenset[KeySpec] = frozenset(

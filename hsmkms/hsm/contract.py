@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from hsmkms.specs import DataKeyPairSpec
+from hsmkms.specs import DataKeyPairSpec, KeySpec
 
 MATERIAL_ID_BYTES = 32
 IV_BYTES = 12  # the GCM IV: 96 bits (NIST SP 800-38D section 8.2)
@@ -63,6 +63,9 @@ class MasterKeyCheck:
     unwrap: bool
     value_readable: bool
     wrappable: bool
+    kind: str = "AES"  # AES (a master key), RSA, EC, EDWARDS, HMAC
+    sign: bool = False
+    derive: bool = False
 
     @property
     def sealed(self) -> bool:
@@ -167,6 +170,44 @@ class Token(Protocol):
     def unwrap_private_key(self, material_id: bytes, wrapped: WrappedKey) -> bytes:
         """The private key of ``wrapped`` as PKCS#8 DER (RFC 5958 v1); a blob that does not
         unwrap under that master key is an :class:`~hsmkms.hsm.IntegrityError`."""
+        ...
+
+    # -- keys that sign, decrypt, derive or MAC (DESIGN decision 13; hsm/keyobjects.py) --------
+    # Found and destroyed like master keys (has_master_key, destroy_master_key, ...): every
+    # token object with a 32-byte CKA_ID is a key material. Hash names: "SHA1" ... "SHA512".
+
+    def create_private_key(
+        self, material_id: bytes, label: str, spec: KeySpec | str, use: str
+    ) -> bytes:
+        """A sensitive, never extractable token private key of ``spec`` (RSA_*, ECC_*) whose
+        one use is ``"sign"``, ``"decrypt"`` or ``"derive"``: its SubjectPublicKeyInfo DER."""
+        ...
+
+    def create_secret_key(self, material_id: bytes, label: str, bits: int) -> None:
+        """A sensitive, never extractable token HMAC key of ``bits`` that signs and verifies."""
+        ...
+
+    def sign(self, material_id: bytes, scheme: str, hash_name: str, data: bytes) -> bytes:
+        """``scheme`` PKCS1, PSS (salt = hash length) or ECDSA over the digest ``data`` (ECDSA
+        answers DER); EDDSA over the message ``data`` (pure Ed25519, 64 bytes)."""
+        ...
+
+    def decrypt_oaep(self, material_id: bytes, hash_name: str, ciphertext: bytes) -> bytes:
+        """RSAES-OAEP (MGF1 with the same hash, empty label); a ciphertext that does not
+        decrypt is an :class:`~hsmkms.hsm.IntegrityError`."""
+        ...
+
+    def derive(self, material_id: bytes, peer_point: bytes, length: int) -> bytes:
+        """ECDH with the uncompressed X9.62 ``peer_point``: the raw x-coordinate, ``length``
+        bytes. A point the token refuses is an :class:`~hsmkms.hsm.IntegrityError`."""
+        ...
+
+    def mac(self, material_id: bytes, hash_name: str, message: bytes) -> bytes:
+        """HMAC of ``message`` under the token key."""
+        ...
+
+    def verify_mac(self, material_id: bytes, hash_name: str, message: bytes, mac: bytes) -> bool:
+        """Whether ``mac`` is the HMAC of ``message`` (C_Verify on the token)."""
         ...
 
     # -- health and life ---------------------------------------------------------------------

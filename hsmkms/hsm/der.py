@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from asn1crypto import core
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from hsmkms.specs import Curve, DataKeyPairSpec
 
@@ -150,3 +151,27 @@ def ec_private_pkcs8(spec: DataKeyPairSpec, value: bytes) -> tuple[bytes, bytes]
     except ValueError as exc:
         raise DerError(f"invalid {spec} private scalar: {exc}") from None
     return private.public_key().public_bytes(*_SPKI), private.private_bytes(*_PKCS8)
+
+
+def ed25519_public_spki(ec_point_attribute: bytes) -> bytes:
+    """SubjectPublicKeyInfo for id-Ed25519 (RFC 8410) from CKA_EC_POINT: the 32-byte point,
+    in a DER OCTET STRING (PKCS#11 v3.0) or bare."""
+    try:
+        inner = bytes(core.OctetString.load(ec_point_attribute, strict=True).native)
+    except (ValueError, TypeError):
+        inner = bytes(ec_point_attribute)
+    if len(inner) != 32:
+        raise DerError("CKA_EC_POINT is not a 32-byte Ed25519 point")
+    try:
+        public = ed25519.Ed25519PublicKey.from_public_bytes(inner)
+    except ValueError as exc:
+        raise DerError(f"invalid Ed25519 public key: {exc}") from None
+    return public.public_bytes(*_SPKI)
+
+
+def ecdsa_signature(raw: bytes) -> bytes:
+    """The DER ECDSA-Sig-Value (RFC 3279 section 2.2.3) of PKCS#11's r || s."""
+    if not raw or len(raw) % 2:
+        raise DerError("an ECDSA signature from the token is r || s of equal lengths")
+    half = len(raw) // 2
+    return bytes(encode_dss_signature(_int(raw[:half]), _int(raw[half:])))

@@ -21,7 +21,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pkcs11 import Attribute, KeyType, ObjectClass
+import pkcs11.exceptions
+from pkcs11 import Attribute, ObjectClass
 
 from hsmkms.hsm import NO_SEARCH, KeyNotFound, TokenError, WouldSearch, errors
 from hsmkms.hsm.contract import MATERIAL_ID_BYTES
@@ -35,11 +36,10 @@ log = logging.getLogger("hsmkms.hsm")
 
 T = TypeVar("T")
 
-_AES_SEARCH = {
-    Attribute.CLASS: ObjectClass.SECRET_KEY,
-    Attribute.KEY_TYPE: KeyType.AES,
-    Attribute.TOKEN: True,
-}
+# Every token object; the classes of key materials: master keys and HMAC keys (secret keys),
+# private keys. Public keys never share a material id (they are session objects).
+_SEARCH = {Attribute.TOKEN: True}
+_MATERIAL_CLASSES = frozenset({ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY})
 _SEARCH_BATCH = 256  # handles per C_FindObjects (python-pkcs11's default is 10)
 
 
@@ -68,14 +68,22 @@ class Owner(Protocol):
 
 
 def search(session: Any, *, labels: bool) -> list[tuple[bytes, str, Any]]:
-    """(CKA_ID, CKA_LABEL or "", object) of every AES token key with a material id, by one
-    C_FindObjects on ``session``. The label costs a little more; only listings need it."""
-    wanted = [Attribute.ID, Attribute.LABEL] if labels else [Attribute.ID]
+    """(CKA_ID, CKA_LABEL or "", object) of every token key with a material id (a master
+    key, a private key, an HMAC key), by one C_FindObjects on ``session``. The label costs a
+    little more; only listings need it."""
+    wanted = (
+        [Attribute.ID, Attribute.CLASS, Attribute.LABEL]
+        if labels
+        else [Attribute.ID, Attribute.CLASS]
+    )
     found: list[tuple[bytes, str, Any]] = []
-    for obj in session.get_objects(_AES_SEARCH, batch_size=_SEARCH_BATCH):
-        attrs = obj.get_attributes(wanted)
+    for obj in session.get_objects(_SEARCH, batch_size=_SEARCH_BATCH):
+        try:
+            attrs = obj.get_attributes(wanted)
+        except pkcs11.exceptions.AttributeTypeInvalid:
+            continue  # an object without CKA_ID (data, a certificate ...): not one of ours
         mid = bytes(attrs.get(Attribute.ID, b""))
-        if len(mid) == MATERIAL_ID_BYTES:  # else not one of ours
+        if len(mid) == MATERIAL_ID_BYTES and attrs.get(Attribute.CLASS) in _MATERIAL_CLASSES:
             found.append((mid, str(attrs.get(Attribute.LABEL, "")), obj))
     return found
 

@@ -47,10 +47,11 @@ from hsmkms.hsm.capabilities import Capabilities
 from hsmkms.hsm.contract import IV_BYTES, MATERIAL_ID_BYTES, TAG_BYTES
 from hsmkms.hsm.errors import Lost
 from hsmkms.hsm.handles import Miss, check_material_id
+from hsmkms.hsm.keyobjects import KeyObjects
 from hsmkms.hsm.library import Library
 from hsmkms.hsm.pairs import KeyPairs
 from hsmkms.hsm.session import Login, destroy
-from hsmkms.specs import DataKeyPairSpec
+from hsmkms.specs import DataKeyPairSpec, KeySpec
 
 log = logging.getLogger("hsmkms.hsm")
 
@@ -98,6 +99,7 @@ class PKCS11Token:
         )
         self._handles = self._calls.handles
         self._pairs = KeyPairs(self._calls)
+        self._objects = KeyObjects(self._calls)
         self._run = self._calls.run  # every verb's way to the token
 
     # -- opening and closing -----------------------------------------------------------------
@@ -352,6 +354,31 @@ class PKCS11Token:
     def unwrap_private_key(self, material_id: bytes, wrapped: WrappedKey) -> bytes:
         """The private key of ``wrapped`` as standard PKCS#8 DER (RFC 5958 v1)."""
         return self._pairs.unwrap(material_id, wrapped)
+
+    # -- keys that sign, decrypt, derive or MAC (keyobjects.py) ------------------------------
+
+    def create_private_key(
+        self, material_id: bytes, label: str, spec: KeySpec | str, use: str
+    ) -> bytes:
+        return self._objects.create_private_key(material_id, label, spec, use)
+
+    def create_secret_key(self, material_id: bytes, label: str, bits: int) -> None:
+        self._objects.create_secret_key(material_id, label, bits)
+
+    def sign(self, material_id: bytes, scheme: str, hash_name: str, data: bytes) -> bytes:
+        return self._objects.sign(material_id, scheme, hash_name, data)
+
+    def decrypt_oaep(self, material_id: bytes, hash_name: str, ciphertext: bytes) -> bytes:
+        return self._objects.decrypt(material_id, hash_name, ciphertext)
+
+    def derive(self, material_id: bytes, peer_point: bytes, length: int) -> bytes:
+        return self._objects.derive(material_id, peer_point, length)
+
+    def mac(self, material_id: bytes, hash_name: str, message: bytes) -> bytes:
+        return self._objects.mac(material_id, hash_name, message)
+
+    def verify_mac(self, material_id: bytes, hash_name: str, message: bytes, mac: bytes) -> bool:
+        return self._objects.verify_mac(material_id, hash_name, message, mac)
 
     # -- health -----------------------------------------------------------------------------
 
