@@ -70,6 +70,10 @@ InvalidKeyUsageException = _client(
     "InvalidKeyUsageException", "The KMS key's usage does not allow this operation."
 )
 InvalidMarkerException = _client("InvalidMarkerException", "The pagination marker is invalid.")
+KMSInvalidSignatureException = _client(
+    "KMSInvalidSignatureException", "The signature does not verify with the KMS key."
+)
+KMSInvalidMacException = _client("KMSInvalidMacException", "The MAC does not verify.")
 KMSInvalidStateException = _client(
     "KMSInvalidStateException", "The KMS key's state does not allow this operation."
 )

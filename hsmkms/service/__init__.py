@@ -18,6 +18,7 @@ from hsmkms import errors, hsm, keypairs, model
 from hsmkms.config import Settings
 from hsmkms.service import (  # noqa: F401  (register handlers)
     aliases,
+    asymmetric,
     cache,
     crypto,
     grants,
@@ -32,7 +33,7 @@ from hsmkms.service.audit import NO_AUDIT, AuditSink
 from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
 from hsmkms.service.faults import FAULTS, INVALID_CIPHERTEXT, translate
 from hsmkms.service.masterkeys import MasterKeys, WrappedPrivateKey
-from hsmkms.specs import SUPPORTED_PAIR_SPECS, DataKeyPairSpec, Family
+from hsmkms.specs import SUPPORTED_PAIR_SPECS, DataKeyPairSpec, Family, KeySpec, KeyUsage
 from hsmkms.store import KeyRecord, MaterialRecord, Store, StoreError
 
 if TYPE_CHECKING:
@@ -138,10 +139,26 @@ class Service:
         return self.masters.random(n)
 
     def new_material(
-        self, key_id: str, created: datetime, rotation_type: str | None = None
+        self,
+        key_id: str,
+        created: datetime,
+        rotation_type: str | None = None,
+        spec: KeySpec = KeySpec.SYMMETRIC_DEFAULT,
+        usage: KeyUsage = KeyUsage.ENCRYPT_DECRYPT,
     ) -> MaterialRecord:
-        """A new key material for ``key_id``, made before the record that names it."""
-        return MaterialRecord(self.masters.create(key_id, created), key_id, created, rotation_type)
+        """A new key material of ``spec`` for ``key_id``, made before the record that names it:
+        an AES-256 master key, an HMAC key, or a private key allowed ``usage`` alone."""
+        if spec.family is Family.AES:
+            material_id, public = self.masters.create(key_id, created), None
+        elif spec.family is Family.HMAC:
+            material_id, public = self.masters.create_hmac_key(key_id, created, spec), None
+        elif spec.family in (Family.RSA, Family.EC, Family.EDWARDS):
+            material_id, public = self.masters.create_private_key(key_id, created, spec, usage)
+        else:
+            raise errors.UnsupportedOperationException(
+                f"KeySpec {spec} is not supported by hsmkms yet."
+            )
+        return MaterialRecord(material_id, key_id, created, rotation_type, public)
 
     def discard_new_material(self, material: MaterialRecord) -> None:
         """Undo :meth:`new_material` after the store refused the record that names it.

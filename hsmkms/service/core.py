@@ -208,6 +208,11 @@ def check_enabled(key: KeyRecord) -> None:
 def check_usable(key: KeyRecord) -> None:
     """A key that cryptographic operations may use: Enabled and ENCRYPT_DECRYPT."""
     check_enabled(key)
+    if key.key_usage == KeyUsage.ENCRYPT_DECRYPT and key.key_spec != KeySpec.SYMMETRIC_DEFAULT:
+        raise errors.InvalidKeyUsageException(
+            f"{key.arn} is an asymmetric {key.key_spec} key: this operation needs a symmetric "
+            "encryption KMS key."
+        )
     if key.key_usage != KeyUsage.ENCRYPT_DECRYPT or key.key_spec != KeySpec.SYMMETRIC_DEFAULT:
         raise errors.InvalidKeyUsageException(
             f"{key.arn} key usage is {key.key_usage}, which is not valid for this operation."

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors
+from hsmkms.service import asymmetric
 from hsmkms.service.core import (
     Request,
     check_algorithm,
@@ -17,8 +18,16 @@ from hsmkms.service.core import (
     check_grant_tokens,
     check_usable,
     operation,
+    resolve_key,
 )
-from hsmkms.specs import DataKeyPairSpec, DataKeySpec, DryRunModifier, EncryptionAlgorithm
+from hsmkms.specs import (
+    DataKeyPairSpec,
+    DataKeySpec,
+    DryRunModifier,
+    EncryptionAlgorithm,
+    KeySpec,
+    KeyUsage,
+)
 
 if TYPE_CHECKING:
     from hsmkms.service import Service
@@ -34,13 +43,64 @@ def _usable_key(
     return key
 
 
+def _asymmetric(key: KeyRecord) -> bool:
+    return KeySpec(key.key_spec).asymmetric
+
+
 @operation("Encrypt")
 def encrypt(svc: Service, req: Request) -> dict[str, Any]:
-    key = _usable_key(svc, req)
+    check_grant_tokens(req)
+    key = svc.authorized_key(req, req.required_text("KeyId"))
+    if _asymmetric(key):
+        asymmetric.check_usage(key, KeyUsage.ENCRYPT_DECRYPT, req.operation)
+        rsa = asymmetric.rsa_algorithm(key, req.text("EncryptionAlgorithm"))
+        asymmetric.no_context(req.context())
+        check_dry_run(req)
+        blob = asymmetric.rsa_encrypt(svc, key, rsa, req.required_data("Plaintext"))
+        return {"CiphertextBlob": blob, "KeyId": key.arn, "EncryptionAlgorithm": rsa}
+    check_usable(key)
     algorithm = check_algorithm(key, req.text("EncryptionAlgorithm"))
     check_dry_run(req)
     blob, _material = svc.seal(key, req.required_data("Plaintext"), req.context())
     return {"CiphertextBlob": blob, "KeyId": key.arn, "EncryptionAlgorithm": algorithm}
+
+
+def _names_asymmetric(svc: Service, req: Request, member: str) -> bool:
+    """Whether the request's ``member`` (KeyId, SourceKeyId) names an asymmetric key: its
+    ciphertext is then RSAES-OAEP, not an hsmkms blob. A name that resolves to nothing is
+    left to the usual path, which answers as AWS does."""
+    named = req.text(member)
+    if named is None:
+        return False
+    try:
+        return _asymmetric(resolve_key(svc, req.caller, named))
+    except errors.NotFoundException:
+        return False
+
+
+def _rsa_decrypt(
+    svc: Service,
+    req: Request,
+    member: str,
+    algorithm_member: str,
+    context_member: str,
+    action: str | None = None,
+) -> tuple[KeyRecord, EncryptionAlgorithm, bytes]:
+    """Decrypt an RSAES-OAEP ciphertext with the asymmetric key ``member`` names."""
+    key = svc.authorized_key(req, req.required_text(member), action=action)
+    asymmetric.check_usage(key, KeyUsage.ENCRYPT_DECRYPT, req.operation)
+    algorithm = asymmetric.rsa_algorithm(key, req.text(algorithm_member))
+    asymmetric.no_context(req.context(context_member), context_member)
+    if _ignore_ciphertext(req):
+        check_dry_run(req)
+    if req.get("CiphertextBlob") is None:
+        raise errors.ValidationException(
+            "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+    check_dry_run(req)
+    plaintext = asymmetric.rsa_decrypt(svc, key, algorithm, req.required_data("CiphertextBlob"))
+    return key, algorithm, plaintext
 
 
 def _ignore_ciphertext(req: Request) -> bool:
@@ -72,6 +132,11 @@ def _dry_run_or_ciphertext(
 def decrypt(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
     _no_recipient(req)
+    if _names_asymmetric(svc, req, "KeyId"):
+        key, rsa, plain = _rsa_decrypt(
+            svc, req, "KeyId", "EncryptionAlgorithm", "EncryptionContext"
+        )
+        return {"KeyId": key.arn, "Plaintext": plain, "EncryptionAlgorithm": rsa}
     _dry_run_or_ciphertext(svc, req, "KeyId", "EncryptionAlgorithm")
     key, plaintext, material = svc.unseal(
         req,
@@ -92,28 +157,45 @@ def decrypt(svc: Service, req: Request) -> dict[str, Any]:
 def re_encrypt(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
     dest = svc.authorized_key(req, req.required_text("DestinationKeyId"), action="ReEncryptTo")
-    check_usable(dest)
-    dest_algorithm = check_algorithm(dest, req.text("DestinationEncryptionAlgorithm"))
-    _dry_run_or_ciphertext(
-        svc, req, "SourceKeyId", "SourceEncryptionAlgorithm", action="ReEncryptFrom"
-    )
-    source, plaintext, source_material = svc.unseal(
-        req,
-        req.required_data("CiphertextBlob"),
-        req.context("SourceEncryptionContext"),
-        expected_key_id=req.text("SourceKeyId"),
-        algorithm=req.text("SourceEncryptionAlgorithm"),
-        action="ReEncryptFrom",
-    )
-    blob, dest_material = svc.seal(dest, plaintext, req.context("DestinationEncryptionContext"))
+    dest_context = req.context("DestinationEncryptionContext")
+    dest_algorithm: EncryptionAlgorithm
+    if _asymmetric(dest):
+        asymmetric.check_usage(dest, KeyUsage.ENCRYPT_DECRYPT, req.operation)
+        dest_algorithm = asymmetric.rsa_algorithm(dest, req.text("DestinationEncryptionAlgorithm"))
+        asymmetric.no_context(dest_context, "DestinationEncryptionContext")
+    else:
+        check_usable(dest)
+        dest_algorithm = check_algorithm(dest, req.text("DestinationEncryptionAlgorithm"))
+    out: dict[str, Any] = {}
+    if _names_asymmetric(svc, req, "SourceKeyId"):
+        source, source_algorithm, plaintext = _rsa_decrypt(
+            svc, req, "SourceKeyId", "SourceEncryptionAlgorithm", "SourceEncryptionContext",
+            action="ReEncryptFrom",
+        )  # fmt: skip
+    else:
+        _dry_run_or_ciphertext(
+            svc, req, "SourceKeyId", "SourceEncryptionAlgorithm", action="ReEncryptFrom"
+        )
+        source, plaintext, out["SourceKeyMaterialId"] = svc.unseal(
+            req,
+            req.required_data("CiphertextBlob"),
+            req.context("SourceEncryptionContext"),
+            expected_key_id=req.text("SourceKeyId"),
+            algorithm=req.text("SourceEncryptionAlgorithm"),
+            action="ReEncryptFrom",
+        )
+        source_algorithm = EncryptionAlgorithm.SYMMETRIC_DEFAULT
+    if _asymmetric(dest):
+        blob = asymmetric.rsa_encrypt(svc, dest, dest_algorithm, plaintext)
+    else:
+        blob, out["DestinationKeyMaterialId"] = svc.seal(dest, plaintext, dest_context)
     return {
         "CiphertextBlob": blob,
         "SourceKeyId": source.arn,
         "KeyId": dest.arn,
-        "SourceEncryptionAlgorithm": EncryptionAlgorithm.SYMMETRIC_DEFAULT,
+        "SourceEncryptionAlgorithm": source_algorithm,
         "DestinationEncryptionAlgorithm": dest_algorithm,
-        "SourceKeyMaterialId": source_material,
-        "DestinationKeyMaterialId": dest_material,
+        **out,
     }
 
 

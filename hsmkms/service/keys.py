@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors
-from hsmkms.service import policy
+from hsmkms.service import asymmetric, policy
 from hsmkms.service.core import (
     Request,
     check_grant_tokens,
@@ -23,7 +23,7 @@ from hsmkms.service.core import (
     validation,
 )
 from hsmkms.service.tags import validate_tags
-from hsmkms.specs import KeyManager, KeySpec, KeyState, KeyUsage, Origin
+from hsmkms.specs import Family, KeyManager, KeySpec, KeyState, KeyUsage, Origin
 from hsmkms.store import KeyRecord, StateChanged, StoreError
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hsmkms.service")
 
+# The key families CreateKey makes: AES (symmetric), HMAC, RSA, EC and Ed25519 on the token.
+_FAMILIES = frozenset({Family.AES, Family.HMAC, Family.RSA, Family.EC, Family.EDWARDS})
 _UUID_MARKER = re.compile(r"^[0-9a-f-]{36}$")
 # How many times a state change that lost a race to another request reads and decides again.
 _DECIDE_AGAIN = 4
@@ -51,8 +53,8 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
         "KeyManager": key.key_manager,
         "CustomerMasterKeySpec": key.key_spec,
         "KeySpec": key.key_spec,
-        "EncryptionAlgorithms": list(KeySpec(key.key_spec).encryption_algorithms),
         "MultiRegion": key.multi_region,
+        **asymmetric.algorithm_lists(KeySpec(key.key_spec), KeyUsage(key.key_usage)),
     }
     if key.current_material_id:
         meta["CurrentKeyMaterialId"] = key.current_material_id
@@ -74,10 +76,9 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
     spec = spec or legacy or KeySpec.SYMMETRIC_DEFAULT
     usage = req.choice("KeyUsage", KeyUsage) or KeyUsage.ENCRYPT_DECRYPT
     origin = req.choice("Origin", Origin) or Origin.AWS_KMS
-    if spec != KeySpec.SYMMETRIC_DEFAULT:
+    if spec.family not in _FAMILIES:
         raise errors.UnsupportedOperationException(
-            f"KeySpec {spec} is not supported by hsmkms yet: only SYMMETRIC_DEFAULT "
-            f"(AES-256-GCM) KMS keys can be created."
+            f"KeySpec {spec} is not supported by hsmkms yet."
         )
     if usage not in spec.usages:
         raise errors.ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}.")
@@ -109,7 +110,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
     tags = validate_tags(req.structures("Tags"))
 
     created = now()
-    material = svc.new_material(key_id, created)
+    material = svc.new_material(key_id, created, spec=spec, usage=usage)
     key = KeyRecord(
         key_id=key_id,
         account_id=caller.account_id,

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from hsmkms.specs import DataKeyPairSpec
+from hsmkms.specs import (
+    DataKeyPairSpec,
+    EncryptionAlgorithm,
+    KeySpec,
+    KeyUsage,
+    MacAlgorithm,
+    SigningAlgorithm,
+)
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,40 @@ class MasterKeys(Protocol):
         ...
 
     def create(self, key_id: str, created: datetime) -> str:
-        """A new AES-256 material for KMS key ``key_id``; its KeyMaterialId. Raises
-        TokenFull when there is no room (nothing was created)."""
+        """A new AES-256 material (a symmetric KMS key's) for KMS key ``key_id``; its
+        KeyMaterialId. Raises TokenFull when there is no room (nothing was created)."""
         ...
+
+    def create_private_key(
+        self, key_id: str, created: datetime, spec: KeySpec, usage: KeyUsage
+    ) -> tuple[str, bytes]:
+        """A new private key of ``spec`` (RSA, ECC) for ``usage`` only: (KeyMaterialId, its
+        public key as SubjectPublicKeyInfo DER). TokenFull when there is no room."""
+        ...
+
+    def create_hmac_key(self, key_id: str, created: datetime, spec: KeySpec) -> str:
+        """A new HMAC key of ``spec`` (HMAC_224 ... HMAC_512); its KeyMaterialId."""
+        ...
+
+    def sign(self, material_id: str, algorithm: SigningAlgorithm, data: bytes) -> bytes:
+        """A signature by the material: over the digest ``data`` (RSASSA, ECDSA: DER), or the
+        message ``data`` (ED25519_SHA_512). MechanismUnsupported for an algorithm the holder
+        cannot run (ED25519_PH_SHA_512 on SoftHSM2)."""
+        ...
+
+    def decrypt(self, material_id: str, algorithm: EncryptionAlgorithm, ciphertext: bytes) -> bytes:
+        """RSAES-OAEP decryption (RSAES_OAEP_SHA_1 / _256); IntegrityError when it fails."""
+        ...
+
+    def derive(self, material_id: str, peer_point: bytes, length: int) -> bytes:
+        """ECDH with an uncompressed peer point: the x-coordinate, ``length`` bytes."""
+        ...
+
+    def mac(self, material_id: str, algorithm: MacAlgorithm, message: bytes) -> bytes: ...
+
+    def verify_mac(
+        self, material_id: str, algorithm: MacAlgorithm, message: bytes, mac: bytes
+    ) -> bool: ...
 
     def destroy(self, material_id: str) -> None:
         """Destroy the material for good. KeyNotFound if it is not there."""

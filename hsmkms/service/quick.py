@@ -32,6 +32,13 @@ QUICK_OPERATIONS = frozenset(
         "GenerateDataKey",
         "GenerateDataKeyWithoutPlaintext",
         "GenerateRandom",
+        # Asymmetric and HMAC keys: an RSA private-key step raises WouldBlock (to a thread)
+        "Sign",
+        "Verify",
+        "GetPublicKey",
+        "GenerateMac",
+        "VerifyMac",
+        "DeriveSharedSecret",
     }
 )
 PAIR_OPERATIONS = frozenset({"GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"})

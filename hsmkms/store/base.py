@@ -68,12 +68,14 @@ class KeyRecord:
 
 @dataclass(frozen=True)
 class MaterialRecord:
-    """One key material of a KMS key: a master key object on the token with CKA_ID = id."""
+    """One key material of a KMS key: a token object with CKA_ID = id (a master key, a
+    private key, an HMAC key)."""
 
     material_id: str  # 64 lowercase hex characters (32 bytes)
     key_id: str
     created_at: datetime
     rotation_type: str | None = None  # None for the first material; AUTOMATIC / ON_DEMAND
+    public_key: bytes | None = None  # an asymmetric key's SubjectPublicKeyInfo DER
 
 
 @dataclass(frozen=True)

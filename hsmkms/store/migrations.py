@@ -95,4 +95,9 @@ MIGRATIONS: list[list[str]] = [
             expires_at REAL NOT NULL
         )""",
     ],
+    # asymmetric KMS keys: a material's public key (SubjectPublicKeyInfo DER), which Verify,
+    # GetPublicKey and asymmetric Encrypt use on the host; NULL for symmetric and HMAC keys.
+    [
+        "ALTER TABLE key_materials ADD COLUMN public_key BLOB",
+    ],
 ]

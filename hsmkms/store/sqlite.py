@@ -154,13 +154,14 @@ class SQLiteStore(SQLiteConnections, Store):
     ) -> None:
         conn.execute(
             "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type, "
-            "rotation_due) VALUES (?, ?, ?, ?, ?)",
+            "rotation_due, public_key) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 m.material_id,
                 m.key_id,
                 m.created_at.timestamp(),
                 m.rotation_type,
                 None if due is None else due.timestamp(),
+                m.public_key,
             ),
         )
 

@@ -80,4 +80,5 @@ def _material(row: sqlite3.Row) -> MaterialRecord:
         key_id=row["key_id"],
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         rotation_type=row["rotation_type"],
+        public_key=None if row["public_key"] is None else bytes(row["public_key"]),
     )
