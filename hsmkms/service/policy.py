@@ -42,7 +42,7 @@ from hsmkms.service.policy_eval import (
     evaluate,
 )
 from hsmkms.service.policy_eval import parse as parse_document
-from hsmkms.specs import EncryptionAlgorithm
+from hsmkms.specs import EncryptionAlgorithm, MessageType
 
 if TYPE_CHECKING:
     from hsmkms.identity import Caller
@@ -98,6 +98,18 @@ _ALGORITHM_MEMBER = {
     "ReEncryptFrom": "SourceEncryptionAlgorithm",
     "ReEncryptTo": "DestinationEncryptionAlgorithm",
 }
+# The condition keys an asymmetric or HMAC operation's request fills (AWS KMS Developer Guide,
+# "Condition keys for AWS KMS"): operation -> (request member, condition key, value when absent).
+_REQUEST_KEYS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
+    "Sign": (
+        ("SigningAlgorithm", "kms:SigningAlgorithm", None),
+        ("MessageType", "kms:MessageType", MessageType.RAW),
+    ),
+    "GenerateMac": (("MacAlgorithm", "kms:MacAlgorithm", None),),
+    "DeriveSharedSecret": (("KeyAgreementAlgorithm", "kms:KeyAgreementAlgorithm", None),),
+}
+_REQUEST_KEYS["Verify"] = _REQUEST_KEYS["Sign"]
+_REQUEST_KEYS["VerifyMac"] = _REQUEST_KEYS["GenerateMac"]
 _GRANT_CONTEXT_OPERATIONS = frozenset({"CreateGrant", "ListGrants", "RevokeGrant"})
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(alias/.+)$")
 
@@ -226,6 +238,10 @@ def request_context(
         value = params.get(member)
         if value is not None:
             extra[condition_key] = str(value).lower() if isinstance(value, bool) else str(value)
+    for member, condition_key, absent in _REQUEST_KEYS.get(operation_name, ()):
+        value = req.text(member) or absent
+        if value is not None:
+            extra[condition_key] = str(value)
     extras: dict[str, str | list[str]] = dict(extra)
     if operation_name == "CreateGrant" and params.get("Constraints"):
         extras["kms:GrantConstraintType"] = sorted(params["Constraints"])
@@ -263,15 +279,18 @@ def request_context(
 def _re_encrypt_on_same_key(
     svc: Service, req: Request, key: KeyRecord, operation_name: str
 ) -> bool | None:
-    """kms:ReEncryptOnSameKey: whether ReEncrypt's source and destination are one key (None
-    when the other key cannot be told: a ciphertext that does not parse fails later anyway)."""
+    """kms:ReEncryptOnSameKey: whether ReEncrypt's source and destination are one key. The
+    source is the key an hsmkms blob names, else SourceKeyId (an asymmetric source's
+    ciphertext names no key); None when neither tells (such a ReEncrypt fails later anyway)."""
     if operation_name == "ReEncryptTo":  # ``key`` is the destination; the blob names the source
         if req.get("CiphertextBlob") is None:  # DryRun with IGNORE_CIPHERTEXT: SourceKeyId does
             return _names_key(svc, req, key, req.text("SourceKeyId"))
         try:
             return blob.parse(req.required_data("CiphertextBlob")).key_id == key.key_id
         except (blob.MalformedBlob, KeyError, TypeError, ValueError):
-            return None
+            # Not an hsmkms blob: an RSA ciphertext, which names no key; ReEncrypt then
+            # requires SourceKeyId (AWS), which does. Else a blob that fails later anyway.
+            return _names_key(svc, req, key, req.text("SourceKeyId"))
     if operation_name == "ReEncryptFrom":  # ``key`` is the source
         return _names_key(svc, req, key, req.text("DestinationKeyId"))
     return None

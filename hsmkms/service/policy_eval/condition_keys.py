@@ -53,9 +53,12 @@ FILLED = frozenset(
         "kms:GranteePrincipal",
         "kms:GrantIsForAWSResource",
         "kms:GrantOperations",
+        "kms:KeyAgreementAlgorithm",
         "kms:KeyOrigin",
         "kms:KeySpec",
         "kms:KeyUsage",
+        "kms:MacAlgorithm",
+        "kms:MessageType",
         "kms:MultiRegion",
         "kms:RequestAlias",
         "kms:ResourceAliases",
@@ -63,6 +66,7 @@ FILLED = frozenset(
         "kms:ReEncryptOnSameKey",
         "kms:RotationPeriodInDays",
         "kms:ScheduleKeyDeletionPendingWindowInDays",
+        "kms:SigningAlgorithm",
     )
 )
 FILLED_PREFIXES = ("kms:encryptioncontext:", "aws:resourcetag/", "aws:requesttag/")
@@ -95,12 +99,8 @@ ABSENT = frozenset(
         "aws:FederatedProvider",
         "aws:AssumedRoot",
         "aws:Referer",
-        # Operations hsmkms does not offer (Sign, Verify, GenerateMac, DeriveSharedSecret,
-        # imported material, multi-Region keys and replicas, Nitro enclaves).
-        "kms:SigningAlgorithm",
-        "kms:MessageType",
-        "kms:MacAlgorithm",
-        "kms:KeyAgreementAlgorithm",
+        # Features hsmkms does not offer (imported material, multi-Region keys and replicas,
+        # Nitro enclaves).
         "kms:MultiRegionKeyType",
         "kms:ExpirationModel",
         "kms:ValidTo",
