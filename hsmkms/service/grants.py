@@ -6,12 +6,14 @@ What is copied from AWS KMS ("Grants in AWS KMS", the CreateGrant/RetireGrant AP
 
 * A grant lets its grantee principal call the listed operations on one key, in addition to the
   key policy; an explicit Deny of the key policy still wins (:mod:`hsmkms.service.policy`).
-* Constraints ``EncryptionContextEquals`` / ``EncryptionContextSubset`` apply to the
-  operations that take an encryption context; keys compare case-insensitively, values
+* The operations a grant may allow depend on the key's type (:func:`grant_operations`): an
+  asymmetric key has no data keys, a SIGN_VERIFY key no Encrypt, an HMAC key only MACs.
+* Constraints ``EncryptionContextEquals`` / ``EncryptionContextSubset`` apply to operations
+  that take an encryption context (a symmetric key's; a grant of any other but DescribeKey,
+  RetireGrant and CreateGrant may not have them); keys compare case-insensitively, values
   case-sensitively, and two pairs whose keys differ only in case stay two pairs (they never
-  equal one pair). DescribeKey and RetireGrant ignore them. A grantee with CreateGrant may
-  create grants only for a subset of its operations, with an equally strict or stricter
-  constraint.
+  equal one pair). A grantee with CreateGrant may create grants only for a subset of its
+  operations, with an equally strict or stricter constraint.
 * ``Name`` makes CreateGrant idempotent: the same name and the same parameters answer the
   existing GrantId (with a new token, as AWS answers a new token on every call).
 * A grant may be retired by its retiring principal, by its grantee if it allows RetireGrant,
@@ -48,7 +50,7 @@ from hsmkms.service.core import (
 from hsmkms.service.keys import page_limit
 from hsmkms.service.policy import access_denied
 from hsmkms.service.policy_eval import PRINCIPAL_ARN, RequestContext, principal_names
-from hsmkms.specs import GrantOperation
+from hsmkms.specs import GrantOperation, KeySpec, KeyUsage
 from hsmkms.store import GrantRecord
 
 if TYPE_CHECKING:
@@ -60,23 +62,38 @@ GRANT_ID = re.compile(r"^[0-9a-f]{64}$")
 _G = GrantOperation
 # Operations whose request has an encryption context: the ones constraints apply to.
 CONTEXT_OPERATIONS: frozenset[GrantOperation] = frozenset(
-    {
-        _G.DECRYPT,
-        _G.ENCRYPT,
-        _G.GENERATE_DATA_KEY,
-        _G.GENERATE_DATA_KEY_WITHOUT_PLAINTEXT,
-        _G.RE_ENCRYPT_FROM,
-        _G.RE_ENCRYPT_TO,
-        _G.GENERATE_DATA_KEY_PAIR,
-        _G.GENERATE_DATA_KEY_PAIR_WITHOUT_PLAINTEXT,
-    }
+    {_G.DECRYPT, _G.ENCRYPT, _G.RE_ENCRYPT_FROM, _G.RE_ENCRYPT_TO}
+    | {op for op in GrantOperation if op.startswith("GenerateDataKey")}  # the four of them
 )
-# The grant operations AWS allows for a symmetric encryption key.
-SYMMETRIC_OPERATIONS: frozenset[GrantOperation] = CONTEXT_OPERATIONS | {
-    _G.CREATE_GRANT,
-    _G.RETIRE_GRANT,
-    _G.DESCRIBE_KEY,
+# The grant operations of every key type; the constraints never apply to them.
+_MANAGEMENT = frozenset({_G.CREATE_GRANT, _G.RETIRE_GRANT, _G.DESCRIBE_KEY})
+# The grant operations AWS allows by key type (AWS KMS Developer Guide, "Grant operations").
+SYMMETRIC_OPERATIONS: frozenset[GrantOperation] = CONTEXT_OPERATIONS | _MANAGEMENT
+_PUBLIC = _MANAGEMENT | {_G.GET_PUBLIC_KEY}
+OPERATIONS_BY_USAGE: dict[KeyUsage, frozenset[GrantOperation]] = {
+    KeyUsage.ENCRYPT_DECRYPT: _PUBLIC  # asymmetric (RSA, SM2): no data keys
+    | {_G.DECRYPT, _G.ENCRYPT, _G.RE_ENCRYPT_FROM, _G.RE_ENCRYPT_TO},
+    KeyUsage.SIGN_VERIFY: _PUBLIC | {_G.SIGN, _G.VERIFY},
+    KeyUsage.GENERATE_VERIFY_MAC: _MANAGEMENT | {_G.GENERATE_MAC, _G.VERIFY_MAC},
+    KeyUsage.KEY_AGREEMENT: _PUBLIC | {_G.DERIVE_SHARED_SECRET},
+    # ML-KEM (not in the list we followed): by the same rule; hsmkms makes no such key yet.
+    KeyUsage.ENCAPSULATE_DECAPSULATE: _PUBLIC | {_G.ENCAPSULATE, _G.DECAPSULATE},
 }
+
+
+def grant_operations(key: KeyRecord) -> frozenset[GrantOperation]:
+    """The operations a grant on ``key`` may allow: those AWS allows for its key type."""
+    if key.key_spec == KeySpec.SYMMETRIC_DEFAULT:
+        return SYMMETRIC_OPERATIONS
+    return OPERATIONS_BY_USAGE.get(KeyUsage(key.key_usage), _MANAGEMENT)
+
+
+def context_operations(key: KeyRecord) -> frozenset[GrantOperation]:
+    """The operations on ``key`` that take an encryption context (and so grant constraints):
+    none on an asymmetric or HMAC key."""
+    return CONTEXT_OPERATIONS if key.key_spec == KeySpec.SYMMETRIC_DEFAULT else frozenset()
+
+
 EQUALS = "EncryptionContextEquals"
 SUBSET = "EncryptionContextSubset"
 
@@ -166,12 +183,12 @@ def allowing_grant(
 ) -> GrantRecord | None:
     """A grant on ``key`` that allows this request to ``req.caller``, or None."""
     operation_name = ctx.action.split(":", 1)[1]
-    if operation_name not in SYMMETRIC_OPERATIONS:
+    if operation_name not in grant_operations(key):
         return None
     for grant in _grants_of_caller(svc, req, key):
         if operation_name not in grant.operations:
             continue
-        if operation_name in CONTEXT_OPERATIONS and not context_satisfies(
+        if operation_name in context_operations(key) and not context_satisfies(
             grant.constraints, ctx.encryption_context
         ):
             continue
@@ -248,9 +265,10 @@ def _refuse_service_principals(req: Request) -> None:
 
 
 def _operations(key: KeyRecord, requested: list[str]) -> tuple[GrantOperation, ...]:
+    allowed = grant_operations(key)
     out: list[GrantOperation] = []
     for op in requested:
-        if op not in SYMMETRIC_OPERATIONS:
+        if op not in allowed:
             raise errors.ValidationException(
                 f"Grant operation {op} is not valid for {key.arn}: its KeySpec is "
                 f"{key.key_spec} and its KeyUsage is {key.key_usage}."
@@ -260,12 +278,25 @@ def _operations(key: KeyRecord, requested: list[str]) -> tuple[GrantOperation, .
     return tuple(out)
 
 
-def _constraints(raw: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+def _constraints(
+    key: KeyRecord, operations: tuple[GrantOperation, ...], raw: Mapping[str, Any] | None
+) -> dict[str, dict[str, str]]:
+    """The grant's constraints, allowed only if each of its operations takes an encryption
+    context or is CreateGrant, RetireGrant or DescribeKey (AWS refuses them for asymmetric
+    and HMAC keys' operations, which take none)."""
     out: dict[str, dict[str, str]] = {}
     for name in (EQUALS, SUBSET):
         value = (raw or {}).get(name)
         if value is not None:
             out[name] = dict(value)
+    if out:
+        bare = [op for op in operations if op not in context_operations(key) | _MANAGEMENT]
+        if bare:
+            raise errors.ValidationException(
+                f"Grant constraints {' and '.join(out)} are not valid for grant operation "
+                f"{bare[0]} on {key.arn}: with KeySpec {key.key_spec} it takes no encryption "
+                "context."
+            )
     return out
 
 
@@ -335,7 +366,7 @@ def create_grant(svc: Service, req: Request) -> dict[str, Any]:
     key = svc.authorized_key(req, req.key_id, allow_alias=False)
     check_not_pending_deletion(key)
     operations = _operations(key, req.texts("Operations"))
-    constraints = _constraints(_requested_constraints(req))
+    constraints = _constraints(key, operations, _requested_constraints(req))
     check_dry_run(req)
     name = req.text("Name") or ""
     if name:
