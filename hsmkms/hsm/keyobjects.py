@@ -126,7 +126,9 @@ class KeyObjects:
                         destroy(pub)
 
             # No retry after token loss: a second attempt could leave two keys under one id.
-            return self._calls.run(f"create a {kind} key", side, side=True, recover=False)
+            return self._calls.run(
+                f"create a {kind} key", side, side=True, recover=False, storing=True
+            )
 
         def op() -> bytes:
             self._check_new(mid, label)
