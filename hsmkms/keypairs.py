@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from hsmkms import pq
 from hsmkms.specs import DataKeyPairSpec, Family
 
 log = logging.getLogger("hsmkms.keypairs")
@@ -53,8 +54,12 @@ def encode_pair(private_key: PrivateKeyTypes) -> tuple[bytes, bytes]:
 
 
 def generate(spec: str) -> tuple[bytes, bytes]:
-    """A fresh pair for ``spec`` (a DataKeyPairSpec or its name) as (SPKI DER, PKCS#8 DER)."""
-    return encode_pair(_private_key(DataKeyPairSpec(spec)))
+    """A fresh pair for ``spec`` (a DataKeyPairSpec or its name) as (SPKI DER, PKCS#8 DER);
+    ML-KEM's PKCS#8 is the 86-byte seed form AWS returns (hsmkms/pq.py)."""
+    pair_spec = DataKeyPairSpec(spec)
+    if pair_spec.family is Family.ML_KEM:
+        return pq.generate_pair(pair_spec)
+    return encode_pair(_private_key(pair_spec))
 
 
 class PairPool:

@@ -78,6 +78,10 @@ class KeyAgreementAlgorithm(StrEnum):
     ECDH = "ECDH"
 
 
+class EncapsulationAlgorithm(StrEnum):
+    ML_KEM = "ML_KEM"  # FIPS 203
+
+
 class DataKeySpec(StrEnum):
     """GenerateDataKey's KeySpec; ``size`` is the data key's length in bytes."""
 
@@ -225,6 +229,7 @@ class Facts:
     signing: tuple[SigningAlgorithm, ...] = ()
     mac: tuple[MacAlgorithm, ...] = ()
     agreement: tuple[KeyAgreementAlgorithm, ...] = ()
+    encapsulation: tuple[EncapsulationAlgorithm, ...] = ()
     blob_code: int = 0  # data key pair specs: the byte naming it in a wrapped blob; 0: none
 
 
@@ -312,6 +317,10 @@ class KeySpec(_Described):
         return self.facts.agreement
 
     @property
+    def encapsulation_algorithms(self) -> tuple[EncapsulationAlgorithm, ...]:
+        return self.facts.encapsulation
+
+    @property
     def default_usage(self) -> KeyUsage:
         """The KeyUsage CreateKey takes when none is given: ENCRYPT_DECRYPT where allowed."""
         return self.facts.usages[0]
@@ -322,7 +331,13 @@ _RSA = Facts(
 )
 _EC = (_U.SIGN_VERIFY, _U.KEY_AGREEMENT)
 _MLDSA = Facts(Family.ML_DSA, 0, None, (_U.SIGN_VERIFY,), signing=(_S.ML_DSA_SHAKE_256,))
-_MLKEM = Facts(Family.ML_KEM, 0, None, (_U.ENCAPSULATE_DECAPSULATE,))
+_MLKEM = Facts(
+    Family.ML_KEM,
+    0,
+    None,
+    (_U.ENCAPSULATE_DECAPSULATE,),
+    encapsulation=(EncapsulationAlgorithm.ML_KEM,),
+)
 _HMAC = Facts(Family.HMAC, 0, None, (_U.GENERATE_VERIFY_MAC,))
 
 KEY_SPECS: dict[KeySpec, Facts] = {
@@ -382,11 +397,15 @@ ALGORITHMS: dict[str, tuple[str, str]] = {
     **{f"ECDSA_SHA_{n}": ("ECDSA", f"SHA{n}") for n in (256, 384, 512)},
     "ED25519_SHA_512": ("EDDSA", "SHA512"),
     "ED25519_PH_SHA_512": ("EDDSA_PH", "SHA512"),
+    "ML_DSA_SHAKE_256": ("ML_DSA", "SHAKE256"),
     "RSAES_OAEP_SHA_1": ("OAEP", "SHA1"),
     "RSAES_OAEP_SHA_256": ("OAEP", "SHA256"),
     **{f"HMAC_SHA_{n}": ("HMAC", f"SHA{n}") for n in (224, 256, 384, 512)},
 }
-HASH_BYTES = {"SHA1": 20, "SHA224": 28, "SHA256": 32, "SHA384": 48, "SHA512": 64}
+HASH_BYTES = {
+    "SHA1": 20, "SHA224": 28, "SHA256": 32, "SHA384": 48, "SHA512": 64,
+    "SHAKE256": 64,  # ML-DSA's mu (FIPS 204 section 6.2, EXTERNAL_MU)
+}  # fmt: skip
 
 
 # RSAES-OAEP's largest plaintext (RFC 8017 section 7.1.1): k - 2 * hLen - 2 bytes.
@@ -446,8 +465,9 @@ DATA_KEY_PAIR_SPECS: dict[DataKeyPairSpec, Facts] = {
 }
 _PAIR_BY_CODE = {f.blob_code: s for s, f in DATA_KEY_PAIR_SPECS.items() if f.blob_code}
 
-# The specs whose pairs hsmkms makes today (host or token): RSA, the EC curves, Ed25519.
-PAIR_FAMILIES = frozenset({Family.RSA, Family.EC, Family.EDWARDS})
+# The specs whose pairs hsmkms makes today (host or token): RSA, the EC curves, Ed25519,
+# ML-KEM but ML-KEM-512 (no constant-time implementation here: hsmkms/pq.py says why).
+PAIR_FAMILIES = frozenset({Family.RSA, Family.EC, Family.EDWARDS, Family.ML_KEM})
 SUPPORTED_PAIR_SPECS: tuple[DataKeyPairSpec, ...] = tuple(
-    s for s in DataKeyPairSpec if s.family in PAIR_FAMILIES
+    s for s in DataKeyPairSpec if s.family in PAIR_FAMILIES and s != DataKeyPairSpec.ML_KEM_512
 )

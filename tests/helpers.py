@@ -13,6 +13,8 @@ from hsmkms.specs import SUPPORTED_PAIR_SPECS
 
 # Every DataKeyPairSpec hsmkms serves, by name (the one table is hsmkms/specs.py).
 KEY_PAIR_SPECS = [spec.value for spec in SUPPORTED_PAIR_SPECS]
+# The pre-quantum ones: what clients whose crypto predates ML-KEM (Node 20) can read.
+CLASSICAL_PAIR_SPECS = [s for s in KEY_PAIR_SPECS if not s.startswith("ML_KEM_")]
 
 
 @contextmanager

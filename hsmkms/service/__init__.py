@@ -22,6 +22,8 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
     cache,
     crypto,
     grants,
+    host_keys,
+    kem,
     keys,
     nonces,
     policy,
@@ -148,17 +150,20 @@ class Service:
     ) -> MaterialRecord:
         """A new key material of ``spec`` for ``key_id``, made before the record that names it:
         an AES-256 master key, an HMAC key, or a private key allowed ``usage`` alone."""
+        sealed = None
         if spec.family is Family.AES:
             material_id, public = self.masters.create(key_id, created), None
         elif spec.family is Family.HMAC:
             material_id, public = self.masters.create_hmac_key(key_id, created, spec), None
         elif spec.family in (Family.RSA, Family.EC, Family.EDWARDS):
             material_id, public = self.masters.create_private_key(key_id, created, spec, usage)
+        elif spec.family in host_keys.FAMILIES:
+            material_id, public, sealed = host_keys.create(self, key_id, created, spec)
         else:
             raise errors.UnsupportedOperationException(
                 f"KeySpec {spec} is not supported by hsmkms yet."
             )
-        return MaterialRecord(material_id, key_id, created, rotation_type, public)
+        return MaterialRecord(material_id, key_id, created, rotation_type, public, sealed)
 
     def discard_new_material(self, material: MaterialRecord) -> None:
         """Undo :meth:`new_material` after the store refused the record that names it.

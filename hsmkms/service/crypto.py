@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hsmkms import errors
+from hsmkms import errors, pq
 from hsmkms.service import asymmetric
 from hsmkms.service.core import (
     Request,
@@ -254,7 +254,7 @@ def _check_pair_spec(svc: Service, spec: DataKeyPairSpec) -> None:
         )
     if spec not in svc.keypair_specs:
         raise errors.UnsupportedOperationException(
-            f"KeyPairSpec {spec} is not supported by hsmkms."
+            pq.UNSUPPORTED.get(spec, f"KeyPairSpec {spec} is not supported by hsmkms.")
         )
 
 

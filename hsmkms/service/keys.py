@@ -31,8 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hsmkms.service")
 
-# The key families CreateKey makes: AES (symmetric), HMAC, RSA, EC and Ed25519 on the token.
-_FAMILIES = frozenset({Family.AES, Family.HMAC, Family.RSA, Family.EC, Family.EDWARDS})
+# The key families CreateKey makes: AES (symmetric), HMAC, RSA, EC and Ed25519 on the token;
+# ML-DSA and ML-KEM held sealed under a token master key (service/host_keys.py).
+_FAMILIES = frozenset(
+    {Family.AES, Family.HMAC, Family.RSA, Family.EC, Family.EDWARDS, Family.ML_DSA, Family.ML_KEM}
+)
 _UUID_MARKER = re.compile(r"^[0-9a-f-]{36}$")
 # How many times a state change that lost a race to another request reads and decides again.
 _DECIDE_AGAIN = 4

@@ -39,6 +39,8 @@ QUICK_OPERATIONS = frozenset(
         "GenerateMac",
         "VerifyMac",
         "DeriveSharedSecret",
+        "Encapsulate",
+        "Decapsulate",
     }
 )
 PAIR_OPERATIONS = frozenset({"GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"})

@@ -76,6 +76,9 @@ class MaterialRecord:
     created_at: datetime
     rotation_type: str | None = None  # None for the first material; AUTOMATIC / ON_DEMAND
     public_key: bytes | None = None  # an asymmetric key's SubjectPublicKeyInfo DER
+    # A post-quantum key's private seed, sealed under the token master key ``material_id``
+    # (service/host_keys.py); None for every key whose private key is a token object.
+    sealed_private: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -100,4 +100,9 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE key_materials ADD COLUMN public_key BLOB",
     ],
+    # post-quantum KMS keys: the private seed, sealed (AES-256-GCM) under the material's
+    # token master key (service/host_keys.py): never in plaintext here.
+    [
+        "ALTER TABLE key_materials ADD COLUMN sealed_private BLOB",
+    ],
 ]

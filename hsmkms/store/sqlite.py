@@ -154,7 +154,7 @@ class SQLiteStore(SQLiteConnections, Store):
     ) -> None:
         conn.execute(
             "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type, "
-            "rotation_due, public_key) VALUES (?, ?, ?, ?, ?, ?)",
+            "rotation_due, public_key, sealed_private) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 m.material_id,
                 m.key_id,
@@ -162,6 +162,7 @@ class SQLiteStore(SQLiteConnections, Store):
                 m.rotation_type,
                 None if due is None else due.timestamp(),
                 m.public_key,
+                m.sealed_private,
             ),
         )
 

@@ -81,4 +81,5 @@ def _material(row: sqlite3.Row) -> MaterialRecord:
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         rotation_type=row["rotation_type"],
         public_key=None if row["public_key"] is None else bytes(row["public_key"]),
+        sealed_private=None if row["sealed_private"] is None else bytes(row["sealed_private"]),
     )

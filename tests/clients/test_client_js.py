@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import KEY_PAIR_SPECS
+from helpers import CLASSICAL_PAIR_SPECS as KEY_PAIR_SPECS  # node:crypto 20 lacks ML-KEM
 from server import ServerProcess
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"

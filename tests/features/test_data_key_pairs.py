@@ -10,9 +10,10 @@ import subprocess
 import sys
 
 import pytest
+from asn1crypto import core
 from asn1crypto import keys as asn1_keys
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, rsa
 from helpers import KEY_PAIR_SPECS, raises
 
 CONTEXT = {"document": "42"}
@@ -40,15 +41,28 @@ def check_pair(spec: str, public_der: bytes, private_der: bytes) -> None:
     """What a user checks: both parse as standard DER, are of the spec, and belong together."""
     public = serialization.load_der_public_key(public_der)
     private = serialization.load_der_private_key(private_der, password=None)
-    info = asn1_keys.PrivateKeyInfo.load(private_der)
-    assert info["version"].native == 0  # RFC 5958 v1 (PKCS#8), encoded as INTEGER 0
-    assert info.dump() == private_der  # strict DER, no trailing padding
-    assert asn1_keys.PublicKeyInfo.load(public_der).dump() == public_der
+    if spec.startswith("ML_KEM_"):  # asn1crypto 1.5 knows no ML-KEM OID: the bare structure
+        info = core.Sequence.load(private_der, strict=True)
+        assert core.Integer.load(info[0].dump()).native == 0
+        assert core.Sequence.load(public_der, strict=True).dump() == public_der
+    else:
+        info = asn1_keys.PrivateKeyInfo.load(private_der)
+        assert info["version"].native == 0  # RFC 5958 v1 (PKCS#8), encoded as INTEGER 0
+        assert info.dump() == private_der  # strict DER, no trailing padding
+        assert asn1_keys.PublicKeyInfo.load(public_der).dump() == public_der
     if spec.startswith("RSA_"):
         assert isinstance(private, rsa.RSAPrivateKey)
         assert private.key_size == int(spec[4:])
     elif spec == "ECC_NIST_EDWARDS25519":
         assert isinstance(private, ed25519.Ed25519PrivateKey)
+    elif spec.startswith("ML_KEM_"):
+        # AWS's seed format: [0] IMPLICIT OCTET STRING of d || z, 86 bytes for every spec
+        cls = {"ML_KEM_768": mlkem.MLKEM768PrivateKey, "ML_KEM_1024": mlkem.MLKEM1024PrivateKey}
+        assert isinstance(private, cls[spec])
+        assert len(private_der) == 86 and private_der[20:22] == b"\x80\x40"
+        assert len(public_der) == {"ML_KEM_768": 1206, "ML_KEM_1024": 1590}[spec]
+        secret, ciphertext = public.encapsulate()
+        assert private.decapsulate(ciphertext) == secret
     else:
         assert isinstance(private, ec.EllipticCurvePrivateKey)
         assert private.curve.name == CURVES[spec]
@@ -119,9 +133,12 @@ def test_every_call_returns_a_fresh_pair(kms, key):
     assert len(seen) == 4
 
 
-def test_sm2_is_china_only_and_ml_kem_unsupported(kms, key):
+def test_sm2_is_china_only_and_ml_kem_512_unsupported(kms, key):
     with raises("UnsupportedOperationException", "China"):
         kms.generate_data_key_pair(KeyId=key["KeyId"], KeyPairSpec="SM2")
+    for operation in (kms.generate_data_key_pair, kms.generate_data_key_pair_without_plaintext):
+        with raises("UnsupportedOperationException", "ML_KEM_512"):
+            operation(KeyId=key["KeyId"], KeyPairSpec="ML_KEM_512")
 
 
 def test_blobs_decrypt_after_the_process_restarts(library, settings, token_pairs_kms, tmp_path):
