@@ -79,6 +79,8 @@ CROSS_ACCOUNT = frozenset(
         "Verify",
         "VerifyMac",
         "DeriveSharedSecret",
+        "Encapsulate",
+        "Decapsulate",
     }
 )
 # Operations whose request carries an encryption context, and the member that holds it.

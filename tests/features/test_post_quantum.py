@@ -3,6 +3,7 @@ Encapsulate and Decapsulate, every encoding checked against cryptography."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -169,3 +170,42 @@ def test_pq_key_disabled_and_deleted(kms):
 def test_pq_public_key_oids(kms):
     for spec, (_cls, _len, _n, oid) in {**DSA, **KEM}.items():
         assert algorithm_oid(kms.get_public_key(KeyId=key_of(kms, spec))["PublicKey"]) == oid
+
+
+def test_grants_and_policies_cover_the_post_quantum_operations(principals):
+    p = principals
+    admin, bob = p["admin"], p["bob"]  # bob: another account, by grant only
+    kem = admin.create_key(KeySpec="ML_KEM_768", KeyUsage="ENCAPSULATE_DECAPSULATE")["KeyMetadata"]
+    dsa = admin.create_key(KeySpec="ML_DSA_44", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    only_admin = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": p.root("admin")}, "Action": "kms:*",
+                 "Resource": "*"}
+            ],
+        }
+    )  # fmt: skip
+    for meta in (kem, dsa):
+        admin.put_key_policy(KeyId=meta["KeyId"], PolicyName="default", Policy=only_admin)
+    decap = admin.create_grant(
+        KeyId=kem["Arn"], GranteePrincipal=p.arn("bob"), Operations=["Decapsulate"]
+    )["GrantToken"]
+    sign = admin.create_grant(KeyId=dsa["Arn"], GranteePrincipal=p.arn("bob"), Operations=["Sign"])[
+        "GrantToken"
+    ]
+    enc = admin.encapsulate(KeyId=kem["Arn"], EncapsulationAlgorithm="ML_KEM")
+    got = bob.decapsulate(
+        KeyId=kem["Arn"], SharedSecretCiphertextBlob=enc["SharedSecretCiphertextBlob"],
+        EncapsulationAlgorithm="ML_KEM", GrantTokens=[decap],
+    )  # fmt: skip
+    assert got["SharedSecret"] == enc["SharedSecret"]
+    with raises("AccessDeniedException", "kms:Encapsulate"):
+        bob.encapsulate(KeyId=kem["Arn"], EncapsulationAlgorithm="ML_KEM", GrantTokens=[decap])
+    bob.sign(
+        KeyId=dsa["Arn"], Message=b"m", SigningAlgorithm="ML_DSA_SHAKE_256", GrantTokens=[sign]
+    )
+    with raises("ValidationException"):
+        admin.create_grant(
+            KeyId=dsa["Arn"], GranteePrincipal=p.arn("bob"), Operations=["Decapsulate"]
+        )
