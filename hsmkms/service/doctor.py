@@ -4,15 +4,21 @@ The store is the source of truth for which key materials exist, the token holds 
 kinds of drift are possible, and they are not alike:
 
 * **Missing material** — a material the store records is not on the token. Every ciphertext
-  under it is lost unless the token object comes back (a restored backup, the right token):
-  real drift, exit status 1. One case is expected and harmless: a key whose deletion is due,
-  whose material the deletion sweep destroyed before a crash kept it from removing the
-  record; the next sweep finishes it.
-* **Orphans** — a master key on the token that no record names. CreateKey (and rotation)
-  makes the token object first and commits the record second, so a crash or a store failure
-  in between leaves one: expected and harmless (nothing was ever encrypted under it, since
-  no request could name it). ``--fix`` destroys orphans older than a safety margin; a younger
-  one may be a creation whose record is being written right now, and is left alone.
+  under it (for a signing, key agreement or MAC key: the key's use) is lost unless the token
+  object comes back (a restored backup, the right token): real drift, exit status 1. One
+  case is expected and harmless: a key whose deletion is due, whose material the deletion
+  sweep destroyed before a crash kept it from removing the record; the next sweep finishes it.
+* **Orphans** — a key object on the token (a master key, a private key, an HMAC key) that no
+  record names. CreateKey (and rotation) makes the token object first and commits the record
+  second, so a crash or a store failure in between leaves one: expected and harmless (nothing
+  was ever encrypted or signed under it, since no request could name it). ``--fix`` destroys
+  orphans older than a safety margin; a younger one may be a creation whose record is being
+  written right now, and is left alone.
+
+A key material is a token object of one kind, told by the key's KeySpec: an AES master key
+(a symmetric key, or a post-quantum key whose seed is sealed under it: service/host_keys.py),
+an RSA, EC or EDWARDS private key (another asymmetric key), an HMAC key. The report counts
+the store's materials by kind and names the kind of each one it finds wrong.
 
 The store is read before the token: a key created during the check then shows up as a
 (young) orphan, never as missing material. Every missing-material finding is checked once
@@ -29,7 +35,7 @@ from typing import Any
 
 from hsmkms import hsm
 from hsmkms.service.masterkeys import MasterKeys
-from hsmkms.specs import KeyState
+from hsmkms.specs import Family, KeySpec, KeyState, KeyUsage
 from hsmkms.store import KeyRecord, Store
 
 log = logging.getLogger("hsmkms.doctor")
@@ -50,11 +56,14 @@ class Missing:
     # True for a key whose deletion is due: the sweep destroyed the material and was
     # interrupted before it removed the record; the next sweep finishes.
     deletion_in_progress: bool
+    key_spec: str = ""
+    key_usage: str = ""
+    kind: str = ""  # of the token object: AES (a master key), RSA, EC, EDWARDS, HMAC
 
 
 @dataclass(frozen=True)
 class Orphan:
-    """A master key on the token that no record names."""
+    """A key object on the token that no record names."""
 
     material_id: str
     label: str
@@ -67,11 +76,13 @@ class Orphan:
 
 @dataclass(frozen=True)
 class Unsealed:
-    """A master key whose attributes let its value out (``--deep``)."""
+    """A key object whose attributes let its secret out (``--deep``)."""
 
     material_id: str
     key_id: str
     why: str
+    key_spec: str = ""
+    kind: str = ""
 
 
 @dataclass
@@ -83,6 +94,10 @@ class Report:
     orphans: list[Orphan] = field(default_factory=list)
     unsealed: list[Unsealed] = field(default_factory=list)
     checked_attributes: bool = False
+    # The store's materials by the kind of their token object (AES, RSA, EC, EDWARDS, HMAC),
+    # and (``--deep``) how many of those on the token had their attributes checked.
+    kinds: dict[str, int] = field(default_factory=dict)
+    checked: int = 0
 
     @property
     def drift(self) -> bool:
@@ -95,30 +110,41 @@ class Report:
         return out
 
     def lines(self) -> list[str]:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.kinds.items()))
         out = [
-            f"store: {self.keys} keys, {self.materials} key materials; "
-            f"token: {self.master_keys} master keys"
+            f"store: {self.keys} keys, {self.materials} key materials"
+            + (f" ({kinds})" if kinds else "")
+            + f"; token: {self.master_keys} key objects"
         ]
         for m in self.missing:
             if m.deletion_in_progress:
                 out.append(
-                    f"deletion in progress: key {m.key_id} ({m.key_state}) material "
-                    f"{m.material_id} is gone from the token; the next deletion sweep "
-                    "removes the record"
+                    f"deletion in progress: key {m.key_id} ({m.key_state}) "
+                    f"{_object(m.kind)} {m.material_id} is gone from the token; the next "
+                    "deletion sweep removes the record"
                 )
             else:
                 out.append(
-                    f"MISSING: key {m.key_id} ({m.key_state}) material {m.material_id} is "
-                    "not on the token: its ciphertexts cannot be decrypted. Restore the "
-                    "token object (from an HSM backup) or check --token-label"
+                    f"MISSING: key {m.key_id} ({m.key_state}, {m.key_spec or 'unknown spec'}) "
+                    f"{_object(m.kind)} {m.material_id} is not on the token: "
+                    f"{_loss(m.key_usage)}. Restore the token object (from an HSM "
+                    "backup) or check --token-label"
                 )
         for o in self.orphans:
             age = "age unknown" if o.age_seconds is None else f"{o.age_seconds:.0f} s old"
             whose = f"key {o.key_id}" if o.key_id else f"label {o.label!r}"
             state = "destroyed" if o.destroyed else "left"
-            out.append(f"orphan: master key {o.material_id} of {whose}, {age}: {state}")
+            out.append(f"orphan: key object {o.material_id} of {whose}, {age}: {state}")
         for u in self.unsealed:
-            out.append(f"UNSEALED: key {u.key_id} material {u.material_id}: {u.why}")
+            out.append(
+                f"UNSEALED: key {u.key_id} ({u.key_spec or 'unknown spec'}) "
+                f"{_object(u.kind)} {u.material_id}: {u.why}"
+            )
+        if self.checked_attributes and not self.unsealed:
+            out.append(
+                f"deep: {self.checked} key objects checked, all sealed (sensitive, never "
+                "extractable, not modifiable; the secret unreadable, no wrap let it out)"
+            )
         if self.drift:
             out.append("drift: the store and the token disagree (see MISSING/UNSEALED above)")
         else:
@@ -154,13 +180,20 @@ def check(
         if material.key_id not in keys:
             keys[material.key_id] = store.get_key(material.key_id)
     report.keys = sum(1 for k in keys.values() if k is not None)
+    for material in recorded:
+        if kind := _kind_of(keys[material.key_id]):
+            report.kinds[kind] = report.kinds.get(kind, 0) + 1
 
     recorded_ids = {m.material_id for m in recorded}
     for material in recorded:
         mid = material.material_id
         if mid in held:
-            if deep and (reasons := masters.unsound(mid)):
-                report.unsealed.append(Unsealed(mid, material.key_id, ", ".join(reasons)))
+            if deep:
+                report.checked += 1
+                if reasons := masters.unsound(mid):
+                    spec = _spec_of(keys[material.key_id])
+                    why = ", ".join(reasons)
+                    report.unsealed.append(Unsealed(mid, material.key_id, why, spec, _kind(spec)))
             continue
         finding = _confirm_missing(store, masters, material.key_id, mid, when)
         if finding is not None:
@@ -200,7 +233,55 @@ def _confirm_missing(
         and key.deletion_date is not None
         and key.deletion_date <= when
     )
-    return Missing(key_id, mid, key.state, deletion_in_progress=due)
+    spec = _spec_of(key)
+    return Missing(key_id, mid, key.state, due, spec, str(key.key_usage), _kind(spec))
+
+
+def _spec_of(key: KeyRecord | None) -> str:
+    return "" if key is None else str(key.key_spec)
+
+
+def _kind_of(key: KeyRecord | None) -> str:
+    return _kind(_spec_of(key))
+
+
+def _kind(key_spec: str) -> str:
+    """The kind of token object a KeySpec's material is, as ``--deep`` reads it: AES for a
+    master key, RSA, EC or EDWARDS for a private key, HMAC; "" for a spec unknown here."""
+    try:
+        family = KeySpec(key_spec).family
+    except ValueError:
+        return ""
+    return str(family if family in _TOKEN_KINDS else Family.AES)
+
+
+# Families whose private key (or HMAC key) is itself the token object; any other family's
+# material is a master key (ML-DSA, ML-KEM: their seed is sealed under it).
+_TOKEN_KINDS = frozenset({Family.AES, Family.RSA, Family.EC, Family.EDWARDS, Family.HMAC})
+
+
+def _object(kind: str) -> str:
+    if not kind:
+        return "key material"
+    if kind == Family.AES:
+        return "master key"
+    if kind == Family.HMAC:
+        return "HMAC key"
+    return f"{kind} private key"
+
+
+def _loss(usage: str) -> str:
+    """What a key can no longer do without its material."""
+    return _LOSSES.get(usage, "the key cannot be used")
+
+
+_LOSSES: dict[str, str] = {
+    KeyUsage.ENCRYPT_DECRYPT: "its ciphertexts cannot be decrypted",
+    KeyUsage.ENCAPSULATE_DECAPSULATE: "the key cannot decapsulate",
+    KeyUsage.SIGN_VERIFY: "the key cannot sign",
+    KeyUsage.KEY_AGREEMENT: "the key cannot derive shared secrets",
+    KeyUsage.GENERATE_VERIFY_MAC: "the key cannot make or verify MACs",
+}
 
 
 def _destroy_orphan(store: Store, masters: MasterKeys, orphan: Orphan) -> Orphan:
@@ -216,5 +297,5 @@ def _destroy_orphan(store: Store, masters: MasterKeys, orphan: Orphan) -> Orphan
         masters.destroy(mid)
     except hsm.KeyNotFound:
         pass  # someone else destroyed it: gone either way
-    log.warning("destroyed orphan master key %s (%s)", mid, orphan.label)
+    log.warning("destroyed orphan key object %s (%s)", mid, orphan.label)
     return Orphan(**{**asdict(orphan), "destroyed": True})
