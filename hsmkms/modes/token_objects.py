@@ -187,7 +187,19 @@ class TokenObjects:
     def unsound(self, material_id: str) -> list[str]:
         check = self.token.check_master_key(bytes.fromhex(material_id))
         right_size = check.bits == 256 or check.kind != "AES"  # other kinds: their spec's
-        if check.sealed and right_size:
+        usages = [
+            name
+            for name, allowed in (
+                ("CKA_SIGN", check.sign),
+                ("CKA_DECRYPT", check.decrypt),
+                ("CKA_DERIVE", check.derive),
+            )
+            if allowed
+        ]
+        # A master key encrypts and wraps, never signs or derives; a private or HMAC key
+        # has the one usage of its KMS key (an HMAC key signs, and verifies).
+        extra_usage = check.sign or check.derive if check.kind == "AES" else len(usages) > 1
+        if check.sealed and right_size and not extra_usage:
             return []
         reasons = [
             name
@@ -200,6 +212,7 @@ class TokenObjects:
                 ("its value was readable", check.value_readable),
                 ("it could be wrapped out", check.wrappable),
                 (f"{check.bits}-bit, not 256", not right_size),
+                (f"allowed {' and '.join(usages) or 'CKA_SIGN'} beyond its use", extra_usage),
             )
             if bad
         ]

@@ -7,6 +7,7 @@ different context fails as InvalidCiphertextException, as AWS documents.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors, pq
@@ -43,6 +44,9 @@ def _usable_key(
     return key
 
 
+_KEY_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 def _asymmetric(key: KeyRecord) -> bool:
     return KeySpec(key.key_spec).asymmetric
 
@@ -75,6 +79,9 @@ def _names_asymmetric(svc: Service, req: Request, member: str) -> bool:
     try:
         return _asymmetric(resolve_key(svc, req.caller, named))
     except errors.NotFoundException:
+        deleted = _KEY_UUID.search(named)
+        if deleted and svc.store.was_deleted(deleted.group(0)):
+            raise  # a deleted key: whatever the ciphertext, the key is not found
         return False
 
 

@@ -125,12 +125,6 @@ def test_the_sweep_destroys_private_and_hmac_key_objects_after_the_waiting_perio
     assert not set(made) & set(keys.sweep(service, started + timedelta(days=8)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Decrypt/ReEncrypt naming a deleted asymmetric key with an RSAES-OAEP ciphertext "
-    "answers InvalidCiphertextException (service/crypto.py _names_asymmetric falls back to the "
-    "blob path); a deleted key's hsmkms blob answers NotFoundException",
-)
 def test_decrypt_naming_a_deleted_rsa_key_is_not_found(library, service):
     key_id = library.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"][
         "KeyId"

@@ -260,12 +260,6 @@ def test_deletion_over_the_wire_destroys_the_token_objects(srv: ServerProcess):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="doctor --deep checks a private key's protection attributes, not that it has exactly "
-    "one usage (docs/asymmetric-keys.md): TokenObjects.unsound (modes/token_objects.py) does "
-    "not read CKA_SIGN/CKA_DECRYPT/CKA_DERIVE",
-)
 def test_a_private_key_with_two_usages_is_drift_in_depth(srv: ServerProcess):
     key_id, material = _key(srv, "ECC_NIST_P256", "SIGN_VERIFY")
     # The same CKA_ID, sealed as hsmkms seals, but allowed to derive as well as sign.
