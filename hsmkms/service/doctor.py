@@ -98,6 +98,8 @@ class Report:
     # and (``--deep``) how many of those on the token had their attributes checked.
     kinds: dict[str, int] = field(default_factory=dict)
     checked: int = 0
+    # Keys whose private key runs on the host (DESIGN decision 13): key id -> why.
+    host_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def drift(self) -> bool:
@@ -140,6 +142,8 @@ class Report:
                 f"UNSEALED: key {u.key_id} ({u.key_spec or 'unknown spec'}) "
                 f"{_object(u.kind)} {u.material_id}: {u.why}"
             )
+        for key_id, why in sorted(self.host_keys.items()):
+            out.append(f"host key: key {key_id}: {why}")
         if self.checked_attributes and not self.unsealed:
             out.append(
                 f"deep: {self.checked} key objects checked, all sealed (sensitive, never "
@@ -183,6 +187,12 @@ def check(
     for material in recorded:
         if kind := _kind_of(keys[material.key_id]):
             report.kinds[kind] = report.kinds.get(kind, 0) + 1
+        if material.sealed_private is not None:
+            report.host_keys[material.key_id] = (
+                f"{_spec_of(keys[material.key_id])}: the token has no such mechanism, so its "
+                "private seed is sealed under master key "
+                f"{material.material_id} and unsealed on the host for each operation"
+            )
 
     recorded_ids = {m.material_id for m in recorded}
     for material in recorded:

@@ -91,6 +91,11 @@ def test_every_kind_of_key_is_on_the_token_and_sealed_in_depth(srv: ServerProces
     assert "all sealed" in text.stdout and "UNSEALED" not in text.stdout
     for kind in ("AES", "RSA", "EC", "EDWARDS", "HMAC"):
         assert f" {kind}" in text.stdout.splitlines()[0], text.stdout
+    # The post-quantum key runs on the host, and doctor says so (issue 15); no other does.
+    pq_key = next(key_id for (key_id, _mid), _kind in made.items() if key_id in report["host_keys"])
+    assert "ML_DSA_44" in report["host_keys"][pq_key] and "host" in report["host_keys"][pq_key]
+    assert sum(1 for key_id, _mid in made if key_id in report["host_keys"]) == 1
+    assert f"host key: key {pq_key}: ML_DSA_44" in text.stdout
 
 
 @pytest.mark.slow
