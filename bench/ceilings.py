@@ -3,7 +3,11 @@
 * AES-256-GCM on a SoftHSM2 token object through python-pkcs11 (what one process's token
   can do: every Encrypt, Decrypt and GenerateDataKey makes one such call);
 * data key pair generation with cryptography (OpenSSL) including the DER encoding, in one
-  process and in one process per core (RSA generation releases the GIL, EC does not).
+  process and in one process per core (RSA generation releases the GIL, EC does not);
+* the token steps of Sign and GenerateMac (issue 14): C_Sign with RSA-2048 PSS-SHA-256,
+  ECDSA P-256 and HMAC-SHA-256 on token keys made as hsmkms makes them, in one process and in
+  one process per core on the same key; beside them the same signature and an ECDSA P-256
+  verification in cryptography (OpenSSL, no token: what moto and Verify do).
 
 Each measurement runs in a fresh spawned process: the PKCS#11 library reads SOFTHSM2_CONF
 once per process, and a rate per core needs a process per core.
@@ -58,6 +62,84 @@ def _token_gcm(home: str, seconds: float) -> dict[str, float]:
             out[f"AES-GCM decrypt {size} B"] = _rate(partial(calls.decrypt, sealed), seconds, 200)
         out["C_GenerateRandom 32 B"] = _rate(partial(calls.random, 32), seconds, 200)
     return out
+
+
+# The token steps measured by :func:`token_sign`, by the name the report prints.
+RSA_SIGN = "RSA_2048 PSS C_Sign"
+SIGN_STEPS = (RSA_SIGN, "ECDSA P-256 C_Sign", "HMAC-SHA-256 C_Sign")
+HOST_RSA_SIGN = "RSA_2048 PSS sign in cryptography"
+HOST_VERIFY = "ECDSA P-256 verify in cryptography"
+
+
+def _token_sign(
+    home: str, seconds: float, keys: dict[str, bytes] | None, delay: float
+) -> tuple[dict[str, bytes], dict[str, float]]:
+    """(the token keys, ops/s of each of :data:`SIGN_STEPS` through hsmkms's Token, the
+    operation layer's call). ``keys`` None: make the keys first, and time the host-side
+    steps in cryptography too; else use those (another process made them). ``delay``:
+    seconds to wait before opening the token, so that processes open it one at a time."""
+    import hashlib
+
+    from hsmkms.config import Settings
+    from hsmkms.home import ensure_home
+
+    time.sleep(delay)
+    settings = ensure_home(Settings.load(home=Path(home), env={}))
+    os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf_path)
+    from hsmkms.hsm import open_token
+
+    message = bytes(range(32))
+    digest = hashlib.sha256(message).digest()
+    rsa_id, ec_id, mac_id = SIGN_STEPS
+    out: dict[str, float] = {}
+    first = keys is None
+    with open_token(settings.pkcs11_module, settings.token_label, settings.read_pin()) as token:
+        if keys is None:
+            keys = {name: os.urandom(32) for name in SIGN_STEPS}
+            token.create_private_key(keys[rsa_id], "bench-rsa", "RSA_2048", "sign")
+            token.create_private_key(keys[ec_id], "bench-ec", "ECC_NIST_P256", "sign")
+            token.create_secret_key(keys[mac_id], "bench-hmac", 256)
+        steps = {
+            rsa_id: partial(token.sign, keys[rsa_id], "PSS", "SHA256", digest),
+            ec_id: partial(token.sign, keys[ec_id], "ECDSA", "SHA256", digest),
+            mac_id: partial(token.mac, keys[mac_id], "SHA256", message),
+        }
+        time.sleep(max(0.0, 1.0 - delay))  # then every process measures at once
+        for name, step in steps.items():
+            step()  # the first call finds the key (a handle search)
+            out[name] = _rate(step, seconds, 10)
+    if first:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+        prehashed = utils.Prehashed(hashes.SHA256())
+        rsa_key = rsa.generate_private_key(65537, 2048)
+        pss = padding.PSS(padding.MGF1(hashes.SHA256()), 32)
+        out[HOST_RSA_SIGN] = _rate(partial(rsa_key.sign, digest, pss, prehashed), seconds, 10)
+        ec_key = ec.generate_private_key(ec.SECP256R1())
+        signature = ec_key.sign(digest, ec.ECDSA(prehashed))
+        verify = partial(ec_key.public_key().verify, signature, digest, ec.ECDSA(prehashed))
+        out[HOST_VERIFY] = _rate(verify, seconds, 10)
+    return keys, out
+
+
+def token_sign(home: Path, seconds: float, processes: int) -> dict[str, tuple[float, float]]:
+    """name -> (ops/s in one process, ops/s summed over ``processes`` at once on the same
+    keys, 0.0 for the host-side steps and when ``processes`` is 1) of the token steps of
+    Sign and GenerateMac, and of cryptography's RSA sign and ECDSA verify."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        keys, one = pool.apply(_token_sign, (str(home), seconds, None, 0.0))
+    many: dict[str, float] = {}
+    if processes > 1:
+        with ctx.Pool(processes) as pool:
+            # SoftHSM2 once answered "no token" to a process opening it at the same instant
+            # as another: the processes open it 0.3 s apart, then all measure together.
+            args = [(str(home), seconds, keys, 0.3 * i) for i in range(processes)]
+            for _keys, rates in pool.starmap(_token_sign, args):
+                for name, rate in rates.items():
+                    many[name] = many.get(name, 0.0) + rate
+    return {name: (rate, many.get(name, 0.0)) for name, rate in one.items()}
 
 
 def _keygen(spec: str, seconds: float) -> float:

@@ -22,6 +22,7 @@ from bench.workloads import (
     RSA_SPECS,
     Fixture,
     Row,
+    asymmetric_workloads,
     main_workloads,
     prepare,
     rsa_span,
@@ -71,6 +72,9 @@ class Bench:
             if peer not in servers:
                 continue
             server, fx = servers[peer]
+            if name in fx.missing:
+                row.unavailable[peer] = fx.missing[name]
+                continue
             if before and peer in before:
                 before[peer]()
             rng = random.Random(7)
@@ -157,7 +161,15 @@ class Bench:
                 f"{fmt_rate(many):>8}/s in {cores}",
                 flush=True,
             )
-        return {"gcm": gcm, "pairs": pairs, "cores": cores}
+        # The token steps of Sign and GenerateMac (issue 14), one process and one per core.
+        sign = ceilings.token_sign(self.work / "sign-home", seconds, 1 if self.opt.quick else cores)
+        for name, (one, many) in sign.items():
+            print(
+                f"in-process ceiling  {name:<34} {fmt_rate(one):>8}/s in 1 process"
+                + (f", {fmt_rate(many):>8}/s in {cores}" if many else ""),
+                flush=True,
+            )
+        return {"gcm": gcm, "pairs": pairs, "cores": cores, "sign": sign}
 
     def stages(self) -> dict[str, dict[str, float]]:
         """Where a request's CPU goes, stage by stage, in-process (bench/stages.py)."""
@@ -176,6 +188,9 @@ class Bench:
         home = self.work / "hsmkms-home"
         settings = {"rsa_pool_size": str(opt.pool_size)}
         names = [w for w in main_workloads() if not opt.only or opt.only in w]
+        # Asymmetric and HMAC keys (issue 14): after the data key cells, before the RSA pair
+        # cells (whose refill threads would otherwise still be generating during them).
+        names += [w for w in asymmetric_workloads() if not opt.only or opt.only in w]
         rsa = [s for s in RSA_SPECS if not opt.only or opt.only in f"GenerateDataKeyPair {s}"]
         with Hsmkms(home, self.work, opt.workers, settings) as ours, Moto(self.work) as moto:
             print(
@@ -184,9 +199,12 @@ class Bench:
                 flush=True,
             )
             fixtures = {
-                "hsmkms": (ours, on_uvloop(prepare(ours.endpoint()))),
-                "moto": (moto, on_uvloop(prepare(moto.endpoint()))),
+                "hsmkms": (ours, on_uvloop(prepare(ours.endpoint(), asymmetric=True))),
+                "moto": (moto, on_uvloop(prepare(moto.endpoint(), asymmetric=True))),
             }  # type: dict[str, tuple[Server, Fixture]]
+            for peer, (_, fx) in fixtures.items():
+                for name, why in fx.missing.items():
+                    print(f"{peer} cannot run {name}: {why}", flush=True)
             self.wait_for_pool(ours)
             flip = False
             for name in names:

@@ -23,7 +23,10 @@ from bench import keys
 from bench.cells import Bench, Options
 from bench.report import (
     DOC,
+    asymmetric_summary,
+    asymmetric_targets,
     fmt_rate,
+    is_asymmetric,
     machine,
     rows_markdown,
     stages_markdown,
@@ -128,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.compare()
         load_after = os.getloadavg()[0]
         verdicts = targets(bench.rows, ceil)
-        print("\n".join(verdicts), flush=True)
+        asym_verdicts = asymmetric_targets(bench.rows, ceil)
+        print("\n".join(verdicts + asym_verdicts), flush=True)
+        asym_rows = [r for r in bench.rows if is_asymmetric(r)]
+        summary = asymmetric_summary(bench.rows, ceil)
+        print("\n".join(summary), flush=True)
         if opt.output:
             cores = ceil["cores"]
             body = [
@@ -157,9 +164,23 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(
                     f"{s} {fmt_rate(a)}/{fmt_rate(b)}" for s, (a, b) in ceil["pairs"].items()
                 )
+                + " per second. The token steps of Sign and GenerateMac, one process / "
+                f"{cores} processes: "
+                + ", ".join(
+                    f"{s} {fmt_rate(a)}" + (f"/{fmt_rate(b)}" if b else " (one process)")
+                    for s, (a, b) in ceil["sign"].items()
+                )
                 + " per second.",
                 "",
-                *rows_markdown(bench.rows),
+                *rows_markdown([r for r in bench.rows if not is_asymmetric(r)]),
+                "",
+                "Asymmetric and HMAC keys (issue 14): a 32-byte message, MessageType RAW; "
+                "RSA_2048 signs with RSASSA_PSS_SHA_256; Verify checks one signature made "
+                "up front; each key made by CreateKey on each server before the cells.",
+                "",
+                *rows_markdown(asym_rows),
+                "",
+                *summary,
                 "",
                 "Where a request's CPU goes: each stage timed alone in one process on the "
                 "request the load generator sends (bench/stages.py), against what the "
@@ -170,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 "Targets (issue 7):",
                 "",
                 *verdicts,
+                "",
+                "Targets (issue 14):",
+                "",
+                *asym_verdicts,
                 "",
                 f"hsmkms logged {len(bench.notes.get('warnings', []))} warnings or errors"
                 + (

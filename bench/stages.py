@@ -8,7 +8,10 @@ Each stage is timed on its own, in a loop, on the same request the load generato
 * the operation layer (``KMS.try_quick``: validation, authorization, key lookup, blob
   framing, the token and the key pair), and within it the token's AES-GCM call and the key
   pair's generation and DER encoding;
-* the whole ASGI application, driven directly.
+* for Sign with an RSA_2048 key and GenerateMac with an HMAC_256 key (issue 14): the token's
+  C_Sign in place of AES-GCM; for the RSA Sign also the inline attempt that gives up at the
+  private-key step (``WouldBlock``) before the whole operation runs again on a thread;
+* the whole ASGI application, driven directly (for the RSA Sign: with its thread hop).
 
 The whole costs more than the sum of its parts, and the server more than the whole. Measured
 alone, a stage runs from warm caches; one request makes ~480 Python calls, each cold again
@@ -22,14 +25,18 @@ generator. The benchmark prints all three, so the gap is shown rather than guess
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import workloads
 from hsmkms.specs import DataKeyPairSpec, DataKeySpec
 
 P256 = DataKeyPairSpec.ECC_NIST_P256
@@ -37,6 +44,23 @@ OPERATIONS: dict[str, dict[str, str]] = {
     "GenerateDataKey": {"KeySpec": DataKeySpec.AES_256},
     f"GenerateDataKeyPair {P256}": {"KeyPairSpec": P256},
 }
+# Requests on asymmetric and HMAC keys (issue 14), by their workload names in bench/workloads.py:
+# the body is the load generator's, on a key of that spec made in-process.
+ASYMMETRIC = ("Sign RSA_2048 RSASSA_PSS_SHA_256", "GenerateMac HMAC_256 HMAC_SHA_256")
+WOULD_BLOCK = "inline attempt, ends in WouldBlock (then all again on a thread)"
+# The rows of the stage table, in order (a column has the stages of its operation).
+ORDER = (
+    "SigV4 verification",
+    "JSON parsing and model conversion",
+    WOULD_BLOCK,
+    "operation layer (all of it)",
+    "  of which: token AES-GCM",
+    "  of which: token C_Sign",
+    "  of which: key pair + DER",
+    "response encoding",
+    "sum of the stages above, each timed alone",
+    "whole ASGI application, timed as one",
+)
 
 
 def _us(fn: Callable[[], object], seconds: float) -> float:
@@ -68,23 +92,37 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
     from hsmkms.kms import KMS
 
     kms = KMS(settings)
-    # The token stage on a master key of its own, through a Token of its own on the same
-    # library: the same call as the operation layer's, without reaching into it.
+    # The token stage on keys of its own, through a Token of its own on the same library:
+    # the same calls as the operation layer's, without reaching into it.
     token = hsm.open_token(settings.pkcs11_module, settings.token_label, settings.read_pin())
     material = os.urandom(32)
     token.create_master_key(material, "hsmkms-bench-stages")
+    signing, hmac_key = os.urandom(32), os.urandom(32)
+    token.create_private_key(signing, "hsmkms-bench-stages-rsa", "RSA_2048", "sign")
+    token.create_secret_key(hmac_key, "hsmkms-bench-stages-hmac", 256)
+    digest = hashlib.sha256(workloads.MESSAGE).digest()
     try:
         identity = next(iter(read_credentials(settings.credentials_path).values()))
         app = wire.create_app(kms, read_credentials(settings.credentials_path), settings)
         key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+        fx = workloads.Fixture(key_id, [])
+        for a in workloads.ASYMMETRIC:
+            if a.name in ASYMMETRIC and a.slot not in fx.keys:
+                made = kms.create_key(KeySpec=a.key_spec, KeyUsage=a.key_usage)
+                fx.keys[a.slot] = made["KeyMetadata"]["KeyId"]
         signer = Signer(identity.access_key_id, identity.secret_access_key, settings.region,
                         "127.0.0.1:8080")  # fmt: skip
         caller = Caller(account_id=identity.account_id, principal_arn=identity.principal_arn,
                         access_key_id=identity.access_key_id, source_ip="127.0.0.1")  # fmt: skip
+        requests: dict[str, tuple[str, bytes]] = {
+            label: (label.split()[0], json.dumps({"KeyId": key_id, **extra}).encode())
+            for label, extra in OPERATIONS.items()
+        }
+        for label in ASYMMETRIC:
+            target, body = workloads.workload(label, fx, random.Random(1))()
+            requests[label] = (target.removeprefix(workloads.TARGET_PREFIX), body)
         out: dict[str, dict[str, float]] = {}
-        for label, extra in OPERATIONS.items():
-            operation = label.split()[0]
-            body = json.dumps({"KeyId": key_id, **extra}).encode()
+        for label, (operation, body) in requests.items():
             signed = signer.headers(model.TARGET_PREFIX + "." + operation, body)
             signed["Content-Length"] = str(len(body))
             scope = {
@@ -98,7 +136,7 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
             result = kms.call(operation, dict(params), caller)
             # A P-256 PKCS#8 private key is 138 bytes; a data key 32.
             plaintext = b"x" * (138 if "Pair" in operation else 32)
-            spec = str(extra.get("KeyPairSpec", ""))
+            spec = str(json.loads(body).get("KeyPairSpec", ""))
 
             def verify(r: SignedRequest = request) -> object:
                 return app.verifier.verify(r)
@@ -107,6 +145,11 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
                 return model.from_wire(o, wire._parse_json(b))
 
             def operate(o: str = operation, p: dict[str, Any] = params) -> object:
+                if o == "Sign":  # as on the worker thread, where it ends
+                    return kms.call(o, dict(p), caller)
+                return kms.try_quick(o, dict(p), caller)
+
+            def inline(o: str = operation, p: dict[str, Any] = params) -> object:
                 return kms.try_quick(o, dict(p), caller)
 
             def seal(pt: bytes = plaintext) -> object:
@@ -121,9 +164,22 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
             stages: dict[str, float] = {
                 "SigV4 verification": _us(verify, seconds),
                 "JSON parsing and model conversion": _us(parse, seconds),
-                "operation layer (all of it)": _us(operate, seconds),
-                "  of which: token AES-GCM": _us(seal, seconds),
             }
+            if operation == "Sign":
+                # The operation runs inline until the RSA private-key step, gives up with
+                # WouldBlock (service/quick.py) and runs again, whole, on a worker thread.
+                stages[WOULD_BLOCK] = _us(inline, seconds)
+            stages["operation layer (all of it)"] = _us(operate, seconds)
+            if operation == "Sign":
+                stages["  of which: token C_Sign"] = _us(
+                    lambda: token.sign(signing, "PSS", "SHA256", digest), seconds
+                )
+            elif operation == "GenerateMac":
+                stages["  of which: token C_Sign"] = _us(
+                    lambda: token.mac(hmac_key, "SHA256", workloads.MESSAGE), seconds
+                )
+            else:
+                stages["  of which: token AES-GCM"] = _us(seal, seconds)
             if spec:
                 stages["  of which: key pair + DER"] = _us(pair, seconds)
             stages["response encoding"] = _us(encode, seconds)
@@ -135,7 +191,9 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
         app.close()
         return out
     finally:
-        token.destroy_master_key(material)
+        for mid in (material, signing, hmac_key):
+            with contextlib.suppress(Exception):
+                token.destroy_master_key(mid)
         token.close()
         kms.close()
 
@@ -150,12 +208,14 @@ def _asgi_us(app: Any, scope: dict[str, Any], body: bytes, seconds: float) -> fl
     async def loop() -> float:
         for _ in range(50):
             await app(scope, receive, send)
-        n, start = 0, time.perf_counter()
+        # CPU time of the whole process (every thread): a call sent to a worker thread waits
+        # for it to wake, which is time but not work.
+        n, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
             for _ in range(100):
                 await app(scope, receive, send)
             n += 100
-        return (time.perf_counter() - start) / n * 1e6
+        return (time.process_time() - cpu) / n * 1e6
 
     return asyncio.run(loop())
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bench.load import TARGET_PREFIX, Connection, Endpoint, Result, Workload
+from bench.load import TARGET_PREFIX, Connection, Endpoint, Result, Workload, error_name
 from hsmkms.specs import SUPPORTED_PAIR_SPECS, DataKeyPairSpec, DataKeySpec, Family
 
 T = TypeVar("T")
@@ -25,13 +25,54 @@ MIX = f"Mix 80% Decrypt, 15% GenerateDataKey, 5% GenerateDataKeyPair {P256}"
 PEERS = ("hsmkms", "moto")
 
 
+@dataclass(frozen=True)
+class Asymmetric:
+    """A workload on an asymmetric or HMAC KMS key (issue 14): the operation, the key it needs
+    (KeySpec, KeyUsage) and the algorithm; the message is ``MESSAGE`` (32 bytes, RAW)."""
+
+    operation: str
+    key_spec: str
+    key_usage: str
+    algorithm: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.operation} {self.key_spec} {self.algorithm}"
+
+    @property
+    def key_parts(self) -> tuple[str, str, str]:
+        return self.key_spec, self.key_usage, self.algorithm
+
+    @property
+    def slot(self) -> str:
+        """The fixture's key for it: one key per (spec, usage), shared by Sign and Verify."""
+        return f"{self.key_spec} {self.key_usage}"
+
+
+# RSASSA_PSS_SHA_256 for RSA: PSS is what new designs pick, and its cost on the token is
+# PKCS1's (the private-key step is the same c^d mod n; only the padding differs).
+ASYMMETRIC = (
+    Asymmetric("Sign", "ECC_NIST_P256", "SIGN_VERIFY", "ECDSA_SHA_256"),
+    Asymmetric("Sign", "RSA_2048", "SIGN_VERIFY", "RSASSA_PSS_SHA_256"),
+    Asymmetric("Verify", "ECC_NIST_P256", "SIGN_VERIFY", "ECDSA_SHA_256"),
+    Asymmetric("GenerateMac", "HMAC_256", "GENERATE_VERIFY_MAC", "HMAC_SHA_256"),
+)
+ASYMMETRIC_BY_NAME = {a.name: a for a in ASYMMETRIC}
+MESSAGE = bytes(range(32))  # the message every Sign, Verify and GenerateMac sends, RAW
+
+
 @dataclass
 class Fixture:
-    """What the workloads of one server need: a KMS key and ciphertexts to decrypt."""
+    """What the workloads of one server need: a KMS key and ciphertexts to decrypt; for the
+    asymmetric workloads a key per :attr:`Asymmetric.slot` and the signature Verify checks
+    (made once up front); ``missing``: workload name -> why this server cannot run it."""
 
     key_id: str
     decrypt_bodies: list[bytes]
     key_ids: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+    signature: str = ""  # base64, by the ECC_NIST_P256 SIGN_VERIFY key over MESSAGE
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -39,6 +80,7 @@ class Row:
     workload: str
     concurrency: int
     results: dict[str, Result]  # server name -> result
+    unavailable: dict[str, str] = field(default_factory=dict)  # server name -> why not run
 
 
 def rsa_span(spec: DataKeyPairSpec, quick: bool) -> float:
@@ -94,10 +136,32 @@ def workload(name: str, fx: Fixture, rng: random.Random) -> Workload:
             return gdk if draw < 0.95 else pair
 
         return mix
+    if name in ASYMMETRIC_BY_NAME:
+        return _asymmetric(ASYMMETRIC_BY_NAME[name], fx)
     if name == "GenerateDataKey over all keys":
         bodies = [_body({"KeyId": k, "KeySpec": AES_256}) for k in fx.key_ids]
         return lambda: (TARGET_PREFIX + "GenerateDataKey", rng.choice(bodies))
     raise ValueError(f"unknown workload {name!r}")
+
+
+def _asymmetric(a: Asymmetric, fx: Fixture) -> Workload:
+    params: dict[str, Any] = {"KeyId": fx.keys[a.slot], "Message": _b64(MESSAGE)}
+    if a.operation == "GenerateMac":
+        params["MacAlgorithm"] = a.algorithm
+    else:
+        params.update({"MessageType": "RAW", "SigningAlgorithm": a.algorithm})
+    if a.operation == "Verify":
+        params["Signature"] = fx.signature
+    req = (TARGET_PREFIX + a.operation, _body(params))
+    return lambda: req
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def asymmetric_workloads() -> list[str]:
+    return [a.name for a in ASYMMETRIC]
 
 
 def main_workloads() -> list[str]:
@@ -112,8 +176,9 @@ def main_workloads() -> list[str]:
     ]
 
 
-async def prepare(endpoint: Endpoint, blobs: int = 64) -> Fixture:
-    """A KMS key on the server behind ``endpoint`` and ``blobs`` data key blobs to decrypt."""
+async def prepare(endpoint: Endpoint, blobs: int = 64, asymmetric: bool = False) -> Fixture:
+    """A KMS key on the server behind ``endpoint`` and ``blobs`` data key blobs to decrypt;
+    with ``asymmetric``, the keys and the signature of the asymmetric workloads too."""
     conn = Connection(endpoint)
     try:
         key = await conn.call("CreateKey", {"Description": "hsmkms benchmark"})
@@ -122,6 +187,60 @@ async def prepare(endpoint: Endpoint, blobs: int = 64) -> Fixture:
         for _ in range(blobs):
             answer = await conn.call("GenerateDataKey", {"KeyId": key_id, "KeySpec": AES_256})
             bodies.append(_body({"CiphertextBlob": answer["CiphertextBlob"]}))
-        return Fixture(key_id, bodies, [key_id])
+        fx = Fixture(key_id, bodies, [key_id])
+        if asymmetric:
+            await _prepare_asymmetric(conn, fx)
+        return fx
     finally:
         conn.close()
+
+
+async def _prepare_asymmetric(conn: Connection, fx: Fixture) -> None:
+    """A key per slot; the signature Verify checks; every workload this server cannot run
+    (a spec it cannot create, an operation it refuses) in ``fx.missing`` with the reason,
+    so that its cell reads n/a rather than a column of errors."""
+    refused: dict[str, str] = {}  # slot -> why its key could not be made
+    for a in ASYMMETRIC:
+        if a.slot in fx.keys or a.slot in refused:
+            continue
+        params = {"KeySpec": a.key_spec, "KeyUsage": a.key_usage, "Description": "benchmark"}
+        answer, why = await _attempt(conn, "CreateKey", params)
+        if answer is None:
+            refused[a.slot] = f"CreateKey {a.key_spec} {a.key_usage}: {why}"
+        else:
+            fx.keys[a.slot] = answer["KeyMetadata"]["KeyId"]
+    # One call of each workload before any cell: a server lacking an operation says so here.
+    for a in ASYMMETRIC:
+        if a.slot in refused:
+            fx.missing[a.name] = refused[a.slot]
+            continue
+        if a.operation == "Verify" and not fx.signature:
+            made, why = await _attempt(conn, *_call(Asymmetric("Sign", *a.key_parts), fx))
+            if made is None:
+                fx.missing[a.name] = f"Sign (the signature to verify): {why}"
+                continue
+            fx.signature = made["Signature"]
+        answer, why = await _attempt(conn, *_call(a, fx))
+        if answer is None:
+            fx.missing[a.name] = f"{a.operation}: {why}"
+
+
+def _call(a: Asymmetric, fx: Fixture) -> tuple[str, dict[str, Any]]:
+    target, body = _asymmetric(a, fx)()
+    return target.removeprefix(TARGET_PREFIX), json.loads(body)
+
+
+async def _attempt(
+    conn: Connection, operation: str, params: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """(the answer, "") or (None, "<status> <error type>: <message>") of a set-up call."""
+    status, payload = await conn.send(TARGET_PREFIX + operation, _body(params))
+    if status == 200:
+        answer: dict[str, Any] = json.loads(payload)
+        return answer, ""
+    why = error_name(status, payload)
+    try:
+        message = json.loads(payload).get("message") or json.loads(payload).get("Message")
+    except (ValueError, AttributeError):
+        message = None
+    return None, why + (f": {str(message)[:100]}" if message else "")
