@@ -102,7 +102,14 @@ def test_generate_data_key_pair_without_plaintext(kms, key, spec):
         kms.decrypt(CiphertextBlob=out["PrivateKeyCiphertextBlob"], EncryptionContext={"a": "b"})
 
 
-@pytest.mark.parametrize("spec", KEY_PAIR_SPECS)
+# RSA-3072/4096 generation on SoftHSM2 takes 0.3-1.5 s a pair: those two are slow tests.
+_TOKEN_SPECS = [
+    pytest.param(s, marks=pytest.mark.slow) if s in ("RSA_3072", "RSA_4096") else s
+    for s in KEY_PAIR_SPECS
+]
+
+
+@pytest.mark.parametrize("spec", _TOKEN_SPECS)
 def test_pairs_made_on_the_token(token_pairs_kms, spec):
     kms = token_pairs_kms
     key = kms.create_key()["KeyMetadata"]
