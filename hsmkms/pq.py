@@ -10,7 +10,8 @@ the PKCS#8 seed format AWS returns (86 bytes for ML-KEM, 54 for ML-DSA).
 ML-KEM-512 is refused (:data:`UNSUPPORTED`): cryptography 50 lacks it, and the one compiled
 wheel on PyPI that has it (pqcrypto 1.0.0, Rust) makes keys only from its own randomness, so
 it cannot produce AWS's seed-format private key or reload one, and it says of itself that it
-is beta and unaudited; liboqs is not packaged for Debian 12 and liboqs-python would build it
+is beta and unaudited (mlkem 0.2.0, also Rust, has the same
+randomness-only key generation and is unaudited too); liboqs is not packaged for Debian 12 and liboqs-python would build it
 from downloaded source. A pure-Python ML-KEM is not constant-time, so not an option.
 """
 
