@@ -7,12 +7,12 @@ host_keys.py) and expanded here for one operation (DESIGN decision 13). cryptogr
 (OpenSSL 3.5's implementations) does ML-KEM-768/1024 and ML-DSA-44/65/87, from seeds, with
 the PKCS#8 seed format AWS returns (86 bytes for ML-KEM, 54 for ML-DSA).
 
-ML-KEM-512 is refused (:data:`UNSUPPORTED`): cryptography 50 lacks it, and the one compiled
-wheel on PyPI that has it (pqcrypto 1.0.0, Rust) makes keys only from its own randomness, so
-it cannot produce AWS's seed-format private key or reload one, and it says of itself that it
-is beta and unaudited (mlkem 0.2.0, also Rust, has the same
-randomness-only key generation and is unaudited too); liboqs is not packaged for Debian 12 and liboqs-python would build it
-from downloaded source. A pure-Python ML-KEM is not constant-time, so not an option.
+ML-KEM-512 is refused (:data:`UNSUPPORTED`): cryptography 50 lacks it, and the compiled
+wheels on PyPI that have it (pqcrypto 1.0.0 and mlkem 0.2.0, both Rust) make keys only from
+their own randomness, so they can neither produce AWS's seed-format private key nor reload
+one, and both say of themselves that they are unaudited; liboqs is not packaged for Debian 12
+and liboqs-python would build it from downloaded source. A pure-Python ML-KEM is not
+constant-time, so not an option.
 """
 
 from __future__ import annotations
