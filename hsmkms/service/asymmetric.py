@@ -40,25 +40,6 @@ if TYPE_CHECKING:
     from hsmkms.service import Service
     from hsmkms.store import KeyRecord, MaterialRecord
 
-# Private-key steps that take longer than a thread hop (~100 us) several times over are no
-# work for the event loop: they go to a thread (service/quick.py). Measured on SoftHSM2 2.6.1
-# (one call, 2 cores): sign RSA_2048 583 us (RSA_4096 ~5 ms), P-384 603 us, secp256k1 312 us,
-# P-521 243 us (derive 389 us); inline: P-256 57 us (derive 212 us), Ed25519 165 us, HMAC 18 us.
-_SLOW_SPECS = frozenset(
-    {
-        KeySpec.RSA_2048,
-        KeySpec.RSA_3072,
-        KeySpec.RSA_4096,
-        KeySpec.ECC_NIST_P384,
-        KeySpec.ECC_NIST_P521,
-        KeySpec.ECC_SECG_P256K1,
-        # ML-DSA on the host (hsmkms/pq.py): 0.4-1 ms a signature, by rejection sampling
-        KeySpec.ML_DSA_44,
-        KeySpec.ML_DSA_65,
-        KeySpec.ML_DSA_87,
-    }
-)
-
 
 def check_usage(key: KeyRecord, usage: KeyUsage, operation_name: str) -> KeySpec:
     """An Enabled key of ``usage``; its spec. InvalidKeyUsageException else, as AWS words it."""
@@ -99,7 +80,7 @@ def material(svc: Service, key: KeyRecord) -> tuple[str, bytes | None]:
 
 
 def _ready(svc: Service, spec: KeySpec, material_id: str) -> None:
-    if spec in _SLOW_SPECS:
+    if spec in quick.SLOW_SPECS:
         quick.check_may_wait()
     svc.check_handle(material_id)
 

@@ -90,6 +90,11 @@ class CachedStore:
         self.__dict__[name] = wrapped
         return wrapped
 
+    def peek_key(self, key_id: str) -> Any:
+        """The cached record of ``key_id``, or None: no store read, no marker check. Only for
+        what never changes in a key (its spec), deciding where a call runs."""
+        return self._entries.get(("get_key", key_id))
+
     def invalidate(self) -> None:
         """Forget everything (a write went through this process)."""
         with self._lock:

@@ -163,3 +163,23 @@ def test_two_slow_inline_calls_in_a_row_send_calls_to_threads(app, fake, monkeyp
         post(app, "GenerateRandom", {"NumberOfBytes": 4})
     assert fake.threads[:2] == ["MainThread", "MainThread"]
     assert fake.threads[2].startswith("hsmkms-op")
+
+
+def test_a_slow_private_key_goes_to_a_thread_at_once_and_a_fast_one_stays_inline(library):
+    """An RSA or ML-DSA Sign whose key record is cached is routed to a thread before it
+    starts, instead of stopping inline at WouldBlock and running its checks twice; a P-256 or
+    HMAC key stays on the event loop. An alias or an uncached key is decided inline as before
+    (its RSA step still raises WouldBlock there)."""
+    made = {
+        spec: library.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+        for spec in ("RSA_2048", "ML_DSA_44", "ECC_NIST_P256")
+    }
+    service = library.service
+    for spec, meta in made.items():
+        library.describe_key(KeyId=meta["KeyId"])
+        service.store.get_key(meta["KeyId"])  # as a data-plane request caches it
+        slow = spec != "ECC_NIST_P256"
+        for name in (meta["KeyId"], meta["Arn"]):
+            assert service.runs_quickly("Sign", {"KeyId": name}) is not slow, (spec, name)
+    assert service.runs_quickly("Sign", {"KeyId": "alias/none"}) is True
+    assert service.runs_quickly("ReEncrypt", {"SourceKeyId": made["RSA_2048"]["Arn"]}) is False
