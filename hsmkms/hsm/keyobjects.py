@@ -131,7 +131,7 @@ class KeyObjects:
             )
 
         def op() -> bytes:
-            self._check_new(mid, label)
+            self._check_new(mid)
             pub, priv = generate(self._login.session)
             try:
                 spki = _spki(kind, pub)
@@ -150,7 +150,7 @@ class KeyObjects:
         mid = check_material_id(material_id)
 
         def op() -> None:
-            self._check_new(mid, label)
+            self._check_new(mid)
             obj = self._login.session.generate_key(
                 KeyType.GENERIC_SECRET, bits, id=mid, label=label, store=True, capabilities=0,
                 template={**_SEALED, Attribute.SIGN: True, Attribute.VERIFY: True},
@@ -159,7 +159,7 @@ class KeyObjects:
 
         self._calls.run("create an HMAC key", op, storing=True, recover=False)
 
-    def _check_new(self, mid: bytes, label: str) -> None:
+    def _check_new(self, mid: bytes) -> None:
         cache = self._handles
         if not cache.filled:
             raise Miss(None)
