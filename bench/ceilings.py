@@ -7,7 +7,12 @@
 * the token steps of Sign and GenerateMac (issue 14): C_Sign with RSA-2048 PSS-SHA-256,
   ECDSA P-256 and HMAC-SHA-256 on token keys made as hsmkms makes them, in one process and in
   one process per core on the same key; beside them the same signature and an ECDSA P-256
-  verification in cryptography (OpenSSL, no token: what moto and Verify do).
+  verification in cryptography (OpenSSL, no token: what moto and Verify do);
+* the post-quantum steps (issue 15) in cryptography (OpenSSL 3.5), no token: an ML-KEM-768
+  data key pair (generate + PKCS#8 seed-format private_bytes, and with the SPKI too as
+  hsmkms/pq.py makes it), an ML-DSA-65 signature and an ML-KEM-768 decapsulation from the
+  seed (from_seed_bytes + the step, what each hsmkms request does after unsealing the seed)
+  and without (the step alone, on a key expanded once), in one process and one per core.
 
 Each measurement runs in a fresh spawned process: the PKCS#11 library reads SOFTHSM2_CONF
 once per process, and a rate per core needs a process per core.
@@ -137,6 +142,69 @@ def token_sign(home: Path, seconds: float, processes: int) -> dict[str, tuple[fl
             # as another: the processes open it 0.3 s apart, then all measure together.
             args = [(str(home), seconds, keys, 0.3 * i) for i in range(processes)]
             for _keys, rates in pool.starmap(_token_sign, args):
+                for name, rate in rates.items():
+                    many[name] = many.get(name, 0.0) + rate
+    return {name: (rate, many.get(name, 0.0)) for name, rate in one.items()}
+
+
+# The post-quantum steps measured by :func:`post_quantum`, by the name the report prints.
+PQ_PAIR = "ML_KEM_768 generate + private_bytes"
+PQ_PAIR_SPKI = "ML_KEM_768 generate + SPKI + private_bytes"
+PQ_SIGN = "ML_DSA_65 from_seed_bytes + sign"
+PQ_SIGN_BARE = "ML_DSA_65 sign"
+PQ_DECAP = "ML_KEM_768 from_seed_bytes + decapsulate"
+PQ_DECAP_BARE = "ML_KEM_768 decapsulate"
+PQ_STEPS = (PQ_PAIR, PQ_PAIR_SPKI, PQ_SIGN, PQ_SIGN_BARE, PQ_DECAP, PQ_DECAP_BARE)
+
+
+def _post_quantum(seconds: float, delay: float) -> dict[str, float]:
+    """ops/s of each of :data:`PQ_STEPS` in this process (32-byte RAW message, as the load
+    generator's). ``delay``: seconds to wait, so that processes of a pool start together."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
+
+    from hsmkms import pq
+
+    time.sleep(delay)
+    pkcs8 = (
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    message = bytes(range(32))
+    dsa_seed, kem_seed = os.urandom(32), os.urandom(64)
+    dsa = mldsa.MLDSA65PrivateKey.from_seed_bytes(dsa_seed)
+    kem = mlkem.MLKEM768PrivateKey.from_seed_bytes(kem_seed)
+    _secret, ciphertext = kem.public_key().encapsulate()
+    steps: dict[str, Callable[[], object]] = {
+        PQ_PAIR: lambda: mlkem.MLKEM768PrivateKey.generate().private_bytes(*pkcs8),
+        PQ_PAIR_SPKI: partial(pq.generate_pair, "ML_KEM_768"),
+        PQ_SIGN: lambda: mldsa.MLDSA65PrivateKey.from_seed_bytes(dsa_seed).sign(message),
+        PQ_SIGN_BARE: partial(dsa.sign, message),
+        PQ_DECAP: lambda: mlkem.MLKEM768PrivateKey.from_seed_bytes(kem_seed).decapsulate(
+            ciphertext
+        ),
+        PQ_DECAP_BARE: partial(kem.decapsulate, ciphertext),
+    }
+    out: dict[str, float] = {}
+    for name, step in steps.items():
+        step()
+        out[name] = _rate(step, seconds, 10)
+    return out
+
+
+def post_quantum(seconds: float, processes: int) -> dict[str, tuple[float, float]]:
+    """name -> (ops/s in one process, ops/s summed over ``processes`` at once, 0.0 when
+    ``processes`` is 1) of the post-quantum steps in cryptography."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        one = pool.apply(_post_quantum, (seconds, 0.0))
+    many: dict[str, float] = {}
+    if processes > 1:
+        with ctx.Pool(processes) as pool:
+            # Spawned interpreters import at different speeds: each waits out the others.
+            args = [(seconds, 1.0 - 0.1 * i) for i in range(processes)]
+            for rates in pool.starmap(_post_quantum, args):
                 for name, rate in rates.items():
                     many[name] = many.get(name, 0.0) + rate
     return {name: (rate, many.get(name, 0.0)) for name, rate in one.items()}

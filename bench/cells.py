@@ -24,6 +24,7 @@ from bench.workloads import (
     Row,
     asymmetric_workloads,
     main_workloads,
+    post_quantum_workloads,
     prepare,
     rsa_span,
     workload,
@@ -169,7 +170,15 @@ class Bench:
                 + (f", {fmt_rate(many):>8}/s in {cores}" if many else ""),
                 flush=True,
             )
-        return {"gcm": gcm, "pairs": pairs, "cores": cores, "sign": sign}
+        # Post-quantum steps in cryptography (issue 15), one process and one per core.
+        pq = ceilings.post_quantum(seconds, 1 if self.opt.quick else cores)
+        for name, (one, many) in pq.items():
+            print(
+                f"in-process ceiling  {name:<44} {fmt_rate(one):>8}/s in 1 process"
+                + (f", {fmt_rate(many):>8}/s in {cores}" if many else ""),
+                flush=True,
+            )
+        return {"gcm": gcm, "pairs": pairs, "cores": cores, "sign": sign, "pq": pq}
 
     def stages(self) -> dict[str, dict[str, float]]:
         """Where a request's CPU goes, stage by stage, in-process (bench/stages.py)."""
@@ -191,6 +200,8 @@ class Bench:
         # Asymmetric and HMAC keys (issue 14): after the data key cells, before the RSA pair
         # cells (whose refill threads would otherwise still be generating during them).
         names += [w for w in asymmetric_workloads() if not opt.only or opt.only in w]
+        # Post-quantum KMS keys (issue 15), likewise before the RSA pair cells.
+        names += [w for w in post_quantum_workloads() if not opt.only or opt.only in w]
         rsa = [s for s in RSA_SPECS if not opt.only or opt.only in f"GenerateDataKeyPair {s}"]
         with Hsmkms(home, self.work, opt.workers, settings) as ours, Moto(self.work) as moto:
             print(

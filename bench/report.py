@@ -19,6 +19,9 @@ from bench.workloads import (
     P256,
     PAIR_SPECS,
     PEERS,
+    POST_QUANTUM,
+    POST_QUANTUM_BY_NAME,
+    PQ_PAIR,
     RSA_SPECS,
     Row,
 )
@@ -409,6 +412,114 @@ def asymmetric_summary(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
                       for peer, why in r.unavailable.items()})  # fmt: skip
     if missing:
         lines.append("Not measured (n/a in the table): " + "; ".join(missing) + ".")
+    return [" ".join(lines)]
+
+
+# -- post-quantum keys (issue 15) ---------------------------------------------------------------
+PQ_SHARE = 0.40  # over HTTP at c=32, at least 40% of cryptography's in-process rate
+PQ_C = 32
+# Each workload of issue 15's speed section -> the in-process step it is judged against, and
+# the same step without the seed's expansion (None: there is no seed to expand).
+PQ_REFERENCE: dict[str, tuple[str, str | None]] = {
+    PQ_PAIR: (ceilings.PQ_PAIR, None),
+    POST_QUANTUM[0].name: (ceilings.PQ_SIGN, ceilings.PQ_SIGN_BARE),
+    POST_QUANTUM[1].name: (ceilings.PQ_DECAP, ceilings.PQ_DECAP_BARE),
+}
+
+
+def is_post_quantum(row: Row) -> bool:
+    """A row of the issue 15 table (the ML-KEM data key pair is in the main table too)."""
+    return row.workload in POST_QUANTUM_BY_NAME or row.workload == PQ_PAIR
+
+
+def post_quantum_targets(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
+    """Issue 15's target for each of its three workloads: over HTTP at c=32, at least 40% of
+    cryptography's rate for the same step in one process on this machine."""
+    out: list[str] = []
+    steps = ceil.get("pq", {})
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    for name, (ref, bare) in PQ_REFERENCE.items():
+        cells = _rates(rows, name)
+        top = cells.get(PQ_C)
+        raw = steps.get(ref, (0.0, 0.0))[0]
+        if top is None or not raw:
+            continue
+        share = top.rate / raw
+        each = ", ".join(f"c={c} {fmt_rate(r.rate)}" for c, r in sorted(cells.items()))
+        alone = steps.get(bare, (0.0, 0.0))[0] if bare else 0.0
+        out.append(
+            f"- {name} at c={PQ_C}: {fmt_rate(top.rate)}/s = {share:.0%} of cryptography's "
+            f"{fmt_rate(raw)}/s in one process ({ref}"
+            + (f"; the step alone, without the seed's expansion, {fmt_rate(alone)}/s" if alone
+               else "")
+            + f"; {each}; >= {PQ_SHARE:.0%}): {verdict(share >= PQ_SHARE)}"
+            + ("" if share >= PQ_SHARE else why_pq_caps(top, raw, ceil))
+        )  # fmt: skip
+    return out
+
+
+def why_pq_caps(top: Result, raw: float, ceil: dict[str, Any]) -> str:
+    """Where the rest goes, from this run's figures: the server's CPU per request against the
+    in-process cost of the step, and what the cores allow at that cost."""
+    per = top.cpu_per_request
+    if per is None:
+        return ""
+    text = (
+        f"; the server spent {per * 1e6:,.0f} us of CPU per request at c={PQ_C}, of which the "
+        f"step in cryptography is {1e6 / raw:,.0f} us"
+    )
+    gen = ceil.get("generator_us")
+    cores = ceil.get("cores") or 1
+    if gen:
+        cap = cores * 1e6 / (per * 1e6 + gen)
+        text += (
+            f": {cores} cores at {per * 1e6:,.0f} + {gen:,.0f} us (load generator) per "
+            f"request allow ~{fmt_rate(cap)}/s, {cap / raw:.0%} of the reference"
+        )
+    return text
+
+
+def post_quantum_summary(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
+    """The paragraph under the issue 15 table: each workload at c=32 beside moto and beside
+    its in-process cost, and the peer's n/a reasons."""
+    cells = {name: _rates(rows, name) for name in PQ_REFERENCE}
+    if not any(cells.values()):
+        return []
+    steps = ceil.get("pq", {})
+    parts = []
+    for name, (ref, bare) in PQ_REFERENCE.items():
+        ours = cells[name].get(PQ_C)
+        if ours is None:
+            continue
+        text = (
+            f"{name} {fmt_rate(ours.rate)}/s (p99 {fmt_ms(ours.percentile(99))} ms, "
+            f"{fmt_cpu(ours)} us CPU"
+        )
+        peer = _rates(rows, name, "moto").get(PQ_C)
+        if peer is not None and peer.rate:
+            text += f"; {ours.rate / peer.rate:.1f}x moto"
+        one = steps.get(ref, (0.0, 0.0))[0]
+        if one:
+            text += f"; in cryptography {1e6 / one:,.0f} us"
+            alone = steps.get(bare, (0.0, 0.0))[0] if bare else 0.0
+            if alone:
+                text += f", {1e6 / alone:,.0f} us of it the step itself"
+        parts.append(text + ")")
+    lines = [f"At c={PQ_C}: " + "; ".join(parts) + "."]
+    missing = sorted({f"{peer} {r.workload}: {why}" for r in rows if is_post_quantum(r)
+                      for peer, why in r.unavailable.items()})  # fmt: skip
+    if missing:
+        lines.append("Not measured (n/a in the table): " + "; ".join(missing) + ".")
+    failed = sorted({r.workload for r in rows if r.workload == PQ_PAIR and "moto" in r.results
+                     and r.results["moto"].rate == 0})  # fmt: skip
+    if failed:
+        lines.append(
+            f"moto answers every {PQ_PAIR} with an error (the errors column), so its ratio "
+            "reads peer failed."
+        )
     return [" ".join(lines)]
 
 

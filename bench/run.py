@@ -1,7 +1,7 @@
 """One benchmark run: hsmkms and moto side by side, the load generator's own ceiling, the
 in-process ceilings, a table on stdout and in docs/benchmarks.md.
 
-    scripts/bench                  # the full run (~10 minutes on 2 cores)
+    scripts/bench                  # the full run (~13 minutes on 2 cores)
     scripts/bench --quick          # a smoke test of every cell (~2 minutes), writes nothing
     scripts/bench --keys 10000     # cost in the number of keys (~4.5 minutes, most of it
                                    # creating 10,000 token keys)
@@ -27,12 +27,16 @@ from bench.report import (
     asymmetric_targets,
     fmt_rate,
     is_asymmetric,
+    is_post_quantum,
     machine,
+    post_quantum_summary,
+    post_quantum_targets,
     rows_markdown,
     stages_markdown,
     targets,
     write_doc,
 )
+from bench.workloads import POST_QUANTUM_BY_NAME
 
 
 def header(opt: Options, load: tuple[float, float]) -> list[str]:
@@ -132,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         load_after = os.getloadavg()[0]
         verdicts = targets(bench.rows, ceil)
         asym_verdicts = asymmetric_targets(bench.rows, ceil)
-        print("\n".join(verdicts + asym_verdicts), flush=True)
+        pq_verdicts = post_quantum_targets(bench.rows, ceil)
+        print("\n".join(verdicts + asym_verdicts + pq_verdicts), flush=True)
         asym_rows = [r for r in bench.rows if is_asymmetric(r)]
         summary = asymmetric_summary(bench.rows, ceil)
-        print("\n".join(summary), flush=True)
+        pq_rows = [r for r in bench.rows if is_post_quantum(r)]
+        pq_summary = post_quantum_summary(bench.rows, ceil)
+        print("\n".join(summary + pq_summary), flush=True)
         if opt.output:
             cores = ceil["cores"]
             body = [
@@ -170,9 +177,21 @@ def main(argv: list[str] | None = None) -> int:
                     f"{s} {fmt_rate(a)}" + (f"/{fmt_rate(b)}" if b else " (one process)")
                     for s, (a, b) in ceil["sign"].items()
                 )
+                + " per second. Post-quantum steps in cryptography (no token), one process / "
+                f"{cores} processes: "
+                + ", ".join(
+                    f"{s} {fmt_rate(a)}" + (f"/{fmt_rate(b)}" if b else " (one process)")
+                    for s, (a, b) in ceil["pq"].items()
+                )
                 + " per second.",
                 "",
-                *rows_markdown([r for r in bench.rows if not is_asymmetric(r)]),
+                *rows_markdown(
+                    [
+                        r
+                        for r in bench.rows
+                        if not is_asymmetric(r) and r.workload not in POST_QUANTUM_BY_NAME
+                    ]
+                ),  # fmt: skip
                 "",
                 "Asymmetric and HMAC keys (issue 14): a 32-byte message, MessageType RAW; "
                 "RSA_2048 signs with RSASSA_PSS_SHA_256; Verify checks one signature made "
@@ -181,6 +200,18 @@ def main(argv: list[str] | None = None) -> int:
                 *rows_markdown(asym_rows),
                 "",
                 *summary,
+                "",
+                "Post-quantum keys (issue 15): Sign with an ML_DSA_65 key (ML_DSA_SHAKE_256, "
+                "a 32-byte message, MessageType RAW), Decapsulate with an ML_KEM_768 key (one "
+                "ciphertext made up front by Encapsulate), each key made by CreateKey on each "
+                "server before the cells; GenerateDataKeyPair ML_KEM_768 repeated from the "
+                "table above. Each Sign and Decapsulate unseals the key's seed on the token and "
+                "expands it on the host; ML-DSA signing runs on a worker thread, ML-KEM on "
+                "the event loop.",
+                "",
+                *rows_markdown(pq_rows),
+                "",
+                *pq_summary,
                 "",
                 "Where a request's CPU goes: each stage timed alone in one process on the "
                 "request the load generator sends (bench/stages.py), against what the "
@@ -195,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
                 "Targets (issue 14):",
                 "",
                 *asym_verdicts,
+                "",
+                "Targets (issue 15): over HTTP at c=32, at least 40% of cryptography's rate "
+                "for the same step in one process on this machine:",
+                "",
+                *pq_verdicts,
                 "",
                 f"hsmkms logged {len(bench.notes.get('warnings', []))} warnings or errors"
                 + (

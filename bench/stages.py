@@ -11,6 +11,10 @@ Each stage is timed on its own, in a loop, on the same request the load generato
 * for Sign with an RSA_2048 key and GenerateMac with an HMAC_256 key (issue 14): the token's
   C_Sign in place of AES-GCM; for the RSA Sign also the inline attempt that gives up at the
   private-key step (``WouldBlock``) before the whole operation runs again on a thread;
+* for Sign with an ML_DSA_65 key and Decapsulate with an ML_KEM_768 key (issue 15): the
+  token's AES-GCM unsealing of the key's seed, the seed's expansion (``from_seed_bytes``)
+  and the signature or decapsulation in cryptography; GenerateDataKeyPair ML_KEM_768 as the
+  other pairs;
 * the whole ASGI application, driven directly (for the RSA Sign: with its thread hop).
 
 The whole costs more than the sum of its parts, and the server more than the whole. Measured
@@ -25,6 +29,7 @@ generator. The benchmark prints all three, so the gap is shown rather than guess
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -33,6 +38,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +46,20 @@ from bench import workloads
 from hsmkms.specs import DataKeyPairSpec, DataKeySpec
 
 P256 = DataKeyPairSpec.ECC_NIST_P256
+ML_KEM_768 = DataKeyPairSpec.ML_KEM_768
 OPERATIONS: dict[str, dict[str, str]] = {
     "GenerateDataKey": {"KeySpec": DataKeySpec.AES_256},
     f"GenerateDataKeyPair {P256}": {"KeyPairSpec": P256},
+    f"GenerateDataKeyPair {ML_KEM_768}": {"KeyPairSpec": ML_KEM_768},
 }
 # Requests on asymmetric and HMAC keys (issue 14), by their workload names in bench/workloads.py:
 # the body is the load generator's, on a key of that spec made in-process.
 ASYMMETRIC = ("Sign RSA_2048 RSASSA_PSS_SHA_256", "GenerateMac HMAC_256 HMAC_SHA_256")
+# Post-quantum requests (issue 15), likewise: the seed unsealed, expanded, used.
+POST_QUANTUM = tuple(a.name for a in workloads.POST_QUANTUM)
+SEED_EXPANSION = "  of which: seed expansion (from_seed_bytes)"
+PQ_STEP = "  of which: ML-DSA sign / ML-KEM decapsulate"
+UNSEAL = "  of which: token AES-GCM, unsealing the seed"
 WOULD_BLOCK = "inline attempt, ends in WouldBlock (then all again on a thread)"
 # The rows of the stage table, in order (a column has the stages of its operation).
 ORDER = (
@@ -55,8 +68,11 @@ ORDER = (
     WOULD_BLOCK,
     "operation layer (all of it)",
     "  of which: token AES-GCM",
+    UNSEAL,
     "  of which: token C_Sign",
     "  of which: key pair + DER",
+    SEED_EXPANSION,
+    PQ_STEP,
     "response encoding",
     "sum of the stages above, each timed alone",
     "whole ASGI application, timed as one",
@@ -85,7 +101,7 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
     os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf_path)
 
     from bench.signer import Signer
-    from hsmkms import hsm, keypairs, model
+    from hsmkms import hsm, keypairs, model, pq
     from hsmkms.api import app as wire
     from hsmkms.api.sigv4 import SignedRequest
     from hsmkms.identity import Caller
@@ -106,8 +122,8 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
         app = wire.create_app(kms, read_credentials(settings.credentials_path), settings)
         key_id = kms.create_key()["KeyMetadata"]["KeyId"]
         fx = workloads.Fixture(key_id, [])
-        for a in workloads.ASYMMETRIC:
-            if a.name in ASYMMETRIC and a.slot not in fx.keys:
+        for a in workloads.ASYMMETRIC + workloads.POST_QUANTUM:
+            if a.name in ASYMMETRIC + POST_QUANTUM and a.slot not in fx.keys:
                 made = kms.create_key(KeySpec=a.key_spec, KeyUsage=a.key_usage)
                 fx.keys[a.slot] = made["KeyMetadata"]["KeyId"]
         signer = Signer(identity.access_key_id, identity.secret_access_key, settings.region,
@@ -118,7 +134,16 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
             label: (label.split()[0], json.dumps({"KeyId": key_id, **extra}).encode())
             for label, extra in OPERATIONS.items()
         }
-        for label in ASYMMETRIC:
+        kem = workloads.POST_QUANTUM_BY_NAME[POST_QUANTUM[1]]
+        encapsulate = {"KeyId": fx.keys[kem.slot], "EncapsulationAlgorithm": kem.algorithm}
+        made = kms.call("Encapsulate", encapsulate, caller)
+        fx.ciphertext = base64.b64encode(made["SharedSecretCiphertextBlob"]).decode()
+        seeds = {"ML_DSA_65": os.urandom(32), "ML_KEM_768": os.urandom(64)}
+        seed_iv = os.urandom(12)
+        sealed_seeds = {s: token.encrypt(material, seed_iv, v, b"aad") for s, v in seeds.items()}
+        expanded = {s: pq.from_seed(s, v) for s, v in seeds.items()}
+        kem_ciphertext = made["SharedSecretCiphertextBlob"]
+        for label in ASYMMETRIC + POST_QUANTUM:
             target, body = workloads.workload(label, fx, random.Random(1))()
             requests[label] = (target.removeprefix(workloads.TARGET_PREFIX), body)
         out: dict[str, dict[str, float]] = {}
@@ -134,8 +159,8 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
                                     headers=wire._headers(scope), body=body)  # fmt: skip
             params = model.from_wire(operation, json.loads(body))
             result = kms.call(operation, dict(params), caller)
-            # A P-256 PKCS#8 private key is 138 bytes; a data key 32.
-            plaintext = b"x" * (138 if "Pair" in operation else 32)
+            # A P-256 PKCS#8 private key is 138 bytes, an ML-KEM one 86; a data key 32.
+            plaintext = b"x" * (32 if "Pair" not in operation else 86 if "ML_KEM" in label else 138)
             spec = str(json.loads(body).get("KeyPairSpec", ""))
 
             def verify(r: SignedRequest = request) -> object:
@@ -165,12 +190,23 @@ def _measure(home: str, seconds: float) -> dict[str, dict[str, float]]:
                 "SigV4 verification": _us(verify, seconds),
                 "JSON parsing and model conversion": _us(parse, seconds),
             }
-            if operation == "Sign":
+            if label == ASYMMETRIC[0]:
                 # The operation runs inline until the RSA private-key step, gives up with
                 # WouldBlock (service/quick.py) and runs again, whole, on a worker thread.
                 stages[WOULD_BLOCK] = _us(inline, seconds)
             stages["operation layer (all of it)"] = _us(operate, seconds)
-            if operation == "Sign":
+            if label in POST_QUANTUM:
+                s = workloads.POST_QUANTUM_BY_NAME[label].key_spec
+                stages[UNSEAL] = _us(
+                    partial(token.decrypt, material, seed_iv, sealed_seeds[s], b"aad"), seconds
+                )
+                stages[SEED_EXPANSION] = _us(partial(pq.from_seed, s, seeds[s]), seconds)
+                if label.startswith("Sign"):
+                    step = partial(pq.sign, expanded[s], workloads.MESSAGE, False)
+                else:
+                    step = partial(pq.decapsulate, expanded[s], kem_ciphertext)
+                stages[PQ_STEP] = _us(step, seconds)
+            elif operation == "Sign":
                 stages["  of which: token C_Sign"] = _us(
                     lambda: token.sign(signing, "PSS", "SHA256", digest), seconds
                 )

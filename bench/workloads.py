@@ -59,19 +59,32 @@ ASYMMETRIC = (
 )
 ASYMMETRIC_BY_NAME = {a.name: a for a in ASYMMETRIC}
 MESSAGE = bytes(range(32))  # the message every Sign, Verify and GenerateMac sends, RAW
+# Post-quantum KMS keys (issue 15): an ML-DSA-65 signature over MESSAGE (pure ML-DSA, RAW) and
+# an ML-KEM-768 decapsulation of one ciphertext made up front by Encapsulate. Each request
+# unseals the key's seed on the token and expands it on the host (hsmkms/service/host_keys.py).
+POST_QUANTUM = (
+    Asymmetric("Sign", "ML_DSA_65", "SIGN_VERIFY", "ML_DSA_SHAKE_256"),
+    Asymmetric("Decapsulate", "ML_KEM_768", "ENCAPSULATE_DECAPSULATE", "ML_KEM"),
+)
+POST_QUANTUM_BY_NAME = {a.name: a for a in POST_QUANTUM}
+# The ML-KEM data key pair of issue 15's speed section: a row of the main table too.
+PQ_PAIR = f"GenerateDataKeyPair {DataKeyPairSpec.ML_KEM_768}"
+KEY_WORKLOADS = {**ASYMMETRIC_BY_NAME, **POST_QUANTUM_BY_NAME}
 
 
 @dataclass
 class Fixture:
     """What the workloads of one server need: a KMS key and ciphertexts to decrypt; for the
     asymmetric workloads a key per :attr:`Asymmetric.slot` and the signature Verify checks
-    (made once up front); ``missing``: workload name -> why this server cannot run it."""
+    (made once up front), and the ciphertext Decapsulate opens (made once up front by
+    Encapsulate); ``missing``: workload name -> why this server cannot run it."""
 
     key_id: str
     decrypt_bodies: list[bytes]
     key_ids: list[str] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)
     signature: str = ""  # base64, by the ECC_NIST_P256 SIGN_VERIFY key over MESSAGE
+    ciphertext: str = ""  # base64, Encapsulate's SharedSecretCiphertextBlob (ML_KEM_768 key)
     missing: dict[str, str] = field(default_factory=dict)
 
 
@@ -136,8 +149,8 @@ def workload(name: str, fx: Fixture, rng: random.Random) -> Workload:
             return gdk if draw < 0.95 else pair
 
         return mix
-    if name in ASYMMETRIC_BY_NAME:
-        return _asymmetric(ASYMMETRIC_BY_NAME[name], fx)
+    if name in KEY_WORKLOADS:
+        return _asymmetric(KEY_WORKLOADS[name], fx)
     if name == "GenerateDataKey over all keys":
         bodies = [_body({"KeyId": k, "KeySpec": AES_256}) for k in fx.key_ids]
         return lambda: (TARGET_PREFIX + "GenerateDataKey", rng.choice(bodies))
@@ -146,7 +159,11 @@ def workload(name: str, fx: Fixture, rng: random.Random) -> Workload:
 
 def _asymmetric(a: Asymmetric, fx: Fixture) -> Workload:
     params: dict[str, Any] = {"KeyId": fx.keys[a.slot], "Message": _b64(MESSAGE)}
-    if a.operation == "GenerateMac":
+    if a.operation in ("Encapsulate", "Decapsulate"):
+        params = {"KeyId": fx.keys[a.slot], "EncapsulationAlgorithm": a.algorithm}
+        if a.operation == "Decapsulate":
+            params["SharedSecretCiphertextBlob"] = fx.ciphertext
+    elif a.operation == "GenerateMac":
         params["MacAlgorithm"] = a.algorithm
     else:
         params.update({"MessageType": "RAW", "SigningAlgorithm": a.algorithm})
@@ -162,6 +179,10 @@ def _b64(data: bytes) -> str:
 
 def asymmetric_workloads() -> list[str]:
     return [a.name for a in ASYMMETRIC]
+
+
+def post_quantum_workloads() -> list[str]:
+    return [a.name for a in POST_QUANTUM]
 
 
 def main_workloads() -> list[str]:
@@ -196,11 +217,12 @@ async def prepare(endpoint: Endpoint, blobs: int = 64, asymmetric: bool = False)
 
 
 async def _prepare_asymmetric(conn: Connection, fx: Fixture) -> None:
-    """A key per slot; the signature Verify checks; every workload this server cannot run
+    """A key per slot; the signature Verify checks; the ciphertext Decapsulate opens; every
+    workload (issue 14's and 15's) this server cannot run
     (a spec it cannot create, an operation it refuses) in ``fx.missing`` with the reason,
     so that its cell reads n/a rather than a column of errors."""
     refused: dict[str, str] = {}  # slot -> why its key could not be made
-    for a in ASYMMETRIC:
+    for a in ASYMMETRIC + POST_QUANTUM:
         if a.slot in fx.keys or a.slot in refused:
             continue
         params = {"KeySpec": a.key_spec, "KeyUsage": a.key_usage, "Description": "benchmark"}
@@ -210,10 +232,16 @@ async def _prepare_asymmetric(conn: Connection, fx: Fixture) -> None:
         else:
             fx.keys[a.slot] = answer["KeyMetadata"]["KeyId"]
     # One call of each workload before any cell: a server lacking an operation says so here.
-    for a in ASYMMETRIC:
+    for a in ASYMMETRIC + POST_QUANTUM:
         if a.slot in refused:
             fx.missing[a.name] = refused[a.slot]
             continue
+        if a.operation == "Decapsulate" and not fx.ciphertext:
+            made, why = await _attempt(conn, *_call(Asymmetric("Encapsulate", *a.key_parts), fx))
+            if made is None:
+                fx.missing[a.name] = f"Encapsulate (the ciphertext to decapsulate): {why}"
+                continue
+            fx.ciphertext = made["SharedSecretCiphertextBlob"]
         if a.operation == "Verify" and not fx.signature:
             made, why = await _attempt(conn, *_call(Asymmetric("Sign", *a.key_parts), fx))
             if made is None:
