@@ -89,7 +89,8 @@ def _ready(svc: Service, spec: KeySpec, material_id: str) -> None:
 
 
 def _signing_input(req: Request, spec: KeySpec) -> tuple[SigningAlgorithm, bytes, bool]:
-    """(algorithm, what the token signs or the host verifies, whether it is a digest)."""
+    """(algorithm, what is signed or verified, a flag): the flag says the data is a digest
+    (RSA, ECDSA) or FIPS 204's mu (ML-DSA, EXTERNAL_MU) rather than the message itself."""
     algorithm = SigningAlgorithm(req.required_text("SigningAlgorithm"))
     if algorithm not in spec.signing_algorithms:
         raise _incompatible(algorithm, spec)
@@ -132,14 +133,14 @@ def _signing_input(req: Request, spec: KeySpec) -> tuple[SigningAlgorithm, bytes
 @operation("Sign")
 def sign(svc: Service, req: Request) -> dict[str, Any]:
     key, spec = _key(svc, req, KeyUsage.SIGN_VERIFY)
-    algorithm, data, _digest = _signing_input(req, spec)
+    algorithm, data, prehashed = _signing_input(req, spec)
     check_dry_run(req)
     m = material_record(svc, key)
     _ready(svc, spec, m.material_id)
     if spec.family is Family.ML_DSA:
         assert m.sealed_private is not None
         with host_keys.private_key(svc, key, m.material_id, m.sealed_private) as private:
-            signature = pq.sign(private, data, _digest)
+            signature = pq.sign(private, data, external_mu=prehashed)
     else:
         signature = svc.masters.sign(m.material_id, algorithm, data)
     return {"KeyId": key.arn, "Signature": signature, "SigningAlgorithm": algorithm}
