@@ -26,6 +26,14 @@ def _b64decode(text: str, path: str) -> bytes:
     The reasons are Coral's; the value itself is not echoed (it may be a secret).
     """
     data = text.encode("ascii", "replace")
+    if not len(data) % 4:
+        # The common case in C: validate=True accepts exactly the alphabet with at most two
+        # trailing "=" (what the checks below spell out, one character at a time, to name
+        # the offending one). A 3,309-byte ML-DSA signature took 100 us in the loop, 3 here.
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            pass
     if len(data) % 4:
         reason = f"Base64 encoded length is expected a multiple of 4 bytes but found: {len(data)}"
     else:
