@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -67,3 +69,21 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def policy(*statements: dict[str, Any]) -> str:
+    """A key policy document of ``statements``."""
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def statement(effect: str, principal: str, action: Any, condition: Any = None) -> dict[str, Any]:
+    """One statement on every resource; ``principal`` an ARN or "*"."""
+    st: dict[str, Any] = {
+        "Effect": effect,
+        "Principal": {"AWS": principal} if principal != "*" else "*",
+        "Action": action,
+        "Resource": "*",
+    }
+    if condition is not None:
+        st["Condition"] = condition
+    return st

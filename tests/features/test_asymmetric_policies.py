@@ -11,33 +11,16 @@ constraints, which these keys' operations do not take.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import raises
+from helpers import policy, raises, statement
 
 PSS = "RSASSA_PSS_SHA_256"
 PKCS1 = "RSASSA_PKCS1_V1_5_SHA_256"
-
-
-def policy(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
-
-
-def statement(effect: str, principal: str, action: Any, condition: Any = None) -> dict[str, Any]:
-    st: dict[str, Any] = {
-        "Effect": effect,
-        "Principal": {"AWS": principal} if principal != "*" else "*",
-        "Action": action,
-        "Resource": "*",
-    }
-    if condition is not None:
-        st["Condition"] = condition
-    return st
 
 
 def key_with(p: Any, spec: str, usage: str, *statements: dict[str, Any]) -> str:

@@ -9,13 +9,9 @@ import uuid
 from typing import Any
 
 import pytest
-from helpers import raises
+from helpers import policy, raises
 
 EC_TENANT = {"tenant": "bob-co"}
-
-
-def policy(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
 def allow(

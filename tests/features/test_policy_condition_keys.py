@@ -7,31 +7,14 @@ an Allow and in a Deny. See docs/authorization.md, "Condition keys"."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from helpers import raises, self_signed_certificate
+from helpers import policy, raises, self_signed_certificate, statement
 
 from hsmkms.service.policy_eval import Decision, RequestContext, evaluate, parse
-
-
-def policy(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
-
-
-def statement(effect: str, principal: str, action: Any, condition: Any = None) -> dict[str, Any]:
-    st: dict[str, Any] = {
-        "Effect": effect,
-        "Principal": {"AWS": principal} if principal != "*" else "*",
-        "Action": action,
-        "Resource": "*",
-    }
-    if condition is not None:
-        st["Condition"] = condition
-    return st
 
 
 def key_with(p: Any, *statements: dict[str, Any], **create: Any) -> str:

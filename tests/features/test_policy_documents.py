@@ -11,13 +11,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from helpers import raises
+from helpers import policy, raises
 
 MALFORMED = "MalformedPolicyDocumentException"
-
-
-def policy(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
 def allow(principal: Any, action: Any = "kms:*", **more: Any) -> dict[str, Any]:

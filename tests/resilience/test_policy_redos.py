@@ -9,7 +9,6 @@ sees it."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
-from helpers import raises
+from helpers import policy, raises
 from principals import Principals
 
 ATTACK_SECONDS = 1.5  # how long the attacker keeps sending, while /health is polled
@@ -46,10 +45,6 @@ def impatient(p: Principals, name: str) -> Any:
         aws_secret_access_key=ident.secret_access_key,
         config=Config(retries={"max_attempts": 1}, read_timeout=5, connect_timeout=5),
     )
-
-
-def policy(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
 def admin_allow(p: Principals) -> dict[str, Any]:
