@@ -43,7 +43,9 @@ def client_environment(server: ServerProcess, scratch: Path) -> dict[str, str]:
     return env
 
 
-def run_js_client(server: ServerProcess, scratch: Path, specs: list[str]) -> dict[str, Any]:
+def run_js_script(server: ServerProcess, scratch: Path, script: Path, *args: str) -> dict[str, Any]:
+    """Run one of tests/js's scripts against ``server``: its JSON report, with its exit code
+    and stderr."""
     assert NODE is not None
     if not (JS_DIR / "node_modules" / "@aws-sdk" / "client-kms").is_dir():
         pytest.fail(
@@ -51,7 +53,7 @@ def run_js_client(server: ServerProcess, scratch: Path, specs: list[str]) -> dic
             "(scripts/test and .ci/run do it through ensure_node_deps)"
         )
     proc = subprocess.run(
-        [NODE, str(SCRIPT), "--endpoint", server.url, "--specs", ",".join(specs)],
+        [NODE, str(script), "--endpoint", server.url, *args],
         cwd=JS_DIR,
         env=client_environment(server, scratch),
         capture_output=True,
@@ -62,12 +64,16 @@ def run_js_client(server: ServerProcess, scratch: Path, specs: list[str]) -> dic
         report: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:
         pytest.fail(
-            f"the JS client printed no JSON report (exit {proc.returncode})\n"
+            f"{script.name} printed no JSON report (exit {proc.returncode})\n"
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     report["exitCode"] = proc.returncode
     report["stderr"] = proc.stderr
     return report
+
+
+def run_js_client(server: ServerProcess, scratch: Path, specs: list[str]) -> dict[str, Any]:
+    return run_js_script(server, scratch, SCRIPT, "--specs", ",".join(specs))
 
 
 @pytest.fixture(scope="module")

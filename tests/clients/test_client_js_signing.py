@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from server import ServerProcess
-from test_client_js import JS_DIR, NODE, client_environment
+from test_client_js import JS_DIR, NODE, run_js_script
 
 SCRIPT = JS_DIR / "kms_signing.mjs"
 CASES = {
@@ -31,30 +30,7 @@ CASES = {
 
 
 def run_signing_script(server: ServerProcess, scratch: Path) -> dict[str, Any]:
-    assert NODE is not None
-    if not (JS_DIR / "node_modules" / "@aws-sdk" / "client-kms").is_dir():
-        pytest.fail(
-            "@aws-sdk/client-kms is not installed: run `npm ci` in tests/js "
-            "(scripts/test and .ci/run do it through ensure_node_deps)"
-        )
-    proc = subprocess.run(
-        [NODE, str(SCRIPT), "--endpoint", server.url],
-        cwd=JS_DIR,
-        env=client_environment(server, scratch),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    try:
-        report: dict[str, Any] = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail(
-            f"kms_signing.mjs printed no JSON report (exit {proc.returncode})\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    report["exitCode"] = proc.returncode
-    report["stderr"] = proc.stderr
-    return report
+    return run_js_script(server, scratch, SCRIPT)
 
 
 @pytest.fixture(scope="module")
