@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from hsmkms.specs import SUPPORTED_PAIR_SPECS
 
@@ -87,3 +89,16 @@ def statement(effect: str, principal: str, action: Any, condition: Any = None) -
     if condition is not None:
         st["Condition"] = condition
     return st
+
+
+def offline_verify(public: Any, algorithm: str, message: bytes, signature: bytes) -> None:
+    """Raises cryptography's InvalidSignature unless ``signature`` is the KMS signing
+    ``algorithm``'s (ECDSA_*, RSASSA_PSS_*, RSASSA_PKCS1_V1_5_*) over ``message``; PSS with MGF1
+    of the same hash and a salt of the hash's length, as KMS signs."""
+    h = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}[algorithm[-3:]]()
+    if algorithm.startswith("ECDSA"):
+        public.verify(signature, message, ec.ECDSA(h))
+    elif algorithm.startswith("RSASSA_PSS"):
+        public.verify(signature, message, padding.PSS(padding.MGF1(h), h.digest_size), h)
+    else:
+        public.verify(signature, message, padding.PKCS1v15(), h)

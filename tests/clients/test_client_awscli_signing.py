@@ -16,8 +16,9 @@ import secrets
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from helpers import offline_verify
 from server import ServerProcess
 from test_client_awscli import AwsCli
 
@@ -54,18 +55,6 @@ def create_key(cli: AwsCli, spec: str, usage: str) -> dict[str, Any]:
     assert metadata["KeyState"] == "Enabled"
     _made[spec, usage] = metadata
     return metadata
-
-
-def offline_verify(public: Any, algorithm: str, message: bytes, signature: bytes) -> None:
-    """Raises cryptography's InvalidSignature unless ``signature`` is the algorithm's over
-    ``message`` (PSS: MGF1 with the same hash, salt of the hash's length, as KMS does)."""
-    h = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}[algorithm[-3:]]()
-    if algorithm.startswith("ECDSA"):
-        public.verify(signature, message, ec.ECDSA(h))
-    elif algorithm.startswith("RSASSA_PSS"):
-        public.verify(signature, message, padding.PSS(padding.MGF1(h), h.digest_size), h)
-    else:
-        public.verify(signature, message, padding.PKCS1v15(), h)
 
 
 def assert_verify_refused(cli: AwsCli, *args: str) -> None:

@@ -10,7 +10,7 @@ import os
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from helpers import raises
+from helpers import offline_verify, raises
 
 HASH = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
 SIGNING = {
@@ -36,16 +36,6 @@ def key_of(kms, spec: str, usage: str) -> str:
 
 def public_key(kms, key_id: str):
     return serialization.load_der_public_key(kms.get_public_key(KeyId=key_id)["PublicKey"])
-
-
-def offline_verify(public, algorithm: str, message: bytes, signature: bytes) -> None:
-    h = HASH[algorithm[-3:]]()
-    if algorithm.startswith("ECDSA"):
-        public.verify(signature, message, ec.ECDSA(h))
-    elif algorithm.startswith("RSASSA_PSS"):
-        public.verify(signature, message, padding.PSS(padding.MGF1(h), h.digest_size), h)
-    else:
-        public.verify(signature, message, padding.PKCS1v15(), h)
 
 
 @pytest.mark.parametrize("spec,algorithm", [(s, a) for s, algs in SIGNING.items() for a in algs])
