@@ -344,15 +344,24 @@ def why_sign_caps(rows: list[Row], name: str, ceil: dict[str, Any]) -> str:
             + (f", {fmt_rate(step[1])}/s in {ceil.get('cores')}" if step[1] else "")
             + ")"
         )
+    cap = _capacity(per, ceil)
+    if cap:
+        text += cap[1]
+    return text
+
+
+def _capacity(per: float, ceil: dict[str, Any]) -> tuple[float, str] | None:
+    """The rate the cores allow at ``per`` seconds of server CPU a request, beside the load
+    generator's own cost, and the words that say so; None when the generator was not timed."""
     gen = ceil.get("generator_us")
     cores = ceil.get("cores") or 1
-    if gen:
-        cap = cores * 1e6 / (per * 1e6 + gen)
-        text += (
-            f": {cores} cores at {per * 1e6:,.0f} + {gen:,.0f} us (load generator) per "
-            f"request allow ~{fmt_rate(cap)}/s"
-        )
-    return text
+    if not gen:
+        return None
+    cap = cores * 1e6 / (per * 1e6 + gen)
+    return cap, (
+        f": {cores} cores at {per * 1e6:,.0f} + {gen:,.0f} us (load generator) per "
+        f"request allow ~{fmt_rate(cap)}/s"
+    )
 
 
 def asymmetric_summary(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
@@ -471,14 +480,9 @@ def why_pq_caps(top: Result, raw: float, ceil: dict[str, Any]) -> str:
         f"; the server spent {per * 1e6:,.0f} us of CPU per request at c={PQ_C}, of which the "
         f"step in cryptography is {1e6 / raw:,.0f} us"
     )
-    gen = ceil.get("generator_us")
-    cores = ceil.get("cores") or 1
-    if gen:
-        cap = cores * 1e6 / (per * 1e6 + gen)
-        text += (
-            f": {cores} cores at {per * 1e6:,.0f} + {gen:,.0f} us (load generator) per "
-            f"request allow ~{fmt_rate(cap)}/s, {cap / raw:.0%} of the reference"
-        )
+    cap = _capacity(per, ceil)
+    if cap:
+        text += f"{cap[1]}, {cap[0] / raw:.0%} of the reference"
     return text
 
 
