@@ -186,6 +186,17 @@ def resolve_key(svc: Service, caller: Caller, key_id: str, allow_alias: bool = T
     return key
 
 
+def named_key_id(name: object) -> str | None:
+    """The key id a KeyId member names by itself (a key id or a key ARN), without a store
+    read; None for an alias or anything else."""
+    if not isinstance(name, str):
+        return None
+    if _UUID.match(name):
+        return name
+    m = _KEY_ARN.match(name)
+    return m.group(3) if m and _UUID.match(m.group(3)) else None
+
+
 def _alias_target(svc: Service, account: str, alias_name: str) -> str:
     alias = svc.store.get_alias(account, svc.region, alias_name)
     if alias is None:

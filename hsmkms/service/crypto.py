@@ -7,7 +7,6 @@ different context fails as InvalidCiphertextException, as AWS documents.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors, pq
@@ -18,6 +17,7 @@ from hsmkms.service.core import (
     check_dry_run,
     check_grant_tokens,
     check_usable,
+    named_key_id,
     operation,
     resolve_key,
 )
@@ -42,9 +42,6 @@ def _usable_key(
     key = svc.authorized_key(req, req.required_text(member), action=action)
     check_usable(key)
     return key
-
-
-_KEY_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def _asymmetric(key: KeyRecord) -> bool:
@@ -79,8 +76,8 @@ def _names_asymmetric(svc: Service, req: Request, member: str) -> bool:
     try:
         return _asymmetric(resolve_key(svc, req.caller, named))
     except errors.NotFoundException:
-        deleted = _KEY_UUID.search(named)
-        if deleted and svc.store.was_deleted(deleted.group(0)):
+        deleted = named_key_id(named)
+        if deleted and svc.store.was_deleted(deleted):
             raise  # a deleted key: whatever the ciphertext, the key is not found
         return False
 
@@ -100,14 +97,18 @@ def _rsa_decrypt(
     asymmetric.no_context(req.context(context_member), context_member)
     if _ignore_ciphertext(req):
         check_dry_run(req)
+    _require_ciphertext(req)
+    check_dry_run(req)
+    plaintext = asymmetric.rsa_decrypt(svc, key, algorithm, req.required_data("CiphertextBlob"))
+    return key, algorithm, plaintext
+
+
+def _require_ciphertext(req: Request) -> None:
     if req.get("CiphertextBlob") is None:
         raise errors.ValidationException(
             "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
             "constraint: Member must not be null"
         )
-    check_dry_run(req)
-    plaintext = asymmetric.rsa_decrypt(svc, key, algorithm, req.required_data("CiphertextBlob"))
-    return key, algorithm, plaintext
 
 
 def _ignore_ciphertext(req: Request) -> bool:
@@ -128,11 +129,7 @@ def _dry_run_or_ciphertext(
         key = _usable_key(svc, req, key_member, action)
         check_algorithm(key, req.text(algorithm))
         check_dry_run(req)
-    if req.get("CiphertextBlob") is None:
-        raise errors.ValidationException(
-            "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
-            "constraint: Member must not be null"
-        )
+    _require_ciphertext(req)
 
 
 @operation("Decrypt")

@@ -16,10 +16,10 @@ the event loop keeps serving the keys it knows meanwhile.
 
 from __future__ import annotations
 
-import re
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from hsmkms.service.core import named_key_id
 from hsmkms.specs import DataKeyPairSpec, Family, KeySpec
 
 if TYPE_CHECKING:
@@ -73,9 +73,6 @@ _PRIVATE_STEP = {
     "Decrypt": "KeyId",
     "ReEncrypt": "SourceKeyId",
 }
-_KEY_UUID = re.compile(
-    r"(?:^|:key/)([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
-)
 
 # True while a call runs on the event loop: slow steps must raise WouldBlock instead.
 NO_WAIT: ContextVar[bool] = ContextVar("hsmkms_no_wait", default=False)
@@ -108,9 +105,10 @@ def _slow_key(svc: Service, name: Any) -> bool:
     record: such a call goes to a thread at once instead of stopping inline at WouldBlock
     (which redid its checks; ~30 us of an RSA Sign). An alias, or a key this process has not
     cached, is decided inline as before."""
-    if not isinstance(name, str) or (m := _KEY_UUID.search(name)) is None:
+    key_id = named_key_id(name)
+    if key_id is None:
         return False
-    key = svc.store.peek_key(m.group(1))
+    key = svc.store.peek_key(key_id)
     return key is not None and key.key_spec in SLOW_SPECS
 
 
