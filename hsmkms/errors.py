@@ -56,6 +56,15 @@ DisabledException = _client("DisabledException", "The KMS key is disabled.")
 DryRunOperationException = _client(
     "DryRunOperationException", "The request would have succeeded; DryRun was set."
 )
+ExpiredImportTokenException = _client(
+    "ExpiredImportTokenException", "The import token has expired: get new import parameters."
+)
+IncorrectKeyMaterialException = _client(
+    "IncorrectKeyMaterialException", "The imported key material is not what the key expects."
+)
+InvalidImportTokenException = _client(
+    "InvalidImportTokenException", "The import token is invalid or belongs to another KMS key."
+)
 IncorrectKeyException = _client(
     "IncorrectKeyException", "The blob was not encrypted under the KMS key named."
 )

@@ -3,6 +3,7 @@ UpdateKeyDescription, and the sweeper that deletes keys after their waiting peri
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from collections.abc import Callable
@@ -39,6 +40,12 @@ _FAMILIES = frozenset(
 _UUID_MARKER = re.compile(r"^[0-9a-f-]{36}$")
 # How many times a state change that lost a race to another request reads and decides again.
 _DECIDE_AGAIN = 4
+# The KeyId the next CreateKey in this context gives its key, instead of a new random one:
+# set by the seed file (hsmkms/seed.py) alone, never from a request's parameters (the wire
+# has no member for it). A key id already taken is AlreadyExistsException.
+FIXED_KEY_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "hsmkms_fixed_key_id", default=None
+)
 
 
 def key_metadata(key: KeyRecord) -> dict[str, Any]:
@@ -97,7 +104,9 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
     if req.flag("MultiRegion"):
         raise errors.UnsupportedOperationException("Multi-Region keys are not supported by hsmkms.")
     caller = req.caller
-    key_id = new_key_id()
+    key_id = FIXED_KEY_ID.get() or new_key_id()
+    if FIXED_KEY_ID.get() and (svc.store.get_key(key_id) or svc.store.was_deleted(key_id)):
+        raise errors.AlreadyExistsException(f"A KMS key with id {key_id} exists or existed.")
     policy_text = req.text("Policy")
     if policy_text is not None:
         # AWS's lockout safety check: the creator must be able to PutKeyPolicy later.
