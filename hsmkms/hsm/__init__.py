@@ -20,7 +20,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from hsmkms.hsm.contract import MasterKeyCheck, Token, TokenStatus, WrappedKey
+from hsmkms.hsm.contract import ImportedKey, MasterKeyCheck, Token, TokenStatus, WrappedKey
 
 if TYPE_CHECKING:
     from hsmkms.hsm.token import PKCS11Token
@@ -55,6 +55,11 @@ class MechanismUnsupported(TokenError):
     """The token does not offer a mechanism this call needs."""
 
 
+class WrongKeyMaterial(TokenError):
+    """Imported material unwrapped, but it is not a key of the kind asked (its length, type,
+    RSA size or curve)."""
+
+
 class TokenFull(TokenError):
     """The token could not store a new object: its storage is full (SoftHSM2: its disk)."""
 
@@ -64,6 +69,7 @@ class LoginFailed(TokenError):
 
 
 __all__ = [
+    "ImportedKey",
     "IntegrityError",
     "KeyNotFound",
     "LoginFailed",
@@ -77,6 +83,7 @@ __all__ = [
     "TokenUnavailable",
     "WouldSearch",
     "WrappedKey",
+    "WrongKeyMaterial",
     "open_token",
 ]
 

@@ -13,6 +13,7 @@ becomes one of the exceptions of :mod:`hsmkms.hsm`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +39,17 @@ class WrappedKey:
     mechanism: str
     spec: DataKeyPairSpec
     data: bytes
+
+
+@dataclass(frozen=True)
+class ImportedKey:
+    """An import's outcome (:meth:`Token.import_key`): the material id, an asymmetric key's
+    SubjectPublicKeyInfo DER, and whether a token object was made (False: the token already
+    held this material under this id, a reimport)."""
+
+    material_id: bytes
+    public_key: bytes | None
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -208,6 +220,36 @@ class Token(Protocol):
 
     def verify_mac(self, material_id: bytes, hash_name: str, message: bytes, mac: bytes) -> bool:
         """Whether ``mac`` is the HMAC of ``message`` (C_Verify on the token)."""
+        ...
+
+    # -- imported key material (hsm/imports.py) ----------------------------------------------
+    # A wrapping key's id is 33 bytes (not a material's 32): searches for materials skip it.
+
+    def create_wrapping_key(self, wrapping_id: bytes, label: str, bits: int) -> bytes:
+        """An RSA pair of ``bits`` whose private key, a token object that never leaves the
+        token, only unwraps and decrypts: the public key's SubjectPublicKeyInfo DER."""
+        ...
+
+    def destroy_wrapping_key(self, wrapping_id: bytes) -> None:
+        """Destroy the wrapping key; :class:`~hsmkms.hsm.KeyNotFound` if there is none."""
+        ...
+
+    def import_key(
+        self,
+        wrapping_id: bytes,
+        scheme: str,
+        hash_name: str,
+        encrypted: bytes,
+        spec: KeySpec | str,
+        use: str | None,
+        context: bytes,
+        label: Callable[[bytes], str],
+    ) -> ImportedKey:
+        """Unwrap ``encrypted`` into a token object of ``spec`` (``scheme`` ``"RSAES_OAEP"``
+        or ``"RSA_AES_KEY_WRAP"``, OAEP with ``hash_name``), its CKA_ID deterministic in
+        ``context`` and the material, labelled ``label(material_id)``, allowed ``use`` alone
+        (a private key). :class:`~hsmkms.hsm.IntegrityError` when the wrap does not open,
+        :class:`~hsmkms.hsm.WrongKeyMaterial` when it holds no key of ``spec``."""
         ...
 
     # -- health and life ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -31,6 +32,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag
 from pkcs11.mechanisms import GCMParams
 
 from hsmkms.hsm import (
+    ImportedKey,
     IntegrityError,
     KeyNotFound,
     MasterKeyCheck,
@@ -47,6 +49,7 @@ from hsmkms.hsm.capabilities import Capabilities
 from hsmkms.hsm.contract import IV_BYTES, MATERIAL_ID_BYTES, TAG_BYTES
 from hsmkms.hsm.errors import Lost
 from hsmkms.hsm.handles import Miss, check_material_id
+from hsmkms.hsm.imports import Imports
 from hsmkms.hsm.keyobjects import KeyObjects
 from hsmkms.hsm.library import Library
 from hsmkms.hsm.pairs import KeyPairs
@@ -100,6 +103,7 @@ class PKCS11Token:
         self._handles = self._calls.handles
         self._pairs = KeyPairs(self._calls)
         self._objects = KeyObjects(self._calls)
+        self._imports = Imports(self._calls)
         self._run = self._calls.run  # every verb's way to the token
 
     # -- opening and closing -----------------------------------------------------------------
@@ -379,6 +383,29 @@ class PKCS11Token:
 
     def verify_mac(self, material_id: bytes, hash_name: str, message: bytes, mac: bytes) -> bool:
         return self._objects.verify_mac(material_id, hash_name, message, mac)
+
+    # -- imported key material (imports.py) ---------------------------------------------------
+
+    def create_wrapping_key(self, wrapping_id: bytes, label: str, bits: int) -> bytes:
+        return self._imports.create_wrapping_key(wrapping_id, label, bits)
+
+    def destroy_wrapping_key(self, wrapping_id: bytes) -> None:
+        self._imports.destroy_wrapping_key(wrapping_id)
+
+    def import_key(
+        self,
+        wrapping_id: bytes,
+        scheme: str,
+        hash_name: str,
+        encrypted: bytes,
+        spec: KeySpec | str,
+        use: str | None,
+        context: bytes,
+        label: Callable[[bytes], str],
+    ) -> ImportedKey:
+        return self._imports.import_key(
+            wrapping_id, scheme, hash_name, encrypted, spec, use, context, label
+        )
 
     # -- health -----------------------------------------------------------------------------
 
