@@ -119,6 +119,41 @@ class KeyMaterialState(StrEnum):
     PENDING_MULTI_REGION_IMPORT_AND_ROTATION = "PENDING_MULTI_REGION_IMPORT_AND_ROTATION"
 
 
+class ImportState(StrEnum):
+    """Whether an imported material is on the token (ListKeyRotations' ImportState)."""
+
+    IMPORTED = "IMPORTED"
+    PENDING_IMPORT = "PENDING_IMPORT"
+
+
+class ExpirationModel(StrEnum):
+    KEY_MATERIAL_EXPIRES = "KEY_MATERIAL_EXPIRES"
+    KEY_MATERIAL_DOES_NOT_EXPIRE = "KEY_MATERIAL_DOES_NOT_EXPIRE"
+
+
+class ImportType(StrEnum):
+    NEW_KEY_MATERIAL = "NEW_KEY_MATERIAL"
+    EXISTING_KEY_MATERIAL = "EXISTING_KEY_MATERIAL"
+
+
+class WrappingAlgorithm(StrEnum):
+    """GetParametersForImport's WrappingAlgorithm (the model's AlgorithmSpec)."""
+
+    RSAES_PKCS1_V1_5 = "RSAES_PKCS1_V1_5"
+    RSAES_OAEP_SHA_1 = "RSAES_OAEP_SHA_1"
+    RSAES_OAEP_SHA_256 = "RSAES_OAEP_SHA_256"
+    RSA_AES_KEY_WRAP_SHA_1 = "RSA_AES_KEY_WRAP_SHA_1"
+    RSA_AES_KEY_WRAP_SHA_256 = "RSA_AES_KEY_WRAP_SHA_256"
+    SM2PKE = "SM2PKE"
+
+
+class WrappingKeySpec(StrEnum):
+    RSA_2048 = "RSA_2048"
+    RSA_3072 = "RSA_3072"
+    RSA_4096 = "RSA_4096"
+    SM2 = "SM2"
+
+
 class IncludeKeyMaterial(StrEnum):
     """ListKeyRotations' IncludeKeyMaterial: every material, or the rotations only."""
 

@@ -15,18 +15,34 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hsmkms import hsm
-from hsmkms.service.masterkeys import HeldMaterial, WrappedPrivateKey
+from hsmkms.service.masterkeys import (
+    HeldMaterial,
+    ImportedMaterial,
+    WrappedPrivateKey,
+    import_context,
+)
 from hsmkms.specs import (
     ALGORITHMS,
     DataKeyPairSpec,
     EncryptionAlgorithm,
+    Family,
     KeySpec,
     KeyUsage,
     MacAlgorithm,
     SigningAlgorithm,
+    WrappingAlgorithm,
 )
 
 MATERIAL_BYTES = 32
+# A wrapping key's CKA_ID: a marker byte and 32 random bytes (33: never taken for a material).
+_WRAPPING_MARKER = b"W"
+# How each WrappingAlgorithm wraps: the token layer's scheme and the OAEP hash.
+_WRAPPINGS = {
+    WrappingAlgorithm.RSAES_OAEP_SHA_1: ("RSAES_OAEP", "SHA1"),
+    WrappingAlgorithm.RSAES_OAEP_SHA_256: ("RSAES_OAEP", "SHA256"),
+    WrappingAlgorithm.RSA_AES_KEY_WRAP_SHA_1: ("RSA_AES_KEY_WRAP", "SHA1"),
+    WrappingAlgorithm.RSA_AES_KEY_WRAP_SHA_256: ("RSA_AES_KEY_WRAP", "SHA256"),
+}
 # The one PKCS#11 usage of an asymmetric KMS key's private key, by KeyUsage.
 _USES = {
     KeyUsage.SIGN_VERIFY: "sign",
@@ -127,6 +143,40 @@ class TokenObjects:
 
     def destroy(self, material_id: str) -> None:
         self.token.destroy_master_key(bytes.fromhex(material_id))
+
+    def create_wrapping_key(self, key_id: str, created: datetime, bits: int) -> tuple[str, bytes]:
+        wrapping_id = _WRAPPING_MARKER + self.token.random(MATERIAL_BYTES)
+        label = f"hsmkms-wrap:{key_id}:{int(created.timestamp())}"
+        spki = self.token.create_wrapping_key(wrapping_id, label, bits)
+        return wrapping_id.hex(), bytes(spki)
+
+    def destroy_wrapping_key(self, wrapping_id: str) -> None:
+        self.token.destroy_wrapping_key(bytes.fromhex(wrapping_id))
+
+    def import_material(
+        self,
+        wrapping_id: str,
+        algorithm: WrappingAlgorithm,
+        encrypted: bytes,
+        key_id: str,
+        created: datetime,
+        spec: KeySpec,
+        usage: KeyUsage,
+    ) -> ImportedMaterial:
+        scheme, hash_name = _WRAPPINGS[algorithm]
+        use = _USES[usage] if spec.family not in (Family.AES, Family.HMAC) else None
+        got = self.token.import_key(
+            bytes.fromhex(wrapping_id),
+            scheme,
+            hash_name,
+            encrypted,
+            spec,
+            use,
+            import_context(key_id),
+            lambda mid: material_label(key_id, mid, created),
+        )
+        public = None if got.public_key is None else bytes(got.public_key)
+        return ImportedMaterial(got.material_id.hex(), public, got.created)
 
     def holds(self, material_id: str) -> bool:
         return self.token.has_master_key(bytes.fromhex(material_id))

@@ -23,6 +23,7 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
     crypto,
     grants,
     host_keys,
+    imports,
     kem,
     keys,
     nonces,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors
-from hsmkms.service import asymmetric, policy
+from hsmkms.service import asymmetric, imports, policy
 from hsmkms.service.core import (
     Request,
     check_grant_tokens,
@@ -25,7 +25,7 @@ from hsmkms.service.core import (
 )
 from hsmkms.service.tags import validate_tags
 from hsmkms.specs import Family, KeyManager, KeySpec, KeyState, KeyUsage, Origin
-from hsmkms.store import KeyRecord, StateChanged, StoreError
+from hsmkms.store import KeyRecord, MaterialRecord, StateChanged, StoreError
 
 if TYPE_CHECKING:
     from hsmkms.service import Service
@@ -48,8 +48,9 @@ FIXED_KEY_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-def key_metadata(key: KeyRecord) -> dict[str, Any]:
-    """KeyMetadata as DescribeKey answers it."""
+def key_metadata(key: KeyRecord, current: MaterialRecord | None = None) -> dict[str, Any]:
+    """KeyMetadata as DescribeKey answers it; ``current``: an EXTERNAL key's current
+    material, whose expiry it shows."""
     meta: dict[str, Any] = {
         "AWSAccountId": key.account_id,
         "KeyId": key.key_id,
@@ -68,6 +69,10 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
     }
     if key.current_material_id:
         meta["CurrentKeyMaterialId"] = key.current_material_id
+    if key.origin == Origin.EXTERNAL and current is not None and current.expiration_model:
+        meta["ExpirationModel"] = current.expiration_model
+        if current.valid_to is not None:
+            meta["ValidTo"] = current.valid_to
     if key.state == KeyState.PENDING_DELETION:
         meta["DeletionDate"] = key.deletion_date
         meta["PendingDeletionWindowInDays"] = key.pending_window_days
@@ -92,10 +97,14 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         )
     if usage not in spec.usages:
         raise errors.ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}.")
-    if origin != Origin.AWS_KMS:
+    if origin not in (Origin.AWS_KMS, Origin.EXTERNAL):
         raise errors.UnsupportedOperationException(
-            f"Origin {origin} is not supported by hsmkms: key material is always generated "
-            f"inside the HSM (Origin AWS_KMS)."
+            f"Origin {origin} is not supported by hsmkms: key material is generated inside "
+            f"the HSM (Origin AWS_KMS) or imported into it (Origin EXTERNAL)."
+        )
+    if origin == Origin.EXTERNAL and (reason := imports.not_importable(spec)):
+        raise errors.UnsupportedOperationException(
+            f"{spec} keys with Origin EXTERNAL are not supported by hsmkms: {reason}."
         )
     if req.get("CustomKeyStoreId") or req.get("XksKeyId"):
         raise errors.UnsupportedOperationException(
@@ -122,7 +131,11 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
     tags = validate_tags(req.structures("Tags"))
 
     created = now()
-    material = svc.new_material(key_id, created, spec=spec, usage=usage)
+    material = (
+        svc.new_material(key_id, created, spec=spec, usage=usage)
+        if origin == Origin.AWS_KMS
+        else None  # imported later (service/imports.py): PendingImport until then
+    )
     key = KeyRecord(
         key_id=key_id,
         account_id=caller.account_id,
@@ -131,18 +144,19 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         key_spec=spec,
         origin=origin,
         key_manager=KeyManager.CUSTOMER,
-        state=KeyState.ENABLED,
+        state=KeyState.ENABLED if material else KeyState.PENDING_IMPORT,
         created_at=created,
         policy=policy_text,
         description=req.text("Description") or "",
-        current_material_id=material.material_id,
+        current_material_id=material.material_id if material else None,
     )
     # The token object exists before the record: a crash in between leaves an orphan
     # material (reported by `hsmkms doctor`), never a key without material.
     try:
         svc.store.create_key(key, material, tags)
     except StoreError:
-        svc.discard_new_material(material)  # no key, so no orphan either (when it can tell)
+        if material is not None:  # no key, so no orphan either (when it can tell)
+            svc.discard_new_material(material)
         raise
     return {"KeyMetadata": key_metadata(key)}
 
@@ -151,7 +165,17 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
 def describe_key(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
     key = svc.authorized_key(req, req.key_id)
-    return {"KeyMetadata": key_metadata(key)}
+    current = None
+    if key.origin == Origin.EXTERNAL and key.current_material_id:
+        current = next(
+            (
+                m
+                for m in svc.store.materials(key.key_id)
+                if m.material_id == key.current_material_id
+            ),
+            None,
+        )
+    return {"KeyMetadata": key_metadata(key, current)}
 
 
 def page_limit(req: Request, default: int = 100) -> int:
@@ -294,6 +318,7 @@ def sweep(svc: Service, at: datetime | None = None) -> list[str]:
             continue  # cancelled (or changed) since it was read: not ours to delete
         for material in svc.store.materials(key.key_id):
             svc.destroy_material(material.material_id)
+        imports.destroy_wrapping_keys(svc, key.key_id)
         svc.store.delete_key(key.key_id)
         log.info("deleted KMS key %s after its waiting period", key.arn)
         deleted.append(key.key_id)

@@ -25,6 +25,7 @@ from hsmkms.specs import (
     KeyUsage,
     MacAlgorithm,
     SigningAlgorithm,
+    WrappingAlgorithm,
 )
 
 
@@ -37,6 +38,23 @@ class WrappedPrivateKey:
     mechanism: str
     spec: DataKeyPairSpec
     data: bytes
+
+
+@dataclass(frozen=True)
+class ImportedMaterial:
+    """An import's outcome: the KeyMaterialId (deterministic in the KMS key and the material:
+    :func:`import_context`), an asymmetric key's SPKI DER, and whether the material was put
+    where materials live now (False: it was there already, a reimport)."""
+
+    material_id: str
+    public_key: bytes | None
+    created: bool
+
+
+def import_context(key_id: str) -> bytes:
+    """What an imported material's KeyMaterialId is derived over, with the material: fixed
+    forever (blobs name materials by it, and two homes seeded alike must agree on it)."""
+    return b"hsmkms KeyMaterialId v1\x00" + key_id.encode()
 
 
 @dataclass(frozen=True)
@@ -97,6 +115,31 @@ class MasterKeys(Protocol):
 
     def destroy(self, material_id: str) -> None:
         """Destroy the material for good. KeyNotFound if it is not there."""
+        ...
+
+    def create_wrapping_key(self, key_id: str, created: datetime, bits: int) -> tuple[str, bytes]:
+        """An RSA wrapping key pair of ``bits`` for imports into ``key_id``, whose private key
+        never leaves where the materials live: (its id, 66 hex characters; its SPKI DER)."""
+        ...
+
+    def destroy_wrapping_key(self, wrapping_id: str) -> None:
+        """KeyNotFound if it is not there."""
+        ...
+
+    def import_material(
+        self,
+        wrapping_id: str,
+        algorithm: WrappingAlgorithm,
+        encrypted: bytes,
+        key_id: str,
+        created: datetime,
+        spec: KeySpec,
+        usage: KeyUsage,
+    ) -> ImportedMaterial:
+        """Unwrap ``encrypted`` (``algorithm`` under the wrapping key) into a material of
+        ``spec`` for ``key_id``, never in plaintext outside the HSM where the HSM can unwrap
+        it. IntegrityError: the wrap does not open; WrongKeyMaterial: it holds no key of
+        ``spec``; KeyNotFound: the wrapping key is gone."""
         ...
 
     def holds(self, material_id: str) -> bool:

@@ -49,6 +49,7 @@ from hsmkms.service.core import (
 )
 from hsmkms.service.keys import page_limit
 from hsmkms.specs import (
+    ImportState,
     IncludeKeyMaterial,
     KeyMaterialState,
     KeySpec,
@@ -92,9 +93,11 @@ def _own_key(svc: Service, req: Request) -> KeyRecord:
     return svc.authorized_key(req, req.key_id, allow_alias=False)
 
 
-def _check_rotatable(key: KeyRecord) -> None:
-    """Only symmetric encryption keys with KMS-generated material rotate."""
-    if key.key_spec != KeySpec.SYMMETRIC_DEFAULT or key.origin != Origin.AWS_KMS:
+def _check_rotatable(key: KeyRecord, on_demand: bool = False) -> None:
+    """Only symmetric encryption keys with KMS-generated material rotate automatically; on
+    demand, symmetric keys with imported material too (to new material imported first)."""
+    origins = (Origin.AWS_KMS, Origin.EXTERNAL) if on_demand else (Origin.AWS_KMS,)
+    if key.key_spec != KeySpec.SYMMETRIC_DEFAULT or key.origin not in origins:
         raise errors.UnsupportedOperationException(
             f"{key.arn} cannot rotate: rotation applies only to symmetric encryption KMS keys "
             f"whose key material KMS generated."
@@ -187,7 +190,7 @@ def get_key_rotation_status(svc: Service, req: Request) -> dict[str, Any]:
 @operation("RotateKeyOnDemand")
 def rotate_key_on_demand(svc: Service, req: Request) -> dict[str, Any]:
     key = _own_key(svc, req)
-    _check_rotatable(key)
+    _check_rotatable(key, on_demand=True)
     check_enabled(key)
     at = now()
     if (
@@ -213,6 +216,9 @@ def rotate_key_on_demand(svc: Service, req: Request) -> dict[str, Any]:
         # Counted under the lease: no other rotation of this key can slip in between.
         if _on_demand_count(svc, key.key_id) >= ON_DEMAND_LIMIT:
             raise _limit_exceeded(key)
+        if key.origin == Origin.EXTERNAL:
+            _rotate_to_imported(svc, key)
+            return {"KeyId": key.key_id}
         material = svc.new_material(key.key_id, now(), RotationType.ON_DEMAND)
         if not _record(
             svc, material, lambda: svc.store.add_on_demand_rotation(material, ON_DEMAND_LIMIT)
@@ -222,6 +228,21 @@ def rotate_key_on_demand(svc: Service, req: Request) -> dict[str, Any]:
     finally:
         svc.store.release_lease(name, holder)
     return {"KeyId": key.key_id}
+
+
+def _rotate_to_imported(svc: Service, key: KeyRecord) -> None:
+    """An imported key rotates to the material imported as NEW_KEY_MATERIAL, which waits."""
+    waiting = [m for m in svc.store.materials(key.key_id) if m.pending_rotation]
+    if not waiting:
+        raise errors.KMSInvalidStateException(
+            f"{key.arn} has no new key material to rotate to: import it first with "
+            f"ImportKeyMaterial and ImportType NEW_KEY_MATERIAL."
+        )
+    if not svc.store.rotate_to_imported(key.key_id, waiting[0].material_id, now(), ON_DEMAND_LIMIT):
+        _refused(svc, key)
+    log.info(
+        "rotated KMS key %s on demand to imported key material %s", key.arn, waiting[0].material_id
+    )
 
 
 def _record(svc: Service, material: MaterialRecord, write: Callable[[], bool]) -> bool:
@@ -271,19 +292,30 @@ def list_key_rotations(svc: Service, req: Request) -> dict[str, Any]:
 
 
 def _rotation_entry(key: KeyRecord, material: MaterialRecord) -> dict[str, Any]:
-    """A RotationsListEntry; RotationDate and RotationType only for rotations (as AWS)."""
+    """A RotationsListEntry; RotationDate and RotationType only for rotations (as AWS), and
+    the import's state, expiry and description for imported material."""
+    state = KeyMaterialState.NON_CURRENT
+    if material.pending_rotation:
+        state = KeyMaterialState.PENDING_ROTATION
+    elif material.material_id == key.current_material_id:
+        state = KeyMaterialState.CURRENT
     entry: dict[str, Any] = {
         "KeyId": key.key_id,
         "KeyMaterialId": material.material_id,
-        "KeyMaterialState": (
-            KeyMaterialState.CURRENT
-            if material.material_id == key.current_material_id
-            else KeyMaterialState.NON_CURRENT
-        ),
+        "KeyMaterialState": state,
     }
     if material.rotation_type:
         entry["RotationDate"] = material.created_at
         entry["RotationType"] = material.rotation_type
+    if material.import_state is not None:
+        imported = material.import_state == ImportState.IMPORTED
+        entry["ImportState"] = ImportState.IMPORTED if imported else ImportState.PENDING_IMPORT
+        if material.expiration_model:
+            entry["ExpirationModel"] = material.expiration_model
+        if imported and material.valid_to is not None:
+            entry["ValidTo"] = material.valid_to
+        if material.description:
+            entry["KeyMaterialDescription"] = material.description
     return entry
 
 

@@ -1,6 +1,6 @@
-"""The server's scheduler: due automatic rotations, then deletion sweeps, every
-``scheduler_interval`` seconds, done by exactly one of all the processes and nodes that share
-the store.
+"""The server's scheduler: due automatic rotations, deletion sweeps, then expired imported
+material and wrapping keys, every ``scheduler_interval`` seconds, done by exactly one of all
+the processes and nodes that share the store.
 
 Every server process runs a :class:`Scheduler`; a round runs only in the one that holds the
 store lease ``scheduler`` (:meth:`Store.acquire_lease`: a conditional UPDATE, else INSERT, in
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from hsmkms.service import keys, rotation
+from hsmkms.service import imports, keys, rotation
 from hsmkms.service.core import now
 
 if TYPE_CHECKING:
@@ -45,10 +45,12 @@ LEASE = "scheduler"
 
 @dataclass(frozen=True)
 class Round:
-    """What one round did: the keys rotated and the keys deleted."""
+    """What one round did: the keys rotated, the keys deleted, the imported materials that
+    expired (deleted from the token)."""
 
     rotated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
 
 
 class Scheduler:
@@ -106,7 +108,8 @@ class Scheduler:
         renew = (lambda: self._still_leader(at)) if now is not None else self._still_leader
         rotated = rotation.rotate_due(self.svc, at, self.holder, renew)
         deleted = keys.sweep(self.svc, at) if renew() else []
-        return Round(rotated, deleted)
+        expired = imports.sweep(self.svc, at) if renew() else []
+        return Round(rotated, deleted, expired)
 
     # -- the thread ------------------------------------------------------------------------
     def start(self) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from hsmkms.store.base import (
+    EXPIRING,
     AliasRecord,
     Conflict,
     GrantRecord,
+    ImportParametersRecord,
     KeyRecord,
     MaterialRecord,
     StateChanged,
@@ -30,9 +32,11 @@ def open_store(location: str, *, busy_timeout: float = 10.0) -> Store:
 
 
 __all__ = [
+    "EXPIRING",
     "AliasRecord",
     "Conflict",
     "GrantRecord",
+    "ImportParametersRecord",
     "KeyRecord",
     "MaterialRecord",
     "StateChanged",

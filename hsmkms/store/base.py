@@ -79,6 +79,34 @@ class MaterialRecord:
     # A post-quantum key's private seed, sealed under the token master key ``material_id``
     # (service/host_keys.py); None for every key whose private key is a token object.
     sealed_private: bytes | None = None
+    # Imported material (Origin EXTERNAL): IMPORTED, PENDING_IMPORT (deleted or expired), or
+    # EXPIRING (the expiry sweep claimed it and is destroying it; reads PENDING_IMPORT);
+    # None for material the token generated.
+    import_state: str | None = None
+    pending_rotation: bool = False  # imported as NEW_KEY_MATERIAL, waits for RotateKeyOnDemand
+    expiration_model: str | None = None
+    valid_to: datetime | None = None
+    description: str | None = None
+
+
+# MaterialRecord.import_state of material the expiry sweep has claimed (see above).
+EXPIRING = "EXPIRING"
+
+
+@dataclass(frozen=True)
+class ImportParametersRecord:
+    """What one GetParametersForImport handed out: its import token names this record
+    (``import_id``, 66 hex characters: the wrapping key's CKA_ID), which binds the KMS key,
+    the wrapping algorithm and spec, and the expiry. ``destroyed``: its wrapping key is gone."""
+
+    import_id: str
+    key_id: str
+    wrapping_algorithm: str
+    wrapping_spec: str
+    public_key: bytes
+    created_at: datetime
+    expires_at: datetime
+    destroyed: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,8 +164,9 @@ class Store(ABC):
     # keys
     @abstractmethod
     def create_key(
-        self, key: KeyRecord, material: MaterialRecord, tags: dict[str, str]
-    ) -> None: ...
+        self, key: KeyRecord, material: MaterialRecord | None, tags: dict[str, str]
+    ) -> None:
+        """A new key with its first material (None: a key awaiting imported material)."""
 
     @abstractmethod
     def get_key(self, key_id: str) -> KeyRecord | None: ...
@@ -188,6 +217,73 @@ class Store(ABC):
     @abstractmethod
     def all_materials(self) -> list[MaterialRecord]:
         """Every material of every key (for ``hsmkms doctor``: not for requests)."""
+
+    # imported material
+    @abstractmethod
+    def put_imported_material(
+        self,
+        material: MaterialRecord,
+        *,
+        if_state: tuple[str, ...],
+        state: str | None = None,
+        make_current: bool = False,
+    ) -> KeyRecord:
+        """Record an import of ``material`` (a new row, or the import fields and public key
+        of the row it already has), and with it the key's new ``state`` and current material;
+        in one transaction, only while the key's state is one of ``if_state`` (else
+        :class:`StateChanged`, nothing written). Returns the key as written."""
+
+    @abstractmethod
+    def remove_imported_material(
+        self,
+        key_id: str,
+        material_id: str,
+        *,
+        if_state: tuple[str, ...],
+        state: str | None,
+        forget: bool,
+    ) -> KeyRecord:
+        """The material's import is undone: its row deleted (``forget``: it never became
+        current) or marked PENDING_IMPORT; the key takes ``state`` (None: unchanged). One
+        transaction, only while the key's state is one of ``if_state`` (else StateChanged)."""
+
+    @abstractmethod
+    def list_expired_materials(self, now: datetime) -> list[MaterialRecord]:
+        """Imported materials whose ValidTo has passed by ``now``, and those EXPIRING."""
+
+    @abstractmethod
+    def claim_expired_material(self, material_id: str, now: datetime) -> bool:
+        """Mark the material EXPIRING and its key PendingImport (unless PendingDeletion), only
+        if it is still IMPORTED and expired by ``now``: True for the one caller that did."""
+
+    @abstractmethod
+    def finish_expiry(self, material_id: str) -> None:
+        """An EXPIRING material's token object is gone: it reads PENDING_IMPORT."""
+
+    @abstractmethod
+    def rotate_to_imported(self, key_id: str, material_id: str, now: datetime, limit: int) -> bool:
+        """Make the pending imported ``material_id`` the key's current material as an
+        on-demand rotation at ``now``, in one transaction; only if the key is Enabled, has had
+        fewer than ``limit`` on-demand rotations, and the material still waits (else False)."""
+
+    @abstractmethod
+    def add_import_parameters(self, parameters: ImportParametersRecord) -> None: ...
+
+    @abstractmethod
+    def get_import_parameters(self, import_id: str) -> ImportParametersRecord | None: ...
+
+    @abstractmethod
+    def list_import_parameters_due(self, now: datetime) -> list[ImportParametersRecord]:
+        """Import parameters expired by ``now`` whose wrapping key is not yet destroyed."""
+
+    @abstractmethod
+    def list_import_parameters_of(self, key_id: str) -> list[ImportParametersRecord]:
+        """The key's import parameters whose wrapping key is not yet destroyed."""
+
+    @abstractmethod
+    def mark_import_parameters_destroyed(self, import_id: str) -> None:
+        """Their wrapping key is gone (destroyed first, so that a crash in between leaves a
+        record the next sweep destroys again, never a wrapping key nobody will destroy)."""
 
     # rotation
     @abstractmethod

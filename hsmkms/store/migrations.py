@@ -105,4 +105,28 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE key_materials ADD COLUMN sealed_private BLOB",
     ],
+    # imported key material (Origin EXTERNAL): a material's import state (NULL for material
+    # the token generated), whether it waits for RotateKeyOnDemand, its expiry; and the
+    # import parameters GetParametersForImport handed out (each names a wrapping key on the
+    # token, destroyed when they expire).
+    [
+        "ALTER TABLE key_materials ADD COLUMN import_state TEXT",
+        "ALTER TABLE key_materials ADD COLUMN pending_rotation INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE key_materials ADD COLUMN expiration_model TEXT",
+        "ALTER TABLE key_materials ADD COLUMN valid_to REAL",
+        "ALTER TABLE key_materials ADD COLUMN description TEXT",
+        "CREATE INDEX key_materials_by_import ON key_materials (import_state, valid_to)",
+        """CREATE TABLE import_parameters (
+            import_id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            wrapping_algorithm TEXT NOT NULL,
+            wrapping_spec TEXT NOT NULL,
+            public_key BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            destroyed INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX import_parameters_by_key ON import_parameters (key_id)",
+        "CREATE INDEX import_parameters_by_expiry ON import_parameters (destroyed, expires_at)",
+    ],
 ]

@@ -9,7 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hsmkms.specs import KeyState
-from hsmkms.store.base import AliasRecord, GrantRecord, KeyRecord, MaterialRecord
+from hsmkms.store.base import (
+    AliasRecord,
+    GrantRecord,
+    ImportParametersRecord,
+    KeyRecord,
+    MaterialRecord,
+)
 
 _KEY_COLUMNS = (
     "key_id account_id region key_usage key_spec origin key_manager state created_at policy "
@@ -82,4 +88,22 @@ def _material(row: sqlite3.Row) -> MaterialRecord:
         rotation_type=row["rotation_type"],
         public_key=None if row["public_key"] is None else bytes(row["public_key"]),
         sealed_private=None if row["sealed_private"] is None else bytes(row["sealed_private"]),
+        import_state=row["import_state"],
+        pending_rotation=bool(row["pending_rotation"]),
+        expiration_model=row["expiration_model"],
+        valid_to=None if row["valid_to"] is None else datetime.fromtimestamp(row["valid_to"], UTC),
+        description=row["description"],
+    )
+
+
+def _import_parameters(row: sqlite3.Row) -> ImportParametersRecord:
+    return ImportParametersRecord(
+        import_id=row["import_id"],
+        key_id=row["key_id"],
+        wrapping_algorithm=row["wrapping_algorithm"],
+        wrapping_spec=row["wrapping_spec"],
+        public_key=bytes(row["public_key"]),
+        created_at=datetime.fromtimestamp(row["created_at"], UTC),
+        expires_at=datetime.fromtimestamp(row["expires_at"], UTC),
+        destroyed=bool(row["destroyed"]),
     )
