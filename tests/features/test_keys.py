@@ -138,8 +138,8 @@ def test_update_key_description(kms):
 def test_unsupported_key_specs_say_so(kms):
     with raises("UnsupportedOperationException", "SM2"):
         kms.create_key(KeySpec="SM2", KeyUsage="SIGN_VERIFY")
-    with raises("UnsupportedOperationException"):
-        kms.create_key(Origin="EXTERNAL")
+    with raises("UnsupportedOperationException", "AWS_CLOUDHSM"):
+        kms.create_key(Origin="AWS_CLOUDHSM")
 
 
 def test_tags_are_stored_and_aws_prefix_is_reserved(kms):
