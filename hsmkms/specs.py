@@ -110,18 +110,14 @@ class RotationType(StrEnum):
     ON_DEMAND = "ON_DEMAND"
 
 
-class KeyMaterialState(StrEnum):
-    """A key material as ListKeyRotations names it: the key's current one, or an older one."""
-
+class KeyMaterialState(StrEnum):  # a key material as ListKeyRotations names it
     NON_CURRENT = "NON_CURRENT"
     CURRENT = "CURRENT"
     PENDING_ROTATION = "PENDING_ROTATION"
     PENDING_MULTI_REGION_IMPORT_AND_ROTATION = "PENDING_MULTI_REGION_IMPORT_AND_ROTATION"
 
 
-class ImportState(StrEnum):
-    """Whether an imported material is on the token (ListKeyRotations' ImportState)."""
-
+class ImportState(StrEnum):  # whether an imported material is on the token
     IMPORTED = "IMPORTED"
     PENDING_IMPORT = "PENDING_IMPORT"
 
@@ -136,9 +132,7 @@ class ImportType(StrEnum):
     EXISTING_KEY_MATERIAL = "EXISTING_KEY_MATERIAL"
 
 
-class WrappingAlgorithm(StrEnum):
-    """GetParametersForImport's WrappingAlgorithm (the model's AlgorithmSpec)."""
-
+class WrappingAlgorithm(StrEnum):  # GetParametersForImport's (the model's AlgorithmSpec)
     RSAES_PKCS1_V1_5 = "RSAES_PKCS1_V1_5"
     RSAES_OAEP_SHA_1 = "RSAES_OAEP_SHA_1"
     RSAES_OAEP_SHA_256 = "RSAES_OAEP_SHA_256"
@@ -148,15 +142,10 @@ class WrappingAlgorithm(StrEnum):
 
 
 class WrappingKeySpec(StrEnum):
-    RSA_2048 = "RSA_2048"
-    RSA_3072 = "RSA_3072"
-    RSA_4096 = "RSA_4096"
-    SM2 = "SM2"
+    RSA_2048, RSA_3072, RSA_4096, SM2 = "RSA_2048", "RSA_3072", "RSA_4096", "SM2"
 
 
-class IncludeKeyMaterial(StrEnum):
-    """ListKeyRotations' IncludeKeyMaterial: every material, or the rotations only."""
-
+class IncludeKeyMaterial(StrEnum):  # ListKeyRotations': every material, or rotations only
     ALL_KEY_MATERIAL = "ALL_KEY_MATERIAL"
     ROTATIONS_ONLY = "ROTATIONS_ONLY"
 
