@@ -10,7 +10,7 @@ creation whose record is being written right now. Every verb is one call of the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -234,8 +234,13 @@ class TokenObjects:
             )
         return held
 
-    def unsound(self, material_id: str) -> list[str]:
+    def unsound(self, material_id: str, *, imported: bool = False) -> list[str]:
         check = self.token.check_master_key(bytes.fromhex(material_id))
+        if imported:
+            # Unwrapped: CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE are false by PKCS#11,
+            # and SoftHSM2 leaves CKA_VALUE_LEN 0 (the import measured it: hsm/imports.py).
+            bits = 256 if check.kind == "AES" and check.bits == 0 else check.bits
+            check = replace(check, always_sensitive=True, never_extractable=True, bits=bits)
         right_size = check.bits == 256 or check.kind != "AES"  # other kinds: their spec's
         usages = [
             name

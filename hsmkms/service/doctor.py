@@ -35,7 +35,7 @@ from typing import Any
 
 from hsmkms import hsm
 from hsmkms.service.masterkeys import MasterKeys
-from hsmkms.specs import Family, KeySpec, KeyState, KeyUsage
+from hsmkms.specs import Family, ImportState, KeySpec, KeyState, KeyUsage
 from hsmkms.store import KeyRecord, Store
 
 log = logging.getLogger("hsmkms.doctor")
@@ -197,10 +197,13 @@ def check(
     recorded_ids = {m.material_id for m in recorded}
     for material in recorded:
         mid = material.material_id
+        imported = material.import_state is not None
+        if imported and material.import_state != ImportState.IMPORTED:
+            continue  # deleted or expired on purpose: absent from the token, as it should be
         if mid in held:
             if deep:
                 report.checked += 1
-                if reasons := masters.unsound(mid):
+                if reasons := masters.unsound(mid, imported=imported):
                     spec = _spec_of(keys[material.key_id])
                     why = ", ".join(reasons)
                     report.unsealed.append(Unsealed(mid, material.key_id, why, spec, _kind(spec)))

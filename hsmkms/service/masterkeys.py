@@ -190,9 +190,11 @@ class MasterKeys(Protocol):
         """Every material held, by KeyMaterialId (slow: the doctor's)."""
         ...
 
-    def unsound(self, material_id: str) -> list[str]:
+    def unsound(self, material_id: str, *, imported: bool = False) -> list[str]:
         """Why the material could leak (an attribute that lets its value out, a value that
-        came out when asked, a size other than 256 bits); empty when it is sealed."""
+        came out when asked, a size other than 256 bits); empty when it is sealed.
+        ``imported``: material unwrapped into the HSM, which PKCS#11 never calls
+        always-sensitive or never-extractable (it was outside once, by its nature)."""
         ...
 
     def close(self) -> None: ...

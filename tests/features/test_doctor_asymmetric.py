@@ -299,3 +299,38 @@ out.update(sealed=check.sealed, sign=check.sign, derive=check.derive)
         ]
     finally:
         _delete_now(srv, key_id)
+
+
+def test_imported_material_is_sealed_in_depth_and_deleted_material_is_not_missing(
+    srv: ServerProcess,
+):
+    """Unwrapped into the token, imported material is never always-sensitive (PKCS#11): doctor
+    checks the rest; material deleted on purpose is absent as it should be (issue 16)."""
+    import os
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    kms = srv.client()
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    parameters = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+    )
+    public = serialization.load_der_public_key(parameters["PublicKey"])
+    mid = kms.import_key_material(
+        KeyId=key_id,
+        ImportToken=parameters["ImportToken"],
+        EncryptedKeyMaterial=public.encrypt(
+            os.urandom(32), padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
+        ),
+        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+    )["KeyMaterialId"]
+    code, report = doctor_report(srv.home, "--deep")
+    assert code == 0, {k: v for k, v in report.items() if v}
+    for name in ("missing", "orphans", "unsealed"):
+        assert _mine(report, name, {mid}) == [], (name, report[name])
+    kms.delete_imported_key_material(KeyId=key_id)
+    assert _on_token_now(srv, [mid]) == {mid: False}
+    code, report = doctor_report(srv.home, "--deep")
+    assert code == 0, {k: v for k, v in report.items() if v}
+    assert _mine(report, "missing", {mid}) == []
