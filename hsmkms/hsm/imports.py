@@ -320,9 +320,12 @@ class _Source:
         cls, key_type = _TYPES[kind.family]
         try:
             if self._plain is not None:
+                value = _ec_value(kind, self._plain) if kind.family is Family.EC else {
+                    Attribute.VALUE: self._plain
+                }  # fmt: skip
+                given = {a: v for a, v in template.items() if v is not DEFAULT}
                 return self._session.create_object(
-                    {Attribute.CLASS: cls, Attribute.KEY_TYPE: key_type, **template,
-                     Attribute.VALUE: self._plain}
+                    {Attribute.CLASS: cls, Attribute.KEY_TYPE: key_type, **given, **value}
                 )  # fmt: skip
             if self._ephemeral is None:
                 obj = self._rsa_unwrap(self._payload, cls, key_type, template)
@@ -352,6 +355,21 @@ _TYPES = {
     Family.RSA: (ObjectClass.PRIVATE_KEY, KeyType.RSA),
     Family.EC: (ObjectClass.PRIVATE_KEY, KeyType.EC),
 }
+
+
+def _ec_value(kind: KeySpec, pkcs8: bytes) -> dict:
+    """C_CreateObject's attributes of an EC private key decoded on the host (the host OAEP
+    route: the material is in this process's memory already): the curve and the scalar."""
+    assert kind.curve is not None
+    try:
+        private = serialization.load_der_private_key(pkcs8, password=None)
+    except (ValueError, TypeError):
+        raise WrongKeyMaterial(f"the wrapped key material is not a {kind} key") from None
+    if not isinstance(private, ec.EllipticCurvePrivateKey) or private.curve.name != kind.curve.name:
+        raise WrongKeyMaterial(f"the wrapped key material is not a {kind} key")
+    size = (private.curve.key_size + 7) // 8
+    scalar = private.private_numbers().private_value.to_bytes(size, "big")
+    return {Attribute.EC_PARAMS: kind.curve.oid_der, Attribute.VALUE: scalar}
 
 
 def _check_template(kind: KeySpec, use: str | None) -> dict:

@@ -42,7 +42,7 @@ from hsmkms.service.policy_eval import (
     evaluate,
 )
 from hsmkms.service.policy_eval import parse as parse_document
-from hsmkms.specs import EncryptionAlgorithm, MessageType
+from hsmkms.specs import EncryptionAlgorithm, ExpirationModel, MessageType
 
 if TYPE_CHECKING:
     from hsmkms.identity import Caller
@@ -109,6 +109,13 @@ _REQUEST_KEYS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
     ),
     "GenerateMac": (("MacAlgorithm", "kms:MacAlgorithm", None),),
     "DeriveSharedSecret": (("KeyAgreementAlgorithm", "kms:KeyAgreementAlgorithm", None),),
+    "GetParametersForImport": (
+        ("WrappingAlgorithm", "kms:WrappingAlgorithm", None),
+        ("WrappingKeySpec", "kms:WrappingKeySpec", None),
+    ),
+    "ImportKeyMaterial": (
+        ("ExpirationModel", "kms:ExpirationModel", ExpirationModel.KEY_MATERIAL_EXPIRES),
+    ),
 }
 _REQUEST_KEYS["Verify"] = _REQUEST_KEYS["Sign"]
 _REQUEST_KEYS["VerifyMac"] = _REQUEST_KEYS["GenerateMac"]
@@ -244,6 +251,8 @@ def request_context(
         value = req.text(member) or absent
         if value is not None:
             extra[condition_key] = str(value)
+    if operation_name == "ImportKeyMaterial" and params.get("ValidTo") is not None:
+        extra["kms:ValidTo"] = str(int(params["ValidTo"].timestamp()))  # a Numeric, epoch seconds
     extras: dict[str, str | list[str]] = dict(extra)
     if operation_name == "CreateGrant" and params.get("Constraints"):
         extras["kms:GrantConstraintType"] = sorted(params["Constraints"])

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
-from helpers import offline_verify, raises
+from helpers import offline_verify, policy, raises, statement
 
 from hsmkms.service import imports
 from hsmkms.store import ImportParametersRecord
@@ -62,11 +62,11 @@ def pkcs8(private) -> bytes:
     )
 
 
-@pytest.mark.parametrize(
-    "algorithm",
-    ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1",
-     "RSA_AES_KEY_WRAP_SHA_256"],
-)  # fmt: skip
+ALGORITHMS = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1",
+              "RSA_AES_KEY_WRAP_SHA_256"]  # fmt: skip
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_symmetric_material_imports_through_each_wrapping_algorithm(kms, algorithm):
     key_id = external(kms)
     material = os.urandom(32)
@@ -90,10 +90,11 @@ def test_symmetric_material_imports_through_each_wrapping_algorithm(kms, algorit
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"imported"
 
 
-def test_hmac_material_gives_the_mac_of_the_standard_library(kms):
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_hmac_material_gives_the_mac_of_the_standard_library(kms, algorithm):
     key_id = external(kms, KeySpec="HMAC_384", KeyUsage="GENERATE_VERIFY_MAC")
     material = os.urandom(48)
-    import_material(kms, key_id, material, "RSA_AES_KEY_WRAP_SHA_1")
+    import_material(kms, key_id, material, algorithm)
     mac = kms.generate_mac(KeyId=key_id, Message=b"m", MacAlgorithm="HMAC_SHA_384")["Mac"]
     assert mac == hmac.new(material, b"m", hashlib.sha384).digest()
 
@@ -108,10 +109,11 @@ def test_rsa_signing_key_imports_and_its_signatures_verify_offline(kms):
     offline_verify(private.public_key(), "RSASSA_PSS_SHA_256", b"m", signature["Signature"])
 
 
-def test_ec_signing_key_imports_with_its_public_key(kms):
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_ec_signing_key_imports_with_its_public_key(kms, algorithm):
     key_id = external(kms, KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
     private = ec.generate_private_key(ec.SECP256R1())
-    import_material(kms, key_id, pkcs8(private), "RSAES_OAEP_SHA_1")
+    import_material(kms, key_id, pkcs8(private), algorithm)
     got = serialization.load_der_public_key(kms.get_public_key(KeyId=key_id)["PublicKey"])
     assert got.public_numbers() == private.public_key().public_numbers()
     signature = kms.sign(KeyId=key_id, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
@@ -268,3 +270,35 @@ def test_aws_rules_on_parameters_and_expiry(kms):
         import_material(kms, hmac_key, os.urandom(32), ImportType="NEW_KEY_MATERIAL", **NEVER)
     with raises("IncorrectKeyMaterialException", "32 bytes"):
         import_material(kms, key_id, os.urandom(16))
+
+
+def test_key_policies_see_the_import_condition_keys(kms):
+    account = kms.describe_key(KeyId=kms.create_key()["KeyMetadata"]["KeyId"])["KeyMetadata"][
+        "AWSAccountId"
+    ]
+    root = f"arn:aws:iam::{account}:root"
+    document = policy(
+        statement("Allow", root, "kms:*"),
+        statement("Deny", "*", "kms:GetParametersForImport",
+                  {"StringNotEquals": {"kms:WrappingAlgorithm": "RSA_AES_KEY_WRAP_SHA_256",
+                                       "kms:WrappingKeySpec": "RSA_4096"}}),
+        statement("Deny", "*", "kms:ImportKeyMaterial",
+                  {"StringEquals": {"kms:ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}}),
+        statement("Deny", "*", "kms:ImportKeyMaterial",
+                  {"NumericGreaterThan": {"kms:ValidTo": str(int(datetime.now(UTC).timestamp())
+                                                             + 7 * 86400)}}),
+    )  # fmt: skip
+    key_id = external(kms, Policy=document)
+    material = os.urandom(32)
+    with raises("AccessDeniedException"):
+        import_material(kms, key_id, material, "RSAES_OAEP_SHA_256", "RSA_4096")
+    with raises("AccessDeniedException"):
+        import_material(kms, key_id, material, "RSA_AES_KEY_WRAP_SHA_256", "RSA_2048")
+    with raises("AccessDeniedException"):
+        import_material(kms, key_id, material, "RSA_AES_KEY_WRAP_SHA_256", "RSA_4096", **NEVER)
+    with raises("AccessDeniedException"):
+        import_material(kms, key_id, material, "RSA_AES_KEY_WRAP_SHA_256", "RSA_4096",
+                        ValidTo=datetime.now(UTC) + timedelta(days=30))  # fmt: skip
+    import_material(kms, key_id, material, "RSA_AES_KEY_WRAP_SHA_256", "RSA_4096",
+                    ValidTo=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"

@@ -49,6 +49,7 @@ FILLED = frozenset(
         "kms:DataKeyPairSpec",
         "kms:EncryptionAlgorithm",
         "kms:EncryptionContextKeys",
+        "kms:ExpirationModel",
         "kms:GrantConstraintType",
         "kms:GranteePrincipal",
         "kms:GrantIsForAWSResource",
@@ -67,6 +68,9 @@ FILLED = frozenset(
         "kms:RotationPeriodInDays",
         "kms:ScheduleKeyDeletionPendingWindowInDays",
         "kms:SigningAlgorithm",
+        "kms:ValidTo",
+        "kms:WrappingAlgorithm",
+        "kms:WrappingKeySpec",
     )
 )
 FILLED_PREFIXES = ("kms:encryptioncontext:", "aws:resourcetag/", "aws:requesttag/")
@@ -99,13 +103,8 @@ ABSENT = frozenset(
         "aws:FederatedProvider",
         "aws:AssumedRoot",
         "aws:Referer",
-        # Features hsmkms does not offer (imported material, multi-Region keys and replicas,
-        # Nitro enclaves).
+        # Features hsmkms does not offer (multi-Region keys and replicas, Nitro enclaves).
         "kms:MultiRegionKeyType",
-        "kms:ExpirationModel",
-        "kms:ValidTo",
-        "kms:WrappingAlgorithm",
-        "kms:WrappingKeySpec",
         "kms:ReplicaRegion",
         "kms:PrimaryRegion",
     )
