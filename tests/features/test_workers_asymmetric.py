@@ -95,3 +95,29 @@ def test_new_keys_of_every_kind_work_through_every_connection(two_workers):
             return len(made)
 
         assert sum(pool.map(use_all, clients)) == len(made) * len(clients)
+
+
+def test_imported_material_works_across_workers(two_workers):
+    """A wrapping key made by one worker unwraps in another, and the material imported there
+    is used through every connection (issue 16)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    srv = two_workers
+    pad = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
+    for _ in range(4):
+        material = os.urandom(32)
+        key_id = srv.client().create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+        parameters = srv.client().get_parameters_for_import(
+            KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+        )
+        public = serialization.load_der_public_key(parameters["PublicKey"])
+        srv.client().import_key_material(
+            KeyId=key_id,
+            ImportToken=parameters["ImportToken"],
+            EncryptedKeyMaterial=public.encrypt(material, pad),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+        blob = srv.client().encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
+        for _ in range(4):
+            assert srv.client().decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
