@@ -24,7 +24,7 @@ from hsmkms.service.core import (
     validation,
 )
 from hsmkms.service.tags import validate_tags
-from hsmkms.specs import Family, KeyManager, KeySpec, KeyState, KeyUsage, Origin
+from hsmkms.specs import Family, ImportState, KeyManager, KeySpec, KeyState, KeyUsage, Origin
 from hsmkms.store import KeyRecord, MaterialRecord, StateChanged, StoreError
 
 if TYPE_CHECKING:
@@ -228,10 +228,19 @@ def _change(
     )
 
 
+def _check_has_material(key: KeyRecord) -> None:
+    """Enable and Disable need a key with its material (AWS's key state table)."""
+    if key.state == KeyState.PENDING_IMPORT:
+        raise errors.KMSInvalidStateException(
+            f"{key.arn} is pending import: import its key material first."
+        )
+
+
 @operation("EnableKey")
 def enable_key(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
         check_not_pending_deletion(key)
+        _check_has_material(key)
         return {"state": KeyState.ENABLED} if key.state != KeyState.ENABLED else None
 
     _change(svc, req, decide)
@@ -242,6 +251,7 @@ def enable_key(svc: Service, req: Request) -> dict[str, Any]:
 def disable_key(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
         check_not_pending_deletion(key)
+        _check_has_material(key)
         return {"state": KeyState.DISABLED} if key.state != KeyState.DISABLED else None
 
     _change(svc, req, decide)
@@ -289,7 +299,9 @@ def cancel_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
             raise errors.KMSInvalidStateException(
                 f"{key.arn} is being deleted: its waiting period has ended."
             )
-        return {"state": KeyState.DISABLED, "deletion_date": None, "pending_window_days": None}
+        # A key whose imported material is gone goes back to waiting for it, not to Disabled.
+        state = KeyState.PENDING_IMPORT if _lacks_material(svc, key) else KeyState.DISABLED
+        return {"state": state, "deletion_date": None, "pending_window_days": None}
 
     key = _change(svc, req, decide)
     return {"KeyId": key.arn}
@@ -303,6 +315,16 @@ def update_key_description(svc: Service, req: Request) -> dict[str, Any]:
 
     _change(svc, req, decide)
     return {}
+
+
+def _lacks_material(svc: Service, key: KeyRecord) -> bool:
+    """Whether an EXTERNAL key has no current material, or one not imported now."""
+    if key.origin != Origin.EXTERNAL:
+        return False
+    return key.current_material_id is None or any(
+        m.import_state != ImportState.IMPORTED and not m.pending_rotation
+        for m in svc.store.materials(key.key_id)
+    )
 
 
 def sweep(svc: Service, at: datetime | None = None) -> list[str]:

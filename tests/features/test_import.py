@@ -302,3 +302,23 @@ def test_key_policies_see_the_import_condition_keys(kms):
     import_material(kms, key_id, material, "RSA_AES_KEY_WRAP_SHA_256", "RSA_4096",
                     ValidTo=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_the_key_state_table_of_a_key_without_material(kms):
+    key_id = external(kms)
+    for call in (kms.enable_key, kms.disable_key):
+        with raises("KMSInvalidStateException", "pending import"):
+            call(KeyId=key_id)
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    kms.cancel_key_deletion(KeyId=key_id)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"
+    import_material(kms, key_id, os.urandom(32))
+    kms.disable_key(KeyId=key_id)
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    # Deleting the material of a key pending deletion leaves its state alone (AWS).
+    kms.delete_imported_key_material(KeyId=key_id)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    with raises("KMSInvalidStateException"):
+        import_material(kms, key_id, os.urandom(32))
+    kms.cancel_key_deletion(KeyId=key_id)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"
