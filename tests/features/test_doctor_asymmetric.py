@@ -334,3 +334,40 @@ def test_imported_material_is_sealed_in_depth_and_deleted_material_is_not_missin
     code, report = doctor_report(srv.home, "--deep")
     assert code == 0, {k: v for k, v in report.items() if v}
     assert _mine(report, "missing", {mid}) == []
+
+
+def test_the_server_scheduler_deletes_expired_material_from_the_token(srv: ServerProcess):
+    """ValidTo passes; the server's own scheduler deletes the material from the token, and
+    the key waits for the same material again (issue 16)."""
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    kms = srv.client()
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    material = os.urandom(32)
+
+    def import_it(**expiry: Any) -> str:
+        parameters = kms.get_parameters_for_import(
+            KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+        )
+        public = serialization.load_der_public_key(parameters["PublicKey"])
+        pad = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
+        return kms.import_key_material(
+            KeyId=key_id,
+            ImportToken=parameters["ImportToken"],
+            EncryptedKeyMaterial=public.encrypt(material, pad),
+            **expiry,
+        )["KeyMaterialId"]
+
+    mid = import_it(ValidTo=datetime.now(UTC) + timedelta(seconds=2))
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
+    wait_for(
+        lambda: kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport",
+        timeout=20,
+    )
+    wait_for(lambda: _on_token_now(srv, [mid]) == {mid: False}, timeout=10, step=0.5)
+    assert import_it(ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE") == mid
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
