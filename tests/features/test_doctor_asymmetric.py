@@ -301,6 +301,7 @@ out.update(sealed=check.sealed, sign=check.sign, derive=check.derive)
         _delete_now(srv, key_id)
 
 
+@pytest.mark.slow
 def test_imported_material_is_sealed_in_depth_and_deleted_material_is_not_missing(
     srv: ServerProcess,
 ):
@@ -336,6 +337,7 @@ def test_imported_material_is_sealed_in_depth_and_deleted_material_is_not_missin
     assert _mine(report, "missing", {mid}) == []
 
 
+@pytest.mark.slow
 def test_the_server_scheduler_deletes_expired_material_from_the_token(srv: ServerProcess):
     """ValidTo passes; the server's own scheduler deletes the material from the token, and
     the key waits for the same material again (issue 16)."""

@@ -97,6 +97,7 @@ def test_new_keys_of_every_kind_work_through_every_connection(two_workers):
         assert sum(pool.map(use_all, clients)) == len(made) * len(clients)
 
 
+@pytest.mark.slow
 def test_imported_material_works_across_workers(two_workers):
     """A wrapping key made by one worker unwraps in another, and the material imported there
     is used through every connection (issue 16)."""
