@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors, hsm
 from hsmkms.service.core import Request, now, operation
+from hsmkms.service.masterkeys import ImportedMaterial
 from hsmkms.specs import (
     ExpirationModel,
     Family,
@@ -272,15 +273,7 @@ def import_key_material(svc: Service, req: Request) -> dict[str, Any]:
         import_type = _import_type(req, key, materials)
         spec = KeySpec(key.key_spec)
         try:
-            got = svc.masters.import_material(
-                parameters.import_id,
-                WrappingAlgorithm(parameters.wrapping_algorithm),
-                encrypted,
-                key.key_id,
-                now(),
-                spec,
-                KeyUsage(key.key_usage),
-            )
+            got = _unwrap(svc, parameters, encrypted, key, spec)
         except hsm.IntegrityError:
             raise errors.InvalidCiphertextException(
                 "The encrypted key material does not decrypt under the wrapping key of this "
@@ -313,6 +306,36 @@ def import_key_material(svc: Service, req: Request) -> dict[str, Any]:
         "waits for RotateKeyOnDemand" if record.pending_rotation else written.state,
     )
     return {"KeyId": written.arn, "KeyMaterialId": record.material_id}
+
+
+def _unwrap(
+    svc: Service,
+    parameters: ImportParametersRecord,
+    encrypted: bytes,
+    key: KeyRecord,
+    spec: KeySpec,
+) -> ImportedMaterial:
+    """The import on the token; a wrapping key the store vouches for but this process's view
+    of the token lacks (made by another process) is looked for once more."""
+    for attempt in (1, 2):
+        try:
+            return svc.masters.import_material(
+                parameters.import_id,
+                WrappingAlgorithm(parameters.wrapping_algorithm),
+                encrypted,
+                key.key_id,
+                now(),
+                spec,
+                KeyUsage(key.key_usage),
+            )
+        except hsm.KeyNotFound:
+            if attempt == 2:
+                raise
+            try:
+                svc.masters.refresh()
+            except hsm.TokenError:
+                raise hsm.KeyNotFound("wrapping key not visible") from None
+    raise AssertionError("unreachable")
 
 
 def _decide(
