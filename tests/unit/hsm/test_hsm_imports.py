@@ -194,14 +194,22 @@ def test_rsa_private_key_imports_and_signs(token, wrapping):
         token.destroy_master_key(got.material_id)
 
 
-def test_rsa_key_of_another_size_is_refused(token, wrapping):
-    private = rsa.generate_private_key(65537, 3072)
+@pytest.mark.parametrize(
+    ("private", "spec"),
+    [
+        (lambda: rsa.generate_private_key(65537, 3072), KeySpec.RSA_2048),
+        (lambda: ec.generate_private_key(ec.SECP384R1()), KeySpec.ECC_NIST_P256),
+    ],
+    ids=["rsa-size", "ec-curve"],
+)
+def test_a_private_key_of_another_size_or_curve_is_refused(token, wrapping, private, spec):
+    material = pkcs8(private())
     with pytest.raises(hsm.WrongKeyMaterial):
         do_import(
             token,
             wrapping,
-            wrap(wrapping[1], pkcs8(private), "RSA_AES_KEY_WRAP", "SHA1"),
-            KeySpec.RSA_2048,
+            wrap(wrapping[1], material, "RSA_AES_KEY_WRAP", "SHA1"),
+            spec,
             "sign",
             scheme="RSA_AES_KEY_WRAP",
         )
@@ -230,19 +238,6 @@ def test_ec_private_key_imports_with_its_public_key(token, wrapping, use):
             )
     finally:
         token.destroy_master_key(got.material_id)
-
-
-def test_ec_key_on_another_curve_is_refused(token, wrapping):
-    private = ec.generate_private_key(ec.SECP384R1())
-    with pytest.raises(hsm.WrongKeyMaterial):
-        do_import(
-            token,
-            wrapping,
-            wrap(wrapping[1], pkcs8(private), "RSA_AES_KEY_WRAP", "SHA1"),
-            KeySpec.ECC_NIST_P256,
-            "sign",
-            scheme="RSA_AES_KEY_WRAP",
-        )
 
 
 def test_a_destroyed_wrapping_key_is_not_found(token):
