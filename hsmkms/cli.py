@@ -4,14 +4,15 @@
                  [--pkcs11-module PATH] [--token-label L] [--workers N]
                  [--tls-cert F --tls-key F] [--log-level LEVEL] [--access-log]
                  [--limit-concurrency N] [--header-timeout S] [--body-timeout S]
-                 [--keep-alive-timeout S] [--operator-token-file FILE]
+                 [--keep-alive-timeout S] [--operator-token-file FILE] [--seed FILE]
     hsmkms doctor [--home DIR] [--config FILE] [--fix [--min-age SECONDS]] [--deep] [--json]
 
 ``serve`` loads the settings (defaults < TOML file < ``HSMKMS_*`` < flags), creates the embedded
 home if needed, opens the token once in this process so that a wrong PIN or a missing token or
-module fails now with a message saying how to fix it, then serves. Workers are separate
-processes (one token session each) that read their settings from the ``HSMKMS_*`` variables
-exported here.
+module fails now with a message saying how to fix it, applies the seed file if one is given
+(:mod:`hsmkms.seed`: once, in this process, before any worker starts), then serves. Workers
+are separate processes (one token session each) that read their settings from the
+``HSMKMS_*`` variables exported here.
 
 ``doctor`` cross-checks the store and the token (:mod:`hsmkms.service.doctor`), beside a running
 server or not. Exit status: 0 consistent (orphans, which are harmless, may be listed), 1 drift
@@ -26,11 +27,14 @@ import copy
 import os
 import sys
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hsmkms import __version__
 from hsmkms.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from hsmkms.seed import Seed
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -102,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="0600 file holding the bearer token that GET /health's full report and GET "
         "/metrics require (unset: /health says only ok or not, /metrics is not served)",
+    )
+    serve.add_argument(
+        "--seed",
+        metavar="FILE",
+        help="YAML or TOML file of keys with fixed KeyIds (and material) to make exist before "
+        "serving, idempotently (docs/seeding.md)",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -234,6 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
         operator_token_file=args.operator_token_file,
+        seed=args.seed,
     )
     settings.read_operator_token()  # a bad token file stops the start here, with its reason
     if bool(settings.tls_cert) != bool(settings.tls_key):
@@ -249,11 +260,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "(Debian/Ubuntu: apt-get install softhsm2) or pass --pkcs11-module PATH "
             "to your HSM vendor's library"
         )
+    seed_file = load_seed(settings.seed)  # the whole file checked before anything is made
     settings = ensure_home(settings)
     identities = compose.identities(settings)
     # Several workers each open the token themselves: here it is only checked, so the key
     # handles are not looked up (1-2 s at 10,000 keys, before the workers even start).
     kms = open_kms(settings, preload_keys=settings.workers == 1)
+    if seed_file is not None:
+        # Here, once, before the socket is bound and any worker starts.
+        apply_seed(kms, seed_file, next(iter(identities.values())).account_id)
     export_settings(settings)  # before the workers start: they read HSMKMS_*
 
     import uvicorn
@@ -351,6 +366,31 @@ def open_kms(settings: Settings, preload_keys: bool = True) -> Any:
         raise StartupError(f"token '{label}' ({module}): {exc}") from None
     except Exception as exc:
         raise StartupError(f"cannot open the KMS: {type(exc).__name__}: {exc}") from None
+
+
+def load_seed(path: str | None) -> Seed | None:
+    """The checked seed file at ``path`` (None: no seed), or StartupError naming the entry."""
+    if not path:
+        return None
+    from hsmkms import seed
+
+    try:
+        return seed.load(path)
+    except seed.SeedError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def apply_seed(kms: Any, seed_file: Seed, default_account: str) -> None:
+    """Apply the seed file through ``kms``'s operation layer; on failure close it and raise
+    StartupError naming the entry (nothing of the run is left: hsmkms/seed/)."""
+    from hsmkms import seed
+
+    try:
+        outcome = seed.apply(kms.service, seed_file, default_account)
+    except seed.SeedError as exc:
+        kms.close()
+        raise StartupError(str(exc)) from None
+    print(f"hsmkms: {outcome.summary()}", flush=True)
 
 
 def export_settings(settings: Settings) -> None:

@@ -95,6 +95,9 @@ class Settings:
     # Operators: a file (mode 0600) holding the bearer token that GET /health's full report
     # and GET /metrics require. Unset: they are not served; /health says {"ok": ...} only.
     operator_token_file: str | None = None
+    # Seeded keys (hsmkms/seed/, docs/seeding.md): a YAML or TOML file of keys with fixed
+    # KeyIds, applied by `hsmkms serve` once at start-up, before any request is served.
+    seed: str | None = None
 
     # -- derived paths -------------------------------------------------------------------
     @property
