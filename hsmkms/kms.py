@@ -11,6 +11,7 @@ handed to the operation layer. Errors are :class:`hsmkms.errors.KMSError`, a bot
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Protocol
 
@@ -52,8 +53,12 @@ class KMS:
         *,
         caller: Caller | None = None,
         preload_keys: bool = True,
+        seed: str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> None:
+        """``seed``: a seed file (docs/seeding.md) applied now, before the first call; a bad
+        one raises ValidationException naming the entry, and nothing of it stays behind. (The
+        ``seed`` setting is the server's: ``hsmkms serve`` applies it once for all workers.)"""
         from hsmkms import compose, hsm
 
         settings = settings or Settings.load(**overrides)
@@ -62,6 +67,14 @@ class KMS:
         except hsm.TokenError as exc:
             raise errors.KMSInternalException(f"cannot open the token: {exc}") from None
         self._attach(service, caller)
+        if seed is not None:
+            from hsmkms import seed as seeding
+
+            try:
+                seeding.apply_file(service, seed)  # type: ignore[arg-type]
+            except seeding.SeedError as exc:
+                service.close()
+                raise errors.ValidationException(str(exc)) from None
 
     @classmethod
     def from_service(cls, service: OperationLayer, caller: Caller | None = None) -> KMS:

@@ -13,6 +13,7 @@ from hsmkms import errors, model
 from hsmkms.identity import Caller
 from hsmkms.seed.material import WRAP_PRIVATE_KEY, WRAP_SECRET, WRAPPING_KEY_SPEC, wrap
 from hsmkms.seed.schema import Entry, Seed, SeedError, load
+from hsmkms.service import imports
 from hsmkms.specs import KeyState, Origin
 
 if TYPE_CHECKING:
@@ -215,6 +216,9 @@ def _import(svc: Service, plan: _Plan) -> None:
             f"(IncorrectKeyMaterialException: {exc.message}); a seed never replaces a key's "
             f"material"
         ) from None
+    finally:
+        # Used once: its wrapping key goes now, not when the scheduler sees it expire.
+        imports.retire(svc, parameters["ImportToken"])
 
 
 def _create(svc: Service, plan: _Plan, created: list[str]) -> None:
@@ -300,7 +304,7 @@ def _undo(svc: Service, created: list[str]) -> list[str]:
             for material in svc.store.inner.materials(key_id):
                 svc.destroy_material(material.material_id)
             imports.destroy_wrapping_keys(svc, key_id)
-            svc.store.delete_key(key_id)
+            svc.store.delete_key(key_id, tombstone=False)  # no blob was ever made under it
             log.warning("seed: deleted key %s again: a later entry failed", key_id)
         except Exception as exc:
             log.error("seed: could not delete key %s again: %s", key_id, exc)

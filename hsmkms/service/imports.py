@@ -460,6 +460,15 @@ def sweep(svc: Service, at: datetime | None = None) -> list[str]:
     return deleted
 
 
+def retire(svc: Service, token: bytes) -> None:
+    """Destroy the wrapping key of the import token ``token`` now (the seed file's, used
+    once), rather than when its parameters expire."""
+    parameters = svc.store.get_import_parameters(token[1:].hex())
+    if parameters is not None and not parameters.destroyed:
+        _destroy_wrapping_key(svc, parameters.import_id)
+        svc.store.mark_import_parameters_destroyed(parameters.import_id)
+
+
 def destroy_wrapping_keys(svc: Service, key_id: str) -> None:
     """Destroy the wrapping keys of a key being deleted (its records go with the key's)."""
     for parameters in svc.store.list_import_parameters_of(key_id):

@@ -41,7 +41,7 @@ _UUID_MARKER = re.compile(r"^[0-9a-f-]{36}$")
 # How many times a state change that lost a race to another request reads and decides again.
 _DECIDE_AGAIN = 4
 # The KeyId the next CreateKey in this context gives its key, instead of a new random one:
-# set by the seed file (hsmkms/seed.py) alone, never from a request's parameters (the wire
+# set by the seed file (hsmkms/seed/) alone, never from a request's parameters (the wire
 # has no member for it). A key id already taken is AlreadyExistsException.
 FIXED_KEY_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "hsmkms_fixed_key_id", default=None

@@ -185,8 +185,10 @@ class Store(ABC):
     ) -> list[KeyRecord]: ...
 
     @abstractmethod
-    def delete_key(self, key_id: str) -> None:
-        """Remove the key with its materials, aliases, tags and grants."""
+    def delete_key(self, key_id: str, *, tombstone: bool = True) -> None:
+        """Remove the key with its materials, aliases, tags and grants. ``tombstone=False``
+        (a seed run undoing the keys it made): leave no trace that it existed, so that the
+        same KeyId can be made again; a key that ever made a blob needs its tombstone."""
 
     @abstractmethod
     def was_deleted(self, key_id: str) -> bool:

@@ -107,18 +107,19 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
         )
         return [_key(r) for r in rows]
 
-    def delete_key(self, key_id: str) -> None:
+    def delete_key(self, key_id: str, *, tombstone: bool = True) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM grants WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM tags WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM key_materials WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM import_parameters WHERE key_id = ?", (key_id,))
-            conn.execute(
-                "INSERT INTO deleted_keys (key_id, account_id, region, deleted_at) "
-                "SELECT key_id, account_id, region, ? FROM keys WHERE key_id = ?",
-                (datetime.now(UTC).timestamp(), key_id),
-            )
+            if tombstone:
+                conn.execute(
+                    "INSERT INTO deleted_keys (key_id, account_id, region, deleted_at) "
+                    "SELECT key_id, account_id, region, ? FROM keys WHERE key_id = ?",
+                    (datetime.now(UTC).timestamp(), key_id),
+                )
             conn.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
 
     def was_deleted(self, key_id: str) -> bool:

@@ -343,6 +343,10 @@ def test_a_failure_after_keys_were_made_deletes_them_with_their_token_objects(
         assert service.store.inner.get_key(key_id) is None
     assert service.store.inner.get_alias(account, service.region, f"alias/seed-{made[:8]}") is None
     assert len(seen) == 1 and not token.has_master_key(bytes.fromhex(seen[0]))
+    # No tombstone: once the cause is mended, the same file seeds those KeyIds.
+    assert not service.store.inner.was_deleted(made)
+    monkeypatch.setattr(applying, "_put_policy", real)
+    assert len(run(service, account, path).created) == 2
 
 
 def library_policy(account: str) -> str:
@@ -472,3 +476,22 @@ def test_a_bad_seed_file_stops_serve_naming_the_entry(tmp_path, case):
     assert f"{named}: {what}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "home").exists()  # checked before anything was made
+
+
+@pytest.mark.slow
+def test_the_library_face_applies_a_seed_and_leaves_no_wrapping_key(settings, tmp_path):
+    from hsmkms.kms import KMS
+
+    key_id = new_id()
+    material = os.urandom(32)
+    path = seed_file(tmp_path, {"KeyId": key_id, "material": b64(material)})
+    kms = KMS(settings, seed=path)
+    try:
+        blob = kms.encrypt(KeyId=key_id, Plaintext=b"seeded")["CiphertextBlob"]
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"seeded"
+        assert kms.service.store.inner.list_import_parameters_of(key_id) == []
+    finally:
+        kms.close()
+    bad = seed_file(tmp_path, {"KeyId": "not-a-uuid"}, name="bad.yaml")
+    with pytest.raises(errors.ValidationException, match="keys\\[0\\]"):
+        KMS(settings, seed=bad)
