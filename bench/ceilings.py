@@ -12,7 +12,12 @@
   data key pair (generate + PKCS#8 seed-format private_bytes, and with the SPKI too as
   hsmkms/pq.py makes it), an ML-DSA-65 signature and an ML-KEM-768 decapsulation from the
   seed (from_seed_bytes + the step, what each hsmkms request does after unsealing the seed)
-  and without (the step alone, on a key expanded once), in one process and one per core.
+  and without (the step alone, on a key expanded once), in one process and one per core;
+* the token steps of the import operations (issue 16), through hsmkms's Token: an RSA-2048
+  wrapping key made on the token (GetParametersForImport's), and the reimport of 32 bytes of
+  symmetric material wrapped with RSAES_OAEP_SHA_1 (ImportKeyMaterial's: C_UnwrapKey into a
+  session object, its length checked, its KeyMaterialId by AES-CMAC, the token searched for
+  that id), in one process and in one process per core.
 
 Each measurement runs in a fresh spawned process: the PKCS#11 library reads SOFTHSM2_CONF
 once per process, and a rate per core needs a process per core.
@@ -205,6 +210,75 @@ def post_quantum(seconds: float, processes: int) -> dict[str, tuple[float, float
             # Spawned interpreters import at different speeds: each waits out the others.
             args = [(seconds, 1.0 - 0.1 * i) for i in range(processes)]
             for rates in pool.starmap(_post_quantum, args):
+                for name, rate in rates.items():
+                    many[name] = many.get(name, 0.0) + rate
+    return {name: (rate, many.get(name, 0.0)) for name, rate in one.items()}
+
+
+# The import steps measured by :func:`token_import`, by the name the report prints.
+WRAPPING_KEY = "RSA_2048 wrapping key on the token"
+REIMPORT = "reimport of 32 B (RSAES_OAEP_SHA_1)"
+IMPORT_STEPS = (WRAPPING_KEY, REIMPORT)
+
+
+def _token_import(home: str, seconds: float, delay: float) -> dict[str, float]:
+    """ops/s of each of :data:`IMPORT_STEPS` in this process, on a wrapping key and a
+    material of its own (another process's are its own too). The reimport first: each
+    wrapping key made stays on the token, and an import searches the token for its own."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from hsmkms.config import Settings
+    from hsmkms.home import ensure_home
+
+    time.sleep(delay)
+    settings = ensure_home(Settings.load(home=Path(home), env={}))
+    os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf_path)
+    from hsmkms.hsm import open_token
+
+    def made_id() -> bytes:
+        return b"\x02" + os.urandom(32)  # 33 bytes: a wrapping key's id
+
+    out: dict[str, float] = {}
+    with open_token(settings.pkcs11_module, settings.token_label, settings.read_pin()) as token:
+        wrapping = made_id()
+        spki = token.create_wrapping_key(wrapping, "bench-wrap", 2048)
+        public = serialization.load_der_public_key(spki)
+        assert isinstance(public, rsa.RSAPublicKey)
+        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+        encrypted = public.encrypt(os.urandom(32), oaep)
+        context = b"hsmkms bench import\x00" + os.urandom(16)
+        reimport = partial(
+            token.import_key, wrapping, "RSAES_OAEP", "SHA1", encrypted, "SYMMETRIC_DEFAULT",
+            None, context, lambda mid: "bench-imported",
+        )  # fmt: skip
+        reimport()  # the first import makes the token object; every later one finds it
+        time.sleep(max(0.0, 1.0 - delay))  # then every process measures at once
+        out[REIMPORT] = _rate(reimport, seconds, 10)
+        made: list[bytes] = []
+
+        def wrapping_key() -> None:
+            made.append(made_id())
+            token.create_wrapping_key(made[-1], "bench-wrap", 2048)
+
+        out[WRAPPING_KEY] = _rate(wrapping_key, seconds)
+        for wid in (wrapping, *made):  # not to slow the other processes' searches
+            token.destroy_wrapping_key(wid)
+    return out
+
+
+def token_import(home: Path, seconds: float, processes: int) -> dict[str, tuple[float, float]]:
+    """name -> (ops/s in one process, ops/s summed over ``processes`` at once, 0.0 when
+    ``processes`` is 1) of the import operations' token steps."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        one = pool.apply(_token_import, (str(home), seconds, 0.0))
+    many: dict[str, float] = {}
+    if processes > 1:
+        with ctx.Pool(processes) as pool:
+            # As token_sign: the processes open the token 0.3 s apart, then measure together.
+            args = [(str(home), seconds, 0.3 * i) for i in range(processes)]
+            for rates in pool.starmap(_token_import, args):
                 for name, rate in rates.items():
                     many[name] = many.get(name, 0.0) + rate
     return {name: (rate, many.get(name, 0.0)) for name, rate in one.items()}

@@ -17,12 +17,15 @@ from bench.load import Result, on_uvloop, run_cell
 from bench.report import DOC, fmt_rate, print_row
 from bench.servers import Hsmkms, Moto, Server, Trivial, TrivialAsgi
 from bench.workloads import (
+    GET_PARAMETERS,
+    IMPORT_CONCURRENCY,
     PAIR_SPECS,
     PEERS,
     RSA_SPECS,
     Fixture,
     Row,
     asymmetric_workloads,
+    import_workloads,
     main_workloads,
     post_quantum_workloads,
     prepare,
@@ -178,7 +181,20 @@ class Bench:
                 + (f", {fmt_rate(many):>8}/s in {cores}" if many else ""),
                 flush=True,
             )
-        return {"gcm": gcm, "pairs": pairs, "cores": cores, "sign": sign, "pq": pq}
+        # The token steps of the import operations (issue 16), one process and one per core.
+        imports = ceilings.token_import(
+            self.work / "import-home", seconds, 1 if self.opt.quick else cores
+        )
+        for name, (one, many) in imports.items():
+            print(
+                f"in-process ceiling  {name:<44} {fmt_rate(one):>8}/s in 1 process"
+                + (f", {fmt_rate(many):>8}/s in {cores}" if many else ""),
+                flush=True,
+            )
+        return {
+            "gcm": gcm, "pairs": pairs, "cores": cores, "sign": sign, "pq": pq,
+            "imports": imports,
+        }  # fmt: skip
 
     def stages(self) -> dict[str, dict[str, float]]:
         """Where a request's CPU goes, stage by stage, in-process (bench/stages.py)."""
@@ -192,26 +208,38 @@ class Bench:
         return out
 
     # -- the main comparison --------------------------------------------------------------
+    def picked(self, name: str) -> bool:
+        """Whether ``--only`` (a part of the name, in any case) selects workload ``name``."""
+        return not self.opt.only or self.opt.only.lower() in name.lower()
+
     def compare(self) -> None:
         opt = self.opt
         home = self.work / "hsmkms-home"
         settings = {"rsa_pool_size": str(opt.pool_size)}
-        names = [w for w in main_workloads() if not opt.only or opt.only in w]
+        names = [w for w in main_workloads() if self.picked(w)]
         # Asymmetric and HMAC keys (issue 14): after the data key cells, before the RSA pair
         # cells (whose refill threads would otherwise still be generating during them).
-        names += [w for w in asymmetric_workloads() if not opt.only or opt.only in w]
+        names += [w for w in asymmetric_workloads() if self.picked(w)]
         # Post-quantum KMS keys (issue 15), likewise before the RSA pair cells.
-        names += [w for w in post_quantum_workloads() if not opt.only or opt.only in w]
-        rsa = [s for s in RSA_SPECS if not opt.only or opt.only in f"GenerateDataKeyPair {s}"]
+        names += [w for w in post_quantum_workloads() if self.picked(w)]
+        # Imported key material (issue 16): after the scaling cells too, since every
+        # GetParametersForImport leaves an RSA wrapping key on the token; c=1 and 8 only.
+        imports = [w for w in import_workloads() if self.picked(w)]
+        import_c = [c for c in opt.concurrency if c in IMPORT_CONCURRENCY] or [min(opt.concurrency)]
+        rsa = [s for s in RSA_SPECS if self.picked(f"GenerateDataKeyPair {s}")]
         with Hsmkms(home, self.work, opt.workers, settings) as ours, Moto(self.work) as moto:
             print(
                 f"hsmkms ready in {ours.started_in:.1f} s ({opt.workers} workers); "
                 f"moto ready in {moto.started_in:.1f} s",
                 flush=True,
             )
+
+            def made(server: Server) -> Fixture:
+                return on_uvloop(prepare(server.endpoint(), asymmetric=True, imports=bool(imports)))
+
             fixtures = {
-                "hsmkms": (ours, on_uvloop(prepare(ours.endpoint(), asymmetric=True))),
-                "moto": (moto, on_uvloop(prepare(moto.endpoint(), asymmetric=True))),
+                "hsmkms": (ours, made(ours)),
+                "moto": (moto, made(moto)),
             }  # type: dict[str, tuple[Server, Fixture]]
             for peer, (_, fx) in fixtures.items():
                 for name, why in fx.missing.items():
@@ -225,6 +253,14 @@ class Bench:
                     self.cell(name, c, fixtures, order)
             if not opt.only or opt.only in "GenerateDataKey":
                 self.scaling(fixtures["hsmkms"])
+            for name in imports:
+                # An RSA-2048 key made on the token per call: ~7/s a process on SoftHSM2, and
+                # the time of each varies widely, so a window twice as long (as RSA_2048's).
+                span = 1 if name != GET_PARAMETERS or opt.quick else 2
+                for c in import_c:
+                    order = PEERS[::-1] if flip else PEERS
+                    flip = not flip
+                    self.cell(name, c, fixtures, order, seconds=span * opt.seconds)
             for spec in rsa:
                 self.rsa_cells(spec, ours, fixtures)
         # What the server said while under load (e.g. inline calls sent to threads).

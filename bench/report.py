@@ -16,12 +16,17 @@ from bench.stages import ORDER
 from bench.workloads import (
     ASYMMETRIC,
     ASYMMETRIC_BY_NAME,
+    GENERATED_ENCRYPT,
+    GET_PARAMETERS,
+    IMPORT_WORKLOADS,
+    IMPORTED_ENCRYPT,
     P256,
     PAIR_SPECS,
     PEERS,
     POST_QUANTUM,
     POST_QUANTUM_BY_NAME,
     PQ_PAIR,
+    REIMPORT,
     RSA_SPECS,
     Row,
 )
@@ -525,6 +530,75 @@ def post_quantum_summary(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
             "reads peer failed."
         )
     return [" ".join(lines)]
+
+
+# -- imported key material (issue 16) -----------------------------------------------------------
+# AWS's default per-account request quotas, /s (the KMS Developer Guide's "Request quotas").
+IMPORT_QUOTAS = {GET_PARAMETERS: 1.0, REIMPORT: 15.0}
+
+
+def is_import(row: Row) -> bool:
+    """A row of the issue 16 table."""
+    return row.workload in IMPORT_WORKLOADS
+
+
+def _cell_text(r: Result) -> str:
+    return (
+        f"{fmt_rate(r.rate)}/s (p50 {fmt_ms(r.percentile(50))} ms, p99 "
+        f"{fmt_ms(r.percentile(99))} ms, {fmt_cpu(r)} us CPU)"
+    )
+
+
+def import_summary(rows: list[Row], ceil: dict[str, Any]) -> list[str]:
+    """The paragraph under the issue 16 table: each import operation at each concurrency,
+    Encrypt under imported material against generated material, the token's own steps, and
+    the peer's n/a reasons."""
+    cells = {name: _rates(rows, name) for name in IMPORT_WORKLOADS}
+    if not any(cells.values()):
+        return []
+    parts = []
+    for name, quota in IMPORT_QUOTAS.items():
+        if cells[name]:
+            best = max(r.rate for r in cells[name].values())
+            parts.append(
+                f"{name} "
+                + ", ".join(f"c={c} {_cell_text(r)}" for c, r in sorted(cells[name].items()))
+                + f": at best {fmt_rate(best / quota)}x AWS's default quota of {quota:g}/s"
+            )
+    imported, generated = cells[IMPORTED_ENCRYPT], cells[GENERATED_ENCRYPT]
+    both = sorted(c for c in imported if c in generated and generated[c].rate)
+    if both:
+        parts.append(
+            "Encrypt 64 B under imported against generated material, cell after cell: "
+            + ", ".join(
+                f"c={c} {fmt_rate(imported[c].rate)}/s vs {fmt_rate(generated[c].rate)}/s "
+                f"({imported[c].rate / generated[c].rate - 1:+.0%}; {fmt_cpu(imported[c])} vs "
+                f"{fmt_cpu(generated[c])} us CPU)"
+                for c in both
+            )
+        )
+    lines = ["; ".join(parts) + "." if parts else ""]
+    steps = ceil.get("imports", {})
+    wrap = steps.get(ceilings.WRAPPING_KEY, (0.0, 0.0))
+    again = steps.get(ceilings.REIMPORT, (0.0, 0.0))
+    cores = ceil.get("cores")
+    if wrap[0] and again[0]:
+        lines.append(
+            f"The token's own steps, in-process (bench/ceilings.py, through hsmkms's Token): "
+            f"SoftHSM2 makes an RSA-2048 wrapping key in ~{1e3 / wrap[0]:,.0f} ms "
+            f"({fmt_rate(wrap[0])}/s in one process"
+            + (f", {fmt_rate(wrap[1])}/s in {cores}" if wrap[1] else "")
+            + "), and reimports 32 bytes (C_UnwrapKey into a session object, its length "
+            "checked, two AES-CMACs for its KeyMaterialId, a search for that id) in "
+            f"~{1e6 / again[0]:,.0f} us ({fmt_rate(again[0])}/s in one process"
+            + (f", {fmt_rate(again[1])}/s in {cores}" if again[1] else "")
+            + ")."
+        )
+    missing = sorted({f"{peer} {r.workload}: {why}" for r in rows if is_import(r)
+                      for peer, why in r.unavailable.items()})  # fmt: skip
+    if missing:
+        lines.append("Not measured (n/a in the table): " + "; ".join(missing) + ".")
+    return [" ".join(line for line in lines if line)]
 
 
 def stages_markdown(

@@ -5,6 +5,8 @@ in-process ceilings, a table on stdout and in docs/benchmarks.md.
     scripts/bench --quick          # a smoke test of every cell (~2 minutes), writes nothing
     scripts/bench --keys 10000     # cost in the number of keys (~4.5 minutes, most of it
                                    # creating 10,000 token keys)
+    scripts/bench --only import    # the import cells (issue 16) after the ceilings and the
+                                   # stages (~4.5 minutes), printed only
 
 Cells alternate between the two servers (hsmkms first in one cell, moto first in the next),
 so a burst of noise from elsewhere on the machine lands on both.
@@ -26,7 +28,9 @@ from bench.report import (
     asymmetric_summary,
     asymmetric_targets,
     fmt_rate,
+    import_summary,
     is_asymmetric,
+    is_import,
     is_post_quantum,
     machine,
     post_quantum_summary,
@@ -80,7 +84,11 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument(
         "--pool-size", type=int, default=16, help="hsmkms rsa_pool_size for the run (default 16)"
     )
-    p.add_argument("--only", help="run only workloads whose name contains this")
+    p.add_argument(
+        "--only",
+        help="run only workloads whose name contains this, in any case (e.g. import: the "
+        "issue 16 cells); writes nothing",
+    )
     p.add_argument("--quick", action="store_true", help="a short smoke test; writes nothing")
     p.add_argument(
         "--keys",
@@ -142,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = asymmetric_summary(bench.rows, ceil)
         pq_rows = [r for r in bench.rows if is_post_quantum(r)]
         pq_summary = post_quantum_summary(bench.rows, ceil)
-        print("\n".join(summary + pq_summary), flush=True)
+        imp_rows = [r for r in bench.rows if is_import(r)]
+        imp_summary = import_summary(bench.rows, ceil)
+        print("\n".join(summary + pq_summary + imp_summary), flush=True)
+        if imp_rows:  # the issue 16 table, for a run that writes nothing (--only import)
+            print("\n".join(rows_markdown(imp_rows)), flush=True)
         if opt.output:
             cores = ceil["cores"]
             body = [
@@ -183,13 +195,21 @@ def main(argv: list[str] | None = None) -> int:
                     f"{s} {fmt_rate(a)}" + (f"/{fmt_rate(b)}" if b else " (one process)")
                     for s, (a, b) in ceil["pq"].items()
                 )
+                + " per second. The token steps of the import operations, one process / "
+                f"{cores} processes: "
+                + ", ".join(
+                    f"{s} {fmt_rate(a)}" + (f"/{fmt_rate(b)}" if b else " (one process)")
+                    for s, (a, b) in ceil["imports"].items()
+                )
                 + " per second.",
                 "",
                 *rows_markdown(
                     [
                         r
                         for r in bench.rows
-                        if not is_asymmetric(r) and r.workload not in POST_QUANTUM_BY_NAME
+                        if not is_asymmetric(r)
+                        and r.workload not in POST_QUANTUM_BY_NAME
+                        and not is_import(r)
                     ]
                 ),  # fmt: skip
                 "",
@@ -212,6 +232,22 @@ def main(argv: list[str] | None = None) -> int:
                 *rows_markdown(pq_rows),
                 "",
                 *pq_summary,
+                "",
+                "Imported key material (issue 16): two keys made by CreateKey Origin EXTERNAL "
+                "on each server before the cells. GetParametersForImport (RSA_2048, "
+                "RSAES_OAEP_SHA_1) on one left PendingImport: hsmkms makes an RSA-2048 wrapping "
+                "key on the token per call (measured over twice the window). ImportKeyMaterial "
+                "imports the same 32 bytes into the other again and again (ImportType "
+                "EXISTING_KEY_MATERIAL, KEY_MATERIAL_DOES_NOT_EXPIRE; one import token and one "
+                "blob wrapped up front in cryptography after a first import): each request "
+                "unwraps on the token and takes the key's import lease in the store. Encrypt "
+                "64 B under that imported material, beside Encrypt under generated material "
+                "cell after cell. c = 1 and 8 only: AWS's default request quotas are 1/s "
+                "for GetParametersForImport and 15/s for ImportKeyMaterial, per account.",
+                "",
+                *rows_markdown(imp_rows),
+                "",
+                *imp_summary,
                 "",
                 "Where a request's CPU goes: each stage timed alone in one process on the "
                 "request the load generator sends (bench/stages.py), against what the "

@@ -70,6 +70,26 @@ POST_QUANTUM_BY_NAME = {a.name: a for a in POST_QUANTUM}
 # The ML-KEM data key pair of issue 15's speed section: a row of the main table too.
 PQ_PAIR = f"GenerateDataKeyPair {DataKeyPairSpec.ML_KEM_768}"
 KEY_WORKLOADS = {**ASYMMETRIC_BY_NAME, **POST_QUANTUM_BY_NAME}
+# Imported key material (issue 16), on keys made with CreateKey Origin EXTERNAL: a
+# GetParametersForImport (an RSA_2048 wrapping key made on the token per call), the same 32
+# bytes imported again into one key (one import token and one wrapped blob made up front,
+# RSAES_OAEP_SHA_1 in cryptography; each request unwraps on the token), and Encrypt under
+# the imported material beside Encrypt under generated material, in the same minute.
+WRAPPING_SPEC = "RSA_2048"
+WRAPPING_ALGORITHM = "RSAES_OAEP_SHA_1"
+IMPORTED_MATERIAL = bytes(range(64, 96))  # the 32 bytes imported, the same each time
+GET_PARAMETERS = f"GetParametersForImport {WRAPPING_SPEC} {WRAPPING_ALGORITHM}"
+REIMPORT = f"ImportKeyMaterial {WRAPPING_ALGORITHM}, the same 32 bytes again"
+IMPORTED_ENCRYPT = "Encrypt 64 B, imported key"
+GENERATED_ENCRYPT = "Encrypt 64 B, generated key (beside the imported)"
+# In the order they run: GetParametersForImport last, since each call leaves a wrapping key
+# on the token (valid 24 hours) and every import searches the token for its own.
+IMPORT_WORKLOADS = (GENERATED_ENCRYPT, IMPORTED_ENCRYPT, REIMPORT, GET_PARAMETERS)
+# AWS's default quotas: GetParametersForImport 1/s, ImportKeyMaterial 15/s per account; so
+# c=1 and 8 are plenty.
+IMPORT_CONCURRENCY = (1, 8)
+IMPORTED_SLOT = "EXTERNAL imported"  # Fixture.keys: the key whose material is imported
+PENDING_SLOT = "EXTERNAL pending import"  # Fixture.keys: GetParametersForImport's key
 
 
 @dataclass
@@ -77,7 +97,8 @@ class Fixture:
     """What the workloads of one server need: a KMS key and ciphertexts to decrypt; for the
     asymmetric workloads a key per :attr:`Asymmetric.slot` and the signature Verify checks
     (made once up front), and the ciphertext Decapsulate opens (made once up front by
-    Encapsulate); ``missing``: workload name -> why this server cannot run it."""
+    Encapsulate); for the import workloads (issue 16) two EXTERNAL keys, the import token and
+    the wrapped material; ``missing``: workload name -> why this server cannot run it."""
 
     key_id: str
     decrypt_bodies: list[bytes]
@@ -85,6 +106,8 @@ class Fixture:
     keys: dict[str, str] = field(default_factory=dict)
     signature: str = ""  # base64, by the ECC_NIST_P256 SIGN_VERIFY key over MESSAGE
     ciphertext: str = ""  # base64, Encapsulate's SharedSecretCiphertextBlob (ML_KEM_768 key)
+    import_token: str = ""  # base64, GetParametersForImport's, for the IMPORTED_SLOT key
+    wrapped_material: str = ""  # base64, IMPORTED_MATERIAL under that token's public key
     missing: dict[str, str] = field(default_factory=dict)
 
 
@@ -126,9 +149,18 @@ def workload(name: str, fx: Fixture, rng: random.Random) -> Workload:
     if name == "GenerateDataKeyWithoutPlaintext":
         req = (TARGET_PREFIX + name, _body({"KeyId": key, "KeySpec": AES_256}))
         return lambda: req
-    if name == "Encrypt 64 B":
+    if name in ("Encrypt 64 B", GENERATED_ENCRYPT, IMPORTED_ENCRYPT):
         plaintext = base64.b64encode(rng.randbytes(64)).decode()
-        req = (TARGET_PREFIX + "Encrypt", _body({"KeyId": key, "Plaintext": plaintext}))
+        on = fx.keys[IMPORTED_SLOT] if name == IMPORTED_ENCRYPT else key
+        req = (TARGET_PREFIX + "Encrypt", _body({"KeyId": on, "Plaintext": plaintext}))
+        return lambda: req
+    if name == REIMPORT:
+        req = (TARGET_PREFIX + "ImportKeyMaterial", _body(_import_params(fx, again=True)))
+        return lambda: req
+    if name == GET_PARAMETERS:
+        params = {"KeyId": fx.keys[PENDING_SLOT], "WrappingAlgorithm": WRAPPING_ALGORITHM,
+                  "WrappingKeySpec": WRAPPING_SPEC}  # fmt: skip
+        req = (TARGET_PREFIX + "GetParametersForImport", _body(params))
         return lambda: req
     if name == "Decrypt":
         return decrypt
@@ -177,12 +209,43 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _import_params(fx: Fixture, again: bool) -> dict[str, Any]:
+    """ImportKeyMaterial of IMPORTED_MATERIAL into the IMPORTED_SLOT key, with the one import
+    token and wrapped blob of the fixture; ``again``: a reimport, EXISTING_KEY_MATERIAL."""
+    params: dict[str, Any] = {
+        "KeyId": fx.keys[IMPORTED_SLOT],
+        "ImportToken": fx.import_token,
+        "EncryptedKeyMaterial": fx.wrapped_material,
+        "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE",
+    }
+    if again:
+        params["ImportType"] = "EXISTING_KEY_MATERIAL"
+    return params
+
+
+def wrap_material(public_key: str) -> bytes:
+    """IMPORTED_MATERIAL wrapped as an importer does: RSAES_OAEP_SHA_1 under the base64 DER
+    SubjectPublicKeyInfo GetParametersForImport answered (cryptography, OpenSSL)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_der_public_key(base64.b64decode(public_key))
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("the wrapping key is not an RSA key")
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    return key.encrypt(IMPORTED_MATERIAL, oaep)
+
+
 def asymmetric_workloads() -> list[str]:
     return [a.name for a in ASYMMETRIC]
 
 
 def post_quantum_workloads() -> list[str]:
     return [a.name for a in POST_QUANTUM]
+
+
+def import_workloads() -> list[str]:
+    return list(IMPORT_WORKLOADS)
 
 
 def main_workloads() -> list[str]:
@@ -197,9 +260,12 @@ def main_workloads() -> list[str]:
     ]
 
 
-async def prepare(endpoint: Endpoint, blobs: int = 64, asymmetric: bool = False) -> Fixture:
+async def prepare(
+    endpoint: Endpoint, blobs: int = 64, asymmetric: bool = False, imports: bool = False
+) -> Fixture:
     """A KMS key on the server behind ``endpoint`` and ``blobs`` data key blobs to decrypt;
-    with ``asymmetric``, the keys and the signature of the asymmetric workloads too."""
+    with ``asymmetric``, the keys and the signature of the asymmetric workloads too; with
+    ``imports``, the EXTERNAL keys and the import of the import workloads (issue 16)."""
     conn = Connection(endpoint)
     try:
         key = await conn.call("CreateKey", {"Description": "hsmkms benchmark"})
@@ -211,6 +277,8 @@ async def prepare(endpoint: Endpoint, blobs: int = 64, asymmetric: bool = False)
         fx = Fixture(key_id, bodies, [key_id])
         if asymmetric:
             await _prepare_asymmetric(conn, fx)
+        if imports:
+            await _prepare_imports(conn, fx)
         return fx
     finally:
         conn.close()
@@ -251,6 +319,45 @@ async def _prepare_asymmetric(conn: Connection, fx: Fixture) -> None:
         answer, why = await _attempt(conn, *_call(a, fx))
         if answer is None:
             fx.missing[a.name] = f"{a.operation}: {why}"
+
+
+async def _prepare_imports(conn: Connection, fx: Fixture) -> None:
+    """Two EXTERNAL keys: one whose material is imported here, once, from one import token and
+    one wrapped blob made up front (what ImportKeyMaterial imports again and Encrypt uses),
+    one left PendingImport (GetParametersForImport's). Each workload is called once; what
+    this server cannot do goes to ``fx.missing`` with the reason, so that its cell reads n/a."""
+
+    def lack(names: tuple[str, ...], why: str) -> None:
+        for name in names:
+            fx.missing.setdefault(name, why)
+
+    imported = (REIMPORT, IMPORTED_ENCRYPT)
+    for slot in (IMPORTED_SLOT, PENDING_SLOT):
+        params = {"Origin": "EXTERNAL", "Description": "benchmark"}
+        answer, why = await _attempt(conn, "CreateKey", params)
+        if answer is None:
+            lack((*imported, GET_PARAMETERS), f"CreateKey Origin EXTERNAL: {why}")
+            return
+        fx.keys[slot] = answer["KeyMetadata"]["KeyId"]
+    params = {"KeyId": fx.keys[IMPORTED_SLOT], "WrappingAlgorithm": WRAPPING_ALGORITHM,
+              "WrappingKeySpec": WRAPPING_SPEC}  # fmt: skip
+    answer, why = await _attempt(conn, "GetParametersForImport", params)
+    if answer is None:
+        lack(imported, f"no material imported (GetParametersForImport: {why})")
+    else:
+        fx.import_token = answer["ImportToken"]
+        fx.wrapped_material = _b64(wrap_material(answer["PublicKey"]))
+        made, why = await _attempt(conn, "ImportKeyMaterial", _import_params(fx, again=False))
+        if made is None:
+            lack(imported, f"the first ImportKeyMaterial: {why}")
+    for name in IMPORT_WORKLOADS:
+        if name in fx.missing:
+            continue
+        target, body = workload(name, fx, random.Random(1))()
+        operation = target.removeprefix(TARGET_PREFIX)
+        answer, why = await _attempt(conn, operation, json.loads(body))
+        if answer is None:
+            fx.missing[name] = f"{operation}: {why}"
 
 
 def _call(a: Asymmetric, fx: Fixture) -> tuple[str, dict[str, Any]]:
