@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -48,7 +49,12 @@ class Settings:
     workers: int = 1
     tls_cert: str | None = None
     tls_key: str | None = None
+    # The Region of the library face and of printed examples; requests over HTTP are in the
+    # Region of their SigV4 scope.
     region: str = "us-east-1"
+    # The Regions whose SigV4 scopes the server accepts: "*" (every Region botocore knows for
+    # KMS, and `region`), or a comma-separated list (a TOML list too).
+    regions: str = "*"
     # The token.
     pkcs11_module: str = field(default_factory=default_pkcs11_module)
     token_label: str = "hsmkms"
@@ -190,7 +196,11 @@ class Settings:
             if f.name not in values:
                 continue
             kwargs[f.name] = _coerce(f, values[f.name])
+        if isinstance(kwargs.get("regions"), list | tuple):
+            kwargs["regions"] = ",".join(str(r) for r in kwargs["regions"])
         settings = cls(**kwargs)
+        if not all(_REGION.match(r) for r in settings.region_set() - {"*"}):
+            raise ConfigError(f"regions: {settings.regions!r} is not a list of Region names")
         if settings.keypair_source not in ("host", "token"):
             raise ConfigError('keypair_source must be "host" or "token"')
         if settings.cache_ttl < 0 or settings.rsa_pool_size < 0 or settings.rsa_pool_threads < 1:
@@ -209,6 +219,18 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def region_set(self) -> frozenset[str]:
+        """The Regions served (``regions``), ``region`` always among them."""
+        if self.regions.strip() == "*":
+            import botocore.session
+
+            known = botocore.session.get_session().get_available_regions("kms")
+            return frozenset({*known, self.region})
+        return frozenset({r.strip() for r in self.regions.split(",") if r.strip()} | {self.region})
+
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
 def _check_private(st: os.stat_result, path: Path, what: str) -> None:

@@ -25,9 +25,16 @@ class Identity:
             f"principal_arn={self.principal_arn!r})"
         )
 
-    def caller(self, source_ip: str = "", *, secure_transport: bool = True) -> Caller:
+    def caller(
+        self, source_ip: str = "", *, secure_transport: bool = True, region: str = ""
+    ) -> Caller:
         return Caller(
-            self.account_id, self.principal_arn, self.access_key_id, source_ip, secure_transport
+            self.account_id,
+            self.principal_arn,
+            self.access_key_id,
+            source_ip,
+            secure_transport,
+            region,
         )
 
 
@@ -43,3 +50,6 @@ class Caller:
     # library face's default caller (Identity.caller) crosses no network and says true; a
     # Caller made by hand says false, the value that can only make a policy stricter.
     secure_transport: bool = False
+    # The Region of the request (its SigV4 scope); "" is the service's default Region (the
+    # library face's ``region`` setting).
+    region: str = ""

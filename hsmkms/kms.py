@@ -11,6 +11,7 @@ handed to the operation layer. Errors are :class:`hsmkms.errors.KMSError`, a bot
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any, Protocol
@@ -143,6 +144,11 @@ class KMS:
     def as_caller(self, caller: Caller) -> KMS:
         """A view of this KMS that acts as ``caller`` (shares the token and store)."""
         return KMS.from_service(self.service, caller)
+
+    def in_region(self, region: str) -> KMS:
+        """A view of this KMS whose calls run in ``region`` (by default they run in the
+        ``region`` setting's): keys, aliases and ARNs are per account and Region."""
+        return self.as_caller(dataclasses.replace(self.caller, region=region))
 
     def __enter__(self) -> KMS:
         return self

@@ -167,8 +167,9 @@ class ServerProcess(HsmkmsServer):
         data = body if body is not None else json.dumps(params or {}).encode()
         return self.raw("POST", "/", data, self.signed_headers(operation, data, **sign))
 
-    def client(self, **config: Any) -> Any:
-        """A boto3 KMS client for this server (``config`` goes to botocore's Config)."""
+    def client(self, region: str | None = None, **config: Any) -> Any:
+        """A boto3 KMS client for this server in ``region`` (default: the server's default
+        Region); ``config`` goes to botocore's Config."""
         import boto3
         from botocore.config import Config
 
@@ -177,7 +178,7 @@ class ServerProcess(HsmkmsServer):
             "kms",
             endpoint_url=self.url,
             verify=str(self.tls[0]) if self.tls else None,
-            region_name=self.region,
+            region_name=region or self.region,
             aws_access_key_id=ident.access_key_id,
             aws_secret_access_key=ident.secret_access_key,
             config=Config(retries={"max_attempts": 1}, **config),

@@ -105,7 +105,7 @@ class App:
             threads = DEFAULT_THREADS
         self.kms = kms
         self.settings = settings
-        self.verifier = Verifier(identities, settings.region)
+        self.verifier = Verifier(identities, settings.region_set())
         self.max_body = settings.max_body_bytes
         # threads=0 runs KMS.call on the event loop itself (for measurements only: a slow
         # call would then stall every other request of the process).
@@ -181,7 +181,7 @@ class App:
             if body is None:
                 return  # the client went away: nobody to answer
             operation = self._operation(headers)
-            identity = self.verifier.verify(
+            identity, region = self.verifier.verify_scoped(
                 SignedRequest(
                     method=method,
                     raw_path=scope.get("raw_path", path.encode()).decode("latin-1"),
@@ -195,6 +195,7 @@ class App:
             caller = identity.caller(
                 source_ip=client[0] if client else "",
                 secure_transport=scope.get("scheme") == "https",
+                region=region,
             )
             result = await self._call(operation, params, caller)
             payload = _dumps(model.to_wire(operation, result))

@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -263,17 +263,22 @@ class Verifier:
     def __init__(
         self,
         identities: Mapping[str, Identity],
-        region: str,
+        region: str | Iterable[str],
         service: str = "kms",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``region``: the Region a scope must name, or the set of those it may."""
         self.identities = dict(identities)
-        self.region = region
+        self.regions = frozenset({region} if isinstance(region, str) else region)
         self.service = service
         self.clock = clock
 
     def verify(self, request: SignedRequest) -> Identity:
         """The identity that signed ``request``; raises the KMSError AWS would answer."""
+        return self.verify_scoped(request)[0]
+
+    def verify_scoped(self, request: SignedRequest) -> tuple[Identity, str]:
+        """The identity that signed ``request`` and the Region of its scope."""
         header = request.header("authorization")
         if not header or not header.lstrip().startswith("AWS4-"):
             raise errors.MissingAuthenticationTokenException(MISSING_TOKEN)
@@ -333,7 +338,7 @@ class Verifier:
         ).hexdigest()
         if not hmac.compare_digest(expected.encode(), auth.signature.encode("utf-8", "replace")):
             raise errors.InvalidSignatureException(SIGNATURE_MISMATCH)
-        return identity
+        return identity, scope_region
 
     # -- steps -------------------------------------------------------------------------------
     @staticmethod
@@ -387,7 +392,7 @@ class Verifier:
     ) -> None:
         """Every scope mismatch in one message, in AWS's order and punctuation."""
         problems = []
-        if region != self.region:
+        if region not in self.regions:
             problems.append(f"Credential should be scoped to a valid region, not '{region}'. ")
         if service != self.service:
             problems.append(f"Credential should be scoped to correct service: '{self.service}'. ")

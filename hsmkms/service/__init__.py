@@ -138,6 +138,10 @@ class Service:
         policy.authorize(self, req, key, action or req.operation, requested=key_id)
         return key
 
+    def region_of(self, caller: Caller) -> str:
+        """The Region a request runs in: its SigV4 scope's, else the default ``region``."""
+        return caller.region or self.region
+
     def random(self, n: int) -> bytes:
         return self.masters.random(n)
 
@@ -232,7 +236,7 @@ class Service:
         except blobfmt.MalformedBlob:
             raise errors.InvalidCiphertextException(INVALID_CIPHERTEXT) from None
         key = self.store.get_key(parsed.key_id)
-        if key is None or key.region != self.region:
+        if key is None or key.region != self.region_of(req.caller):
             if self.store.was_deleted(parsed.key_id):
                 raise errors.NotFoundException(
                     f"The KMS key {parsed.key_id} that encrypted this ciphertext was deleted."

@@ -70,24 +70,23 @@ def create_alias(svc: Service, req: Request) -> dict[str, Any]:
     name = req.required_text("AliasName")
     check_alias_name(name)
     key = _target(svc, req)
-    account = req.caller.account_id
+    account, region = req.caller.account_id, svc.region_of(req.caller)
     stamp = now()
     try:
-        svc.store.create_alias(AliasRecord(account, svc.region, name, key.key_id, stamp, stamp))
+        svc.store.create_alias(AliasRecord(account, region, name, key.key_id, stamp, stamp))
     except Conflict:
         raise errors.AlreadyExistsException(
-            f"An alias with the name {alias_arn(svc.region, account, name)} already exists"
+            f"An alias with the name {alias_arn(region, account, name)} already exists"
         ) from None
     return {}
 
 
 def _existing(svc: Service, req: Request, name: str) -> AliasRecord:
     check_alias_name(name)
-    alias = svc.store.get_alias(req.caller.account_id, svc.region, name)
+    account, region = req.caller.account_id, svc.region_of(req.caller)
+    alias = svc.store.get_alias(account, region, name)
     if alias is None:
-        raise errors.NotFoundException(
-            f"Alias {alias_arn(svc.region, req.caller.account_id, name)} is not found."
-        )
+        raise errors.NotFoundException(f"Alias {alias_arn(region, account, name)} is not found.")
     return alias
 
 
@@ -102,7 +101,9 @@ def update_alias(svc: Service, req: Request) -> dict[str, Any]:
         raise errors.ValidationException(
             "An alias can only be moved to a KMS key of the same key usage."
         )
-    svc.store.update_alias(req.caller.account_id, svc.region, name, key.key_id, now())
+    svc.store.update_alias(
+        req.caller.account_id, svc.region_of(req.caller), name, key.key_id, now()
+    )
     return {}
 
 
@@ -111,7 +112,7 @@ def delete_alias(svc: Service, req: Request) -> dict[str, Any]:
     name = req.required_text("AliasName")
     alias = _existing(svc, req, name)
     svc.authorized_key(req, alias.key_id, allow_alias=False)  # kms:DeleteAlias on the key
-    svc.store.delete_alias(req.caller.account_id, svc.region, name)
+    svc.store.delete_alias(req.caller.account_id, svc.region_of(req.caller), name)
     return {}
 
 
@@ -123,7 +124,9 @@ def list_aliases(svc: Service, req: Request) -> dict[str, Any]:
     if key_id is not None:
         # Account-level (IAM-only in AWS): the key policy is not consulted.
         key_id = resolve_key(svc, req.caller, key_id, allow_alias=False).key_id
-    rows = svc.store.list_aliases(req.caller.account_id, svc.region, key_id, marker, limit + 1)
+    rows = svc.store.list_aliases(
+        req.caller.account_id, svc.region_of(req.caller), key_id, marker, limit + 1
+    )
     out: dict[str, Any] = {
         "Aliases": [_alias_entry(a) for a in rows[:limit]],
         "Truncated": len(rows) > limit,

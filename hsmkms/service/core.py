@@ -162,7 +162,7 @@ def alias_arn(region: str, account_id: str, alias_name: str) -> str:
 
 def resolve_key(svc: Service, caller: Caller, key_id: str, allow_alias: bool = True) -> KeyRecord:
     """The key named by a key id, key ARN, alias name or alias ARN; NotFoundException else."""
-    region = svc.region
+    region = svc.region_of(caller)
     account = caller.account_id
     target: str | None = None
     if _UUID.match(key_id):
@@ -172,12 +172,12 @@ def resolve_key(svc: Service, caller: Caller, key_id: str, allow_alias: bool = T
             raise errors.NotFoundException(f"Key '{key_id}' does not exist")
         account, target = m.group(2), m.group(3)
     elif allow_alias and key_id.startswith("alias/"):
-        target = _alias_target(svc, account, key_id)
+        target = _alias_target(svc, region, account, key_id)
     elif allow_alias and (m := _ALIAS_ARN.match(key_id)):
         if m.group(1) != region:
             raise errors.NotFoundException(f"Alias {key_id} is not found.")
         account = m.group(2)
-        target = _alias_target(svc, account, m.group(3))
+        target = _alias_target(svc, region, account, m.group(3))
     else:
         raise errors.NotFoundException(f"Invalid keyId '{key_id}'")
     key = svc.store.get_key(target)
@@ -197,11 +197,11 @@ def named_key_id(name: object) -> str | None:
     return m.group(3) if m and _UUID.match(m.group(3)) else None
 
 
-def _alias_target(svc: Service, account: str, alias_name: str) -> str:
-    alias = svc.store.get_alias(account, svc.region, alias_name)
+def _alias_target(svc: Service, region: str, account: str, alias_name: str) -> str:
+    alias = svc.store.get_alias(account, region, alias_name)
     if alias is None:
         raise errors.NotFoundException(
-            f"Alias {alias_arn(svc.region, account, alias_name)} is not found."
+            f"Alias {alias_arn(region, account, alias_name)} is not found."
         )
     return alias.key_id
 

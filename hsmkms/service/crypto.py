@@ -254,7 +254,7 @@ def _check_pair_spec(svc: Service, spec: DataKeyPairSpec) -> None:
     if spec.china_only:
         raise errors.UnsupportedOperationException(
             f"KeyPairSpec {spec} is available only in China Regions; this endpoint serves "
-            f"{svc.region}."
+            f"{svc.region}."  # China Regions are never served
         )
     if spec not in svc.keypair_specs:
         raise errors.UnsupportedOperationException(

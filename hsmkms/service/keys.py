@@ -122,7 +122,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         policy.check_lockout(
             policy.parse_policy(policy_text),
             caller,
-            key_arn(svc.region, caller.account_id, key_id),
+            key_arn(svc.region_of(caller), caller.account_id, key_id),
             req.flag("BypassPolicyLockoutSafetyCheck"),
             {t["TagKey"]: t["TagValue"] for t in req.structures("Tags")},  # aws:ResourceTag
         )
@@ -139,7 +139,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
     key = KeyRecord(
         key_id=key_id,
         account_id=caller.account_id,
-        region=svc.region,
+        region=svc.region_of(caller),
         key_usage=usage,
         key_spec=spec,
         origin=origin,
@@ -193,7 +193,7 @@ def check_marker(marker: str | None) -> str | None:
 def list_keys(svc: Service, req: Request) -> dict[str, Any]:
     limit = page_limit(req)
     marker = check_marker(req.text("Marker"))
-    keys = svc.store.list_keys(req.caller.account_id, svc.region, marker, limit + 1)
+    keys = svc.store.list_keys(req.caller.account_id, svc.region_of(req.caller), marker, limit + 1)
     out: dict[str, Any] = {
         "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in keys[:limit]],
         "Truncated": len(keys) > limit,

@@ -280,7 +280,7 @@ def request_context(
         source_ip=caller.source_ip or None,
         now=datetime.now(UTC),
         secure_transport=caller.secure_transport,
-        requested_region=svc.region,
+        requested_region=svc.region_of(caller),
         resource_tags=lambda: store.get_tags(key.key_id),
         request_tags=request_tags,
         extra=extras,
@@ -317,7 +317,7 @@ def _names_key(svc: Service, req: Request, key: KeyRecord, named: str | None) ->
     if alias is None:
         return False  # another key id or key ARN
     account = named.split(":")[4] if named.startswith("arn:") else req.caller.account_id
-    record = svc.store.get_alias(account, svc.region, alias)
+    record = svc.store.get_alias(account, svc.region_of(req.caller), alias)
     return record is not None and record.key_id == key.key_id
 
 

@@ -169,7 +169,9 @@ def test_the_verified_identity_is_the_caller(app, service):
     post(app, "GenerateRandom", {"NumberOfBytes": 4})
     operation, params, caller = service.calls[-1]
     assert (operation, params) == ("GenerateRandom", {"NumberOfBytes": 4})
-    assert caller == Caller(ALICE.account_id, ALICE.principal_arn, ALICE.access_key_id, "192.0.2.7")
+    assert caller == Caller(
+        ALICE.account_id, ALICE.principal_arn, ALICE.access_key_id, "192.0.2.7", region="us-east-1"
+    )
 
 
 def test_blobs_arrive_decoded_at_the_operation_layer(app, service):
