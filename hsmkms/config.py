@@ -10,6 +10,7 @@ named by ``pin_file``; the operators' bearer token likewise only from a 0600 fil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import stat
@@ -199,7 +200,8 @@ class Settings:
         if isinstance(kwargs.get("regions"), list | tuple):
             kwargs["regions"] = ",".join(str(r) for r in kwargs["regions"])
         settings = cls(**kwargs)
-        if not all(_REGION.match(r) for r in settings.region_set() - {"*"}):
+        listed = set() if settings.regions.strip() == "*" else settings._listed_regions()
+        if not all(_REGION.match(r) for r in listed | {settings.region}):
             raise ConfigError(f"regions: {settings.regions!r} is not a list of Region names")
         if settings.keypair_source not in ("host", "token"):
             raise ConfigError('keypair_source must be "host" or "token"')
@@ -223,11 +225,19 @@ class Settings:
     def region_set(self) -> frozenset[str]:
         """The Regions served (``regions``), ``region`` always among them."""
         if self.regions.strip() == "*":
-            import botocore.session
+            return _known_regions() | {self.region}
+        return self._listed_regions() | {self.region}
 
-            known = botocore.session.get_session().get_available_regions("kms")
-            return frozenset({*known, self.region})
-        return frozenset({r.strip() for r in self.regions.split(",") if r.strip()} | {self.region})
+    def _listed_regions(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.regions.split(",") if r.strip())
+
+
+@functools.cache
+def _known_regions() -> frozenset[str]:
+    """The Regions botocore's endpoint data knows for KMS (read once: ~0.1 s)."""
+    import botocore.session
+
+    return frozenset(botocore.session.get_session().get_available_regions("kms"))
 
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
