@@ -75,3 +75,17 @@ def test_the_regions_setting_limits_the_scopes_accepted(tmp_path_factory):
         )
         with raises("InvalidSignatureException", "Credential should be scoped to a valid region"):
             srv.client(WEST).list_keys()
+
+
+def test_the_regions_setting_reads_a_list_a_star_or_refuses_nonsense(tmp_path):
+    from hsmkms.config import ConfigError, Settings
+
+    listed = Settings.load(env={}, home=tmp_path, regions="eu-west-1, ap-south-1")
+    assert listed.region_set() == {"eu-west-1", "ap-south-1", "us-east-1"}
+    config = tmp_path / "settings.toml"
+    config.write_text('regions = ["eu-central-1", "us-west-2"]\n')
+    assert Settings.load(config, env={}).region_set() == {"eu-central-1", "us-west-2", "us-east-1"}
+    everything = Settings.load(env={}, home=tmp_path).region_set()
+    assert {"us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1"} <= everything
+    with pytest.raises(ConfigError, match="regions"):
+        Settings.load(env={}, home=tmp_path, regions="us-east-1; drop table")
