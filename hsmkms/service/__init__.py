@@ -29,6 +29,7 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
     nonces,
     policy,
     quick,
+    quotas,
     rotation,
     tags,
 )
@@ -80,6 +81,8 @@ class Service:
         # not one C_GenerateRandom per request.
         self.ivs = nonces.IvSequence(self.random)
         self.scheduler: Scheduler | None = None
+        # AWS's request quotas when the `quotas` setting asks for them (service/quotas.py).
+        self.quotas = quotas.from_settings(settings)
 
     # -- dispatch --------------------------------------------------------------------------
     def dispatch(self, operation: str, params: dict[str, Any], caller: Caller) -> dict:
@@ -100,9 +103,13 @@ class Service:
         no_search = hsm.NO_SEARCH.set(quick.NO_WAIT.get())
         try:
             try:
+                self.quotas.charge(req, None)
                 answer = self._run(handler, req)
             except FAULTS as fault:
                 raise translate(fault, operation) from None
+            except quick.WouldBlock:
+                self.quotas.refund(req)  # it runs again, from the start, on a thread
+                raise
         except errors.KMSError as exc:
             self.audit.record(req, exc)
             raise
@@ -126,7 +133,10 @@ class Service:
                 self.masters.refresh()
             except hsm.TokenError:
                 raise hsm.KeyNotFound("master key not visible") from None
-            return handler(self, req.again())
+            self.quotas.refund(req)
+            again = req.again()
+            self.quotas.charge(again, None)
+            return handler(self, again)
 
     # -- helpers for the operation modules ---------------------------------------------
     def authorized_key(
@@ -136,7 +146,14 @@ class Service:
         operation) on it: key policy, then grants (:func:`policy.authorize`)."""
         key = keys.resolve_key(self, req.caller, key_id, allow_alias)
         policy.authorize(self, req, key, action or req.operation, requested=key_id)
+        self.used_key(req, key)
         return key
+
+    def used_key(self, req: Request, key: KeyRecord) -> None:
+        """``req`` was allowed to use ``key``: charge the key spec's quota, note the use
+        (GetKeyLastUsage counts it once the request succeeds)."""
+        self.quotas.charge(req, key)
+        req.used.append(key)
 
     def region_of(self, caller: Caller) -> str:
         """The Region a request runs in: its SigV4 scope's, else the default ``region``."""
@@ -250,6 +267,7 @@ class Service:
                     "operation."
                 )
         policy.authorize(self, req, key, action or req.operation, requested=expected_key_id)
+        self.used_key(req, key)
         check_usable(key)
         check_algorithm(key, algorithm)
         material_id = parsed.material_hex
@@ -353,6 +371,7 @@ class Service:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.pool.close()
+        self.quotas.close()
         self.store.close()
         try:
             self.masters.close()

@@ -55,12 +55,17 @@ class Request:
     member's type, length, range and enum) seen through typed accessors, and who asks.
 
     ``grants_checked`` is the one thing authorization learns and keeps for the rest of the
-    request: that every grant token names a grant that exists (asked of the store once)."""
+    request: that every grant token names a grant that exists (asked of the store once).
+    ``used``: the keys the request was allowed to use, in order (:meth:`Service.used_key`);
+    ``charges``: what it took from the request quotas (service/quotas.py), for a refund when
+    it runs again from the start."""
 
     operation: str
     params: Mapping[str, Any]
     caller: Caller
     grants_checked: bool = field(default=False, compare=False)
+    used: list[KeyRecord] = field(default_factory=list, compare=False)
+    charges: list[Any] = field(default_factory=list, compare=False)
 
     def again(self) -> Request:
         """The same request, as yet unchecked (for a retry from the start)."""
