@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hsmkms.store.base import (
     EXPIRING,
+    SHARED_COLUMNS,
     AliasRecord,
     Conflict,
     GrantRecord,
@@ -16,6 +17,7 @@ from hsmkms.store.base import (
     StoreError,
     StoreFull,
     StoreUnavailable,
+    key_ref,
 )
 
 
@@ -33,6 +35,7 @@ def open_store(location: str, *, busy_timeout: float = 10.0) -> Store:
 
 __all__ = [
     "EXPIRING",
+    "SHARED_COLUMNS",
     "AliasRecord",
     "Conflict",
     "GrantRecord",
@@ -45,5 +48,6 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
+    "key_ref",
     "open_store",
 ]

@@ -37,6 +37,14 @@ class StoreFull(StoreUnavailable):
     """The store's disk (or file size limit) is full: no write can be made until space returns."""
 
 
+def key_ref(key_id: str, region: str) -> str:
+    """The store's name for the record of ``key_id`` in ``region``: the key id itself, but for
+    a multi-Region key (``mrk-...``), whose primary and replicas share one key id and one set
+    of materials, ``<key id>~<region>``: one record per Region (its policy, state, tags,
+    aliases and grants), the materials under the bare key id."""
+    return f"{key_id}~{region}" if key_id.startswith("mrk-") else key_id
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     key_id: str
@@ -60,10 +68,23 @@ class KeyRecord:
     # The deletion sweep claimed this PendingDeletion key (Store.claim_for_deletion): its
     # material is being destroyed, and nothing may change it any more.
     deletion_claimed: bool = False
+    # A multi-Region key's primary Region (the same in every record of the key); None for a
+    # single-Region key.
+    primary_region: str | None = None
 
     @property
     def arn(self) -> str:
         return f"arn:aws:kms:{self.region}:{self.account_id}:key/{self.key_id}"
+
+    @property
+    def ref(self) -> str:
+        """This record's name in the store (:func:`key_ref`): what the per-Region methods
+        (update, delete, tags, aliases, grants) take."""
+        return key_ref(self.key_id, self.region)
+
+    @property
+    def is_replica(self) -> bool:
+        return self.primary_region is not None and self.primary_region != self.region
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,12 @@ class MaterialRecord:
     valid_to: datetime | None = None
     description: str | None = None
 
+
+# What the records of one multi-Region key share, kept equal in all of them by the store
+# (besides the key id, spec, usage and origin, which never change).
+SHARED_COLUMNS = frozenset(
+    {"current_material_id", "rotation_enabled", "rotation_period_days", "next_rotation"}
+)
 
 # MaterialRecord.import_state of material the expiry sweep has claimed (see above).
 EXPIRING = "EXPIRING"
@@ -141,7 +168,7 @@ class GrantRecord:
     encryption-context constraints, and who may retire it."""
 
     grant_id: str  # 64 lowercase hex characters
-    key_id: str
+    key_id: str  # the ref of the key record it is on (KeyRecord.ref: a replica's own grants)
     grantee_principal: str
     operations: tuple[str, ...]
     issuing_account: str  # the account id of the principal that created the grant
@@ -169,7 +196,23 @@ class Store(ABC):
         """A new key with its first material (None: a key awaiting imported material)."""
 
     @abstractmethod
-    def get_key(self, key_id: str) -> KeyRecord | None: ...
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        """The record a ref names (:attr:`KeyRecord.ref`); a bare multi-Region key id names
+        its primary's record."""
+
+    @abstractmethod
+    def keys_in_family(self, key_id: str) -> list[KeyRecord]:
+        """Every record of ``key_id`` (a multi-Region key's primary and replicas; a
+        single-Region key's one record), by Region."""
+
+    @abstractmethod
+    def create_replica(self, replica: KeyRecord, tags: dict[str, str]) -> None:
+        """A multi-Region key's record in another Region: its materials are the key's own
+        (:class:`Conflict` when that Region has one)."""
+
+    @abstractmethod
+    def set_primary_region(self, key_id: str, region: str) -> None:
+        """Make the record in ``region`` the primary of every record of ``key_id``."""
 
     @abstractmethod
     def update_key(
@@ -177,7 +220,9 @@ class Store(ABC):
     ) -> KeyRecord:
         """Write ``changes``; with ``if_state``, only while the key's state is one of those
         (else :class:`StateChanged`): a state transition decided on a read must not overwrite
-        one that another request made since."""
+        one that another request made since. ``key_id`` is a ref (:attr:`KeyRecord.ref`);
+        the properties a multi-Region key shares (:data:`SHARED_COLUMNS`) are written to
+        every record of the key."""
 
     @abstractmethod
     def list_keys(
@@ -186,9 +231,11 @@ class Store(ABC):
 
     @abstractmethod
     def delete_key(self, key_id: str, *, tombstone: bool = True) -> None:
-        """Remove the key with its materials, aliases, tags and grants. ``tombstone=False``
-        (a seed run undoing the keys it made): leave no trace that it existed, so that the
-        same KeyId can be made again; a key that ever made a blob needs its tombstone."""
+        """Remove the record ``key_id`` (a ref) with its aliases, tags and grants, and, when
+        no other record of the key remains, its materials and import parameters.
+        ``tombstone=False`` (a seed run undoing the keys it made): leave no trace that it
+        existed, so that the same KeyId can be made again; a key that ever made a blob needs
+        its tombstone (written with the last record)."""
 
     @abstractmethod
     def was_deleted(self, key_id: str) -> bool:

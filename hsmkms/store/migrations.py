@@ -129,4 +129,39 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX import_parameters_by_key ON import_parameters (key_id)",
         "CREATE INDEX import_parameters_by_expiry ON import_parameters (destroyed, expires_at)",
     ],
+    # multi-Region keys: one record per Region under the ref ``<key id>~<region>``
+    # (store/base.py key_ref), ``family`` the bare key id all records of a key share, and
+    # the primary's Region. Their materials are the key's, not one record's: key_materials
+    # is rebuilt without its foreign key to keys (columns and indexes unchanged).
+    [
+        "ALTER TABLE keys ADD COLUMN family TEXT",
+        "UPDATE keys SET family = key_id",
+        "ALTER TABLE keys ADD COLUMN primary_region TEXT",
+        "CREATE INDEX keys_by_family ON keys (family)",
+        """CREATE TABLE key_materials_7 (
+            material_id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            rotation_type TEXT,
+            rotation_due REAL,
+            public_key BLOB,
+            sealed_private BLOB,
+            import_state TEXT,
+            pending_rotation INTEGER NOT NULL DEFAULT 0,
+            expiration_model TEXT,
+            valid_to REAL,
+            description TEXT
+        )""",
+        """INSERT INTO key_materials_7 (material_id, key_id, created_at, rotation_type,
+            rotation_due, public_key, sealed_private, import_state, pending_rotation,
+            expiration_model, valid_to, description)
+        SELECT material_id, key_id, created_at, rotation_type, rotation_due, public_key,
+            sealed_private, import_state, pending_rotation, expiration_model, valid_to,
+            description FROM key_materials""",
+        "DROP TABLE key_materials",
+        "ALTER TABLE key_materials_7 RENAME TO key_materials",
+        "CREATE INDEX key_materials_by_key ON key_materials (key_id, created_at)",
+        "CREATE UNIQUE INDEX key_materials_by_due ON key_materials (key_id, rotation_due)",
+        "CREATE INDEX key_materials_by_import ON key_materials (import_state, valid_to)",
+    ],
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from hsmkms.specs import KeyState, RotationType
 from hsmkms.store.base import (
+    SHARED_COLUMNS,
     AliasRecord,
     Conflict,
     GrantRecord,
@@ -25,6 +26,7 @@ from hsmkms.store.base import (
     StateChanged,
     Store,
     StoreError,
+    key_ref,
 )
 from hsmkms.store.sqlite_connections import SQLiteConnections
 from hsmkms.store.sqlite_imports import SQLiteImports, _NotApplied
@@ -36,7 +38,11 @@ from hsmkms.store.sqlite_rows import (
     _key,
     _material,
     _to_sql,
+    bare_key_id,
 )
+
+# A multi-Region key's primary record among its records (a single-Region key's one record).
+_PRIMARY = "(primary_region IS NULL OR region = primary_region)"
 
 
 class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
@@ -46,23 +52,52 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
     def create_key(
         self, key: KeyRecord, material: MaterialRecord | None, tags: dict[str, str]
     ) -> None:
-        cols = ", ".join(_KEY_COLUMNS)
-        marks = ", ".join("?" for _ in _KEY_COLUMNS)
         with self._tx() as conn:
-            conn.execute(
-                f"INSERT INTO keys ({cols}, updated_at) VALUES ({marks}, ?)",
-                (*(_to_sql(c, getattr(key, c)) for c in _KEY_COLUMNS), key.created_at.timestamp()),
-            )
+            self._insert_key(conn, key, tags)
             if material is not None:
                 self._insert_material(conn, material)
-            conn.executemany(
-                "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?, ?, ?)",
-                [(key.key_id, k, v) for k, v in tags.items()],
-            )
+
+    @staticmethod
+    def _insert_key(conn: Any, key: KeyRecord, tags: dict[str, str]) -> None:
+        cols = ", ".join(_KEY_COLUMNS)
+        marks = ", ".join("?" for _ in _KEY_COLUMNS)
+        values = [_to_sql(c, getattr(key, c)) for c in _KEY_COLUMNS]
+        values[_KEY_COLUMNS.index("key_id")] = key.ref
+        conn.execute(
+            f"INSERT INTO keys ({cols}, family, updated_at) VALUES ({marks}, ?, ?)",
+            (*values, key.key_id, key.created_at.timestamp()),
+        )
+        conn.executemany(
+            "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?, ?, ?)",
+            [(key.ref, k, v) for k, v in tags.items()],
+        )
+
+    def create_replica(self, replica: KeyRecord, tags: dict[str, str]) -> None:
+        with self._tx() as conn:
+            self._insert_key(conn, replica, tags)
 
     def get_key(self, key_id: str) -> KeyRecord | None:
-        rows = self._query("SELECT * FROM keys WHERE key_id = ?", (key_id,))
+        if key_id.startswith("mrk-") and "~" not in key_id:
+            rows = self._query(
+                f"SELECT * FROM keys WHERE family = ? ORDER BY {_PRIMARY} DESC, region LIMIT 1",
+                (key_id,),
+            )
+        else:
+            rows = self._query("SELECT * FROM keys WHERE key_id = ?", (key_id,))
         return _key(rows[0]) if rows else None
+
+    def keys_in_family(self, key_id: str) -> list[KeyRecord]:
+        rows = self._query(
+            "SELECT * FROM keys WHERE family = ? ORDER BY region", (bare_key_id(key_id),)
+        )
+        return [_key(r) for r in rows]
+
+    def set_primary_region(self, key_id: str, region: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE keys SET primary_region = ?, updated_at = ? WHERE family = ?",
+                (region, datetime.now(UTC).timestamp(), bare_key_id(key_id)),
+            )
 
     def update_key(
         self, key_id: str, *, if_state: tuple[str, ...] | None = None, **changes: object
@@ -90,6 +125,13 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
             row = conn.execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone()
             if row is not None and cursor.rowcount == 0:
                 raise StateChanged(f"key {key_id} is {row['state']} now, not {if_state}")
+            shared = {c: v for c, v in changes.items() if c in SHARED_COLUMNS}
+            if row is not None and shared:  # the other records of a multi-Region key
+                conn.execute(
+                    f"UPDATE keys SET {', '.join(f'{c} = ?' for c in shared)} "
+                    "WHERE family = ? AND key_id <> ?",
+                    (*(_to_sql(c, v) for c, v in shared.items()), row["family"], key_id),
+                )
         if row is None:
             if if_state is not None:
                 # Deleted since it was read (the deletion sweep): decide again, on nothing.
@@ -103,23 +145,28 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
         rows = self._query(
             "SELECT * FROM keys WHERE account_id = ? AND region = ? AND key_id > ? "
             "ORDER BY key_id LIMIT ?",
-            (account_id, region, after or "", limit),
+            (account_id, region, "" if after is None else key_ref(after, region), limit),
         )
         return [_key(r) for r in rows]
 
     def delete_key(self, key_id: str, *, tombstone: bool = True) -> None:
+        family = bare_key_id(key_id)
         with self._tx() as conn:
             conn.execute("DELETE FROM grants WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM tags WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
-            conn.execute("DELETE FROM key_materials WHERE key_id = ?", (key_id,))
-            conn.execute("DELETE FROM import_parameters WHERE key_id = ?", (key_id,))
-            if tombstone:
-                conn.execute(
-                    "INSERT INTO deleted_keys (key_id, account_id, region, deleted_at) "
-                    "SELECT key_id, account_id, region, ? FROM keys WHERE key_id = ?",
-                    (datetime.now(UTC).timestamp(), key_id),
-                )
+            others = conn.execute(
+                "SELECT COUNT(*) FROM keys WHERE family = ? AND key_id <> ?", (family, key_id)
+            ).fetchone()[0]
+            if not others:  # the key's last record: its materials go with it
+                conn.execute("DELETE FROM key_materials WHERE key_id = ?", (family,))
+                conn.execute("DELETE FROM import_parameters WHERE key_id = ?", (family,))
+                if tombstone:
+                    conn.execute(
+                        "INSERT INTO deleted_keys (key_id, account_id, region, deleted_at) "
+                        "SELECT family, account_id, region, ? FROM keys WHERE key_id = ?",
+                        (datetime.now(UTC).timestamp(), key_id),
+                    )
             conn.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
 
     def was_deleted(self, key_id: str) -> bool:
@@ -161,7 +208,7 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
             self._insert_material(conn, material)
             if make_current:
                 conn.execute(
-                    "UPDATE keys SET current_material_id = ?, updated_at = ? WHERE key_id = ?",
+                    "UPDATE keys SET current_material_id = ?, updated_at = ? WHERE family = ?",
                     (material.material_id, datetime.now(UTC).timestamp(), material.key_id),
                 )
 
@@ -176,7 +223,7 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
     def keys_due_for_rotation(self, now: datetime, limit: int) -> list[KeyRecord]:
         rows = self._query(
             "SELECT * FROM keys WHERE rotation_enabled = 1 AND state = ? "
-            "AND next_rotation <= ? ORDER BY next_rotation, key_id LIMIT ?",
+            f"AND next_rotation <= ? AND {_PRIMARY} ORDER BY next_rotation, key_id LIMIT ?",
             (KeyState.ENABLED, now.timestamp(), limit),
         )
         return [_key(r) for r in rows]
@@ -196,8 +243,8 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
                 self._insert_material(conn, material, due)
                 updated = conn.execute(
                     "UPDATE keys SET current_material_id = ?, next_rotation = ?, updated_at = ? "
-                    "WHERE key_id = ? AND state = ? AND rotation_enabled = 1 "
-                    "AND rotation_period_days = ? AND next_rotation <= ?",
+                    "WHERE family = ? AND state = ? AND rotation_enabled = 1 "
+                    f"AND rotation_period_days = ? AND next_rotation <= ? AND {_PRIMARY}",
                     (
                         material.material_id,
                         next_rotation.timestamp(),
@@ -210,6 +257,10 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
                 ).rowcount
                 if updated != 1:
                     raise _NotApplied
+                conn.execute(  # a multi-Region key's replicas share it
+                    "UPDATE keys SET current_material_id = ?, next_rotation = ? WHERE family = ?",
+                    (material.material_id, next_rotation.timestamp(), material.key_id),
+                )
         except (_NotApplied, Conflict):
             return False
         return True
@@ -220,7 +271,7 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
                 "INSERT INTO key_materials (material_id, key_id, created_at, rotation_type) "
                 "SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM key_materials "
                 "WHERE key_id = ? AND rotation_type = ?) < ? "
-                "AND EXISTS (SELECT 1 FROM keys WHERE key_id = ? AND state = ?)",
+                f"AND EXISTS (SELECT 1 FROM keys WHERE family = ? AND state = ? AND {_PRIMARY})",
                 (
                     material.material_id,
                     material.key_id,
@@ -236,7 +287,7 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
             if inserted != 1:
                 return False
             conn.execute(
-                "UPDATE keys SET current_material_id = ?, updated_at = ? WHERE key_id = ?",
+                "UPDATE keys SET current_material_id = ?, updated_at = ? WHERE family = ?",
                 (material.material_id, material.created_at.timestamp(), material.key_id),
             )
         return True
@@ -294,7 +345,7 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
                     alias.account_id,
                     alias.region,
                     alias.alias_name,
-                    alias.key_id,
+                    key_ref(alias.key_id, alias.region),
                     alias.created_at.timestamp(),
                     alias.updated_at.timestamp(),
                 ),
@@ -314,7 +365,7 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
             conn.execute(
                 "UPDATE aliases SET key_id = ?, updated_at = ? "
                 "WHERE account_id = ? AND region = ? AND alias_name = ?",
-                (key_id, now.timestamp(), account_id, region, alias_name),
+                (key_ref(key_id, region), now.timestamp(), account_id, region, alias_name),
             )
 
     def delete_alias(self, account_id: str, region: str, alias_name: str) -> None:
@@ -336,7 +387,7 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
         args: tuple[Any, ...] = (account_id, region, after or "")
         if key_id is not None:
             sql += " AND key_id = ?"
-            args += (key_id,)
+            args += (key_ref(key_id, region),)
         rows = self._query(sql + " ORDER BY alias_name LIMIT ?", (*args, limit))
         return [_alias(r) for r in rows]
 

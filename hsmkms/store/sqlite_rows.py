@@ -20,7 +20,7 @@ from hsmkms.store.base import (
 _KEY_COLUMNS = (
     "key_id account_id region key_usage key_spec origin key_manager state created_at policy "
     "description current_material_id deletion_date pending_window_days multi_region "
-    "rotation_enabled rotation_period_days next_rotation"
+    "rotation_enabled rotation_period_days next_rotation primary_region"
 ).split()
 _TIME_COLUMNS = {"created_at", "deletion_date", "next_rotation", "updated_at"}
 _BOOL_COLUMNS = {"multi_region", "rotation_enabled"}
@@ -49,10 +49,16 @@ DELETING = "Deleting"
 
 def _key(row: sqlite3.Row) -> KeyRecord:
     fields = {c: _from_sql(c, row[c]) for c in _KEY_COLUMNS}
+    fields["key_id"] = bare_key_id(row["key_id"])
     if fields["state"] == DELETING:
         fields["state"] = KeyState.PENDING_DELETION
         fields["deletion_claimed"] = True
     return KeyRecord(**fields)
+
+
+def bare_key_id(ref: str) -> str:
+    """The key id of a record's ref (store/base.py key_ref)."""
+    return ref.split("~", 1)[0]
 
 
 def _alias(row: sqlite3.Row) -> AliasRecord:
@@ -60,7 +66,7 @@ def _alias(row: sqlite3.Row) -> AliasRecord:
         account_id=row["account_id"],
         region=row["region"],
         alias_name=row["alias_name"],
-        key_id=row["key_id"],
+        key_id=bare_key_id(row["key_id"]),
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         updated_at=datetime.fromtimestamp(row["updated_at"], UTC),
     )

@@ -89,3 +89,55 @@ def test_opening_the_store_again_leaves_the_locks_of_open_connections_alone(tmp_
         t.join()
     assert not errors, errors
     first.close()
+
+
+def test_a_store_made_before_multi_region_keys_migrates_without_loss(tmp_path):
+    """Migration 7 rebuilds key_materials (no foreign key to keys: a multi-Region key's
+    materials belong to all its records) and adds the family column: every key, material,
+    alias and tag of an older store reads back the same."""
+    from datetime import UTC, datetime
+
+    from hsmkms.store.migrations import MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+    for version, statements in enumerate(MIGRATIONS[:6], start=1):
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+    key_id, material = "1234abcd-12ab-34cd-56ef-1234567890ab", "ab" * 32
+    conn.execute(
+        "INSERT INTO keys (key_id, account_id, region, key_usage, key_spec, origin, "
+        "key_manager, state, created_at, updated_at, policy, current_material_id) "
+        "VALUES (?, '111122223333', 'eu-west-1', 'ENCRYPT_DECRYPT', 'SYMMETRIC_DEFAULT', "
+        "'AWS_KMS', 'CUSTOMER', 'Enabled', 1.0, 1.0, '{}', ?)",
+        (key_id, material),
+    )
+    conn.execute(
+        "INSERT INTO key_materials (material_id, key_id, created_at, rotation_due) "
+        "VALUES (?, ?, 1.0, 9.0)",
+        (material, key_id),
+    )
+    conn.execute(
+        "INSERT INTO aliases VALUES ('111122223333', 'eu-west-1', 'alias/old', ?, 1.0, 1.0)",
+        (key_id,),
+    )
+    conn.execute("INSERT INTO tags VALUES (?, 'team', 'blue')", (key_id,))
+    conn.commit()
+    conn.close()
+
+    store = open_store(str(path))
+    try:
+        key = store.get_key(key_id)
+        assert key is not None and key.region == "eu-west-1" and key.primary_region is None
+        assert key.current_material_id == material and not key.multi_region
+        (m,) = store.materials(key_id)
+        assert m.material_id == material and m.created_at == datetime.fromtimestamp(1.0, UTC)
+        assert store.get_alias("111122223333", "eu-west-1", "alias/old").key_id == key_id
+        assert store.get_tags(key_id) == {"team": "blue"}
+        assert [k.key_id for k in store.keys_in_family(key_id)] == [key_id]
+        store.delete_key(key_id)
+        assert store.was_deleted(key_id) and store.materials(key_id) == []
+    finally:
+        store.close()
