@@ -7,8 +7,9 @@ or a different context, fails authentication.
     offset  size  field
     0       1     magic 0x48 ('H')
     1       1     format version, 0x01
-    2       1     kind: 0x01 sealed payload, 0x02 token-wrapped private key
-    3       16    KMS key id (UUID, big-endian bytes)
+    2       1     kind: 0x01 sealed payload, 0x02 token-wrapped private key; bit 0x80 set:
+                  the key id is a multi-Region key's (mrk-<32 hex>), not a UUID
+    3       16    KMS key id (UUID, big-endian bytes; or the 32 hex digits of mrk-...)
     19      32    key material id (the master key object's CKA_ID)
     kind 0x01 (sealed):
     51      12    IV
@@ -41,6 +42,7 @@ MATERIAL_LEN: Final = 32
 _PREFIX = struct.Struct(">BBB16s32s")  # magic, version, kind, key id, material id
 PREFIX_LEN: Final = _PREFIX.size  # 51
 
+MULTI_REGION: Final = 0x80  # flag in the kind byte: the key id is mrk-<32 hex>
 WRAP_MECHANISMS: Final = {0x01: "AES_KEY_WRAP_PAD", 0x02: "AES_GCM"}
 WRAP_CODES: Final = {v: k for k, v in WRAP_MECHANISMS.items()}
 
@@ -86,14 +88,22 @@ def encode_context(context: dict[str, str] | None) -> bytes:
     return b"".join(out)
 
 
+def _key_id_bytes(kind: int, key_id: str) -> tuple[int, bytes]:
+    if key_id.startswith("mrk-"):
+        return kind | MULTI_REGION, bytes.fromhex(key_id[4:])
+    return kind, uuid.UUID(key_id).bytes
+
+
 def sealed_header(key_id: str, material_id: bytes) -> bytes:
-    return _PREFIX.pack(MAGIC, VERSION, KIND_SEALED, uuid.UUID(key_id).bytes, material_id)
+    kind, key_bytes = _key_id_bytes(KIND_SEALED, key_id)
+    return _PREFIX.pack(MAGIC, VERSION, kind, key_bytes, material_id)
 
 
 def wrapped_header(key_id: str, material_id: bytes, mechanism: str, spec: DataKeyPairSpec) -> bytes:
     if not spec.blob_code:
         raise ValueError(f"no blob code is assigned to {spec}")
-    return _PREFIX.pack(MAGIC, VERSION, KIND_WRAPPED, uuid.UUID(key_id).bytes, material_id) + bytes(
+    kind, key_bytes = _key_id_bytes(KIND_WRAPPED, key_id)
+    return _PREFIX.pack(MAGIC, VERSION, kind, key_bytes, material_id) + bytes(
         (WRAP_CODES[mechanism], spec.blob_code)
     )
 
@@ -105,7 +115,11 @@ def parse(data: bytes) -> Blob:
     magic, version, kind, key_bytes, material = _PREFIX.unpack_from(data)
     if magic != MAGIC or version != VERSION:
         raise MalformedBlob("not an hsmkms blob of a known version")
-    key_id = str(uuid.UUID(bytes=key_bytes))
+    if kind & MULTI_REGION:
+        kind &= ~MULTI_REGION
+        key_id = "mrk-" + key_bytes.hex()
+    else:
+        key_id = str(uuid.UUID(bytes=key_bytes))
     if kind == KIND_SEALED:
         rest = data[PREFIX_LEN:]
         if len(rest) < IV_LEN + TAG_LEN:
