@@ -137,7 +137,7 @@ def _plan(svc: Service, entry: Entry, default_account: str) -> _Plan:
         from hsmkms.service import policy
         from hsmkms.service.core import key_arn
 
-        tags = entry.tags if entry.tags is not None else (store.get_tags(key.key_id) if key else {})
+        tags = entry.tags if entry.tags is not None else (store.get_tags(key.ref) if key else {})
         try:
             policy.check_lockout(
                 policy.parse_policy(entry.policy),
@@ -272,7 +272,7 @@ def _reconcile(svc: Service, plan: _Plan) -> bool:
               {"KeyId": key.key_id, "Description": entry.description})  # fmt: skip
         changed = True
     if entry.tags is not None:
-        tags = store.get_tags(key.key_id)
+        tags = store.get_tags(key.ref)
         extra = sorted(set(tags) - set(entry.tags))
         if extra:
             _call(svc, caller, "UntagResource", {"KeyId": key.key_id, "TagKeys": extra})
@@ -282,7 +282,7 @@ def _reconcile(svc: Service, plan: _Plan) -> bool:
             _call(svc, caller, "TagResource", {"KeyId": key.key_id, "Tags": pairs})
         changed = changed or bool(extra or missing)
     if entry.aliases:
-        have = {a.alias_name for a in store.aliases_of(key.key_id)}
+        have = {a.alias_name for a in store.aliases_of(key.ref)}
         for name in entry.aliases:
             if name not in have:
                 _call(svc, caller, "CreateAlias", {"AliasName": name, "TargetKeyId": key.key_id})

@@ -26,6 +26,7 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
     imports,
     kem,
     keys,
+    multiregion,
     nonces,
     policy,
     quick,
@@ -38,7 +39,7 @@ from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usab
 from hsmkms.service.faults import FAULTS, INVALID_CIPHERTEXT, translate
 from hsmkms.service.masterkeys import MasterKeys, WrappedPrivateKey
 from hsmkms.specs import SUPPORTED_PAIR_SPECS, DataKeyPairSpec, Family, KeySpec, KeyUsage
-from hsmkms.store import KeyRecord, MaterialRecord, Store, StoreError
+from hsmkms.store import KeyRecord, MaterialRecord, Store, StoreError, key_ref
 
 if TYPE_CHECKING:
     from hsmkms.identity import Caller
@@ -252,7 +253,7 @@ class Service:
             parsed = blobfmt.parse(data)
         except blobfmt.MalformedBlob:
             raise errors.InvalidCiphertextException(INVALID_CIPHERTEXT) from None
-        key = self.store.get_key(parsed.key_id)
+        key = self.store.get_key(key_ref(parsed.key_id, self.region_of(req.caller)))
         if key is None or key.region != self.region_of(req.caller):
             if self.store.was_deleted(parsed.key_id):
                 raise errors.NotFoundException(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hsmkms import errors
 from hsmkms.service import encryption_context
 from hsmkms.specs import EncryptionAlgorithm, KeySpec, KeyState, KeyUsage
-from hsmkms.store import KeyRecord
+from hsmkms.store import KeyRecord, key_ref
 
 if TYPE_CHECKING:
     from hsmkms.identity import Caller
@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 Handler = Callable[["Service", "Request"], dict[str, Any]]
 OPERATIONS: dict[str, Handler] = {}
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# A key id: a UUID, or a multi-Region key's mrk- and 32 hex digits.
+_UUID = re.compile(
+    r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$"
+)
 _KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/(.+)$")
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
 
@@ -185,7 +188,7 @@ def resolve_key(svc: Service, caller: Caller, key_id: str, allow_alias: bool = T
         target = _alias_target(svc, region, account, m.group(3))
     else:
         raise errors.NotFoundException(f"Invalid keyId '{key_id}'")
-    key = svc.store.get_key(target)
+    key = svc.store.get_key(key_ref(target, region))
     if key is None or key.account_id != account or key.region != region:
         raise errors.NotFoundException(f"Key '{key_arn(region, account, target)}' does not exist")
     return key
@@ -236,7 +239,7 @@ def check_usable(key: KeyRecord) -> None:
 
 
 def check_not_pending_deletion(key: KeyRecord) -> None:
-    if key.state == KeyState.PENDING_DELETION:
+    if key.state in (KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION):
         raise errors.KMSInvalidStateException(f"{key.arn} is pending deletion.")
 
 
@@ -250,5 +253,5 @@ def check_algorithm(key: KeyRecord, algorithm: str | None) -> EncryptionAlgorith
     return default
 
 
-def new_key_id() -> str:
-    return str(uuid.uuid4())
+def new_key_id(multi_region: bool = False) -> str:
+    return f"mrk-{uuid.uuid4().hex}" if multi_region else str(uuid.uuid4())

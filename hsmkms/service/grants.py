@@ -210,12 +210,10 @@ def _grants_of_caller(svc: Service, req: Request, key: KeyRecord) -> list[GrantR
     tokened = [
         grant
         for grant in map(svc.store.inner.get_grant, dict.fromkeys(req.grant_ids))
-        if grant is not None
-        and grant.key_id == key.key_id
-        and grant.grantee_principal in candidates
+        if grant is not None and grant.key_id == key.ref and grant.grantee_principal in candidates
     ]
     seen = {grant.grant_id for grant in tokened}
-    cached = svc.store.grants_for_grantees(key.key_id, candidates)
+    cached = svc.store.grants_for_grantees(key.ref, candidates)
     return tokened + [grant for grant in cached if grant.grant_id not in seen]
 
 
@@ -370,12 +368,12 @@ def create_grant(svc: Service, req: Request) -> dict[str, Any]:
     check_dry_run(req)
     name = req.text("Name") or ""
     if name:
-        for existing in svc.store.grants_named(key.key_id, name):
+        for existing in svc.store.grants_named(key.ref, name):
             if _same_grant(existing, grantee, retiring, operations, constraints):
                 return {"GrantId": existing.grant_id, "GrantToken": new_token(existing.grant_id)}
     grant = GrantRecord(
         grant_id=secrets.token_hex(32),
-        key_id=key.key_id,
+        key_id=key.ref,
         grantee_principal=grantee,
         operations=operations,
         issuing_account=req.caller.account_id,
@@ -400,12 +398,12 @@ def list_grants(svc: Service, req: Request) -> dict[str, Any]:
     if grant_id is not None:
         _check_grant_id(grant_id)
         grant = svc.store.get_grant(grant_id)
-        if grant is None or grant.key_id != key.key_id:
+        if grant is None or grant.key_id != key.ref:
             raise errors.InvalidGrantIdException(f"Grant ID {grant_id} is not valid.")
         matches = grantee is None or grant.grantee_principal == grantee
         rows = [grant] if matches and (marker is None or grant_id > marker) else []
     else:
-        rows = svc.store.list_grants(key.key_id, marker, limit + 1, grantee)
+        rows = svc.store.list_grants(key.ref, marker, limit + 1, grantee)
     return _page(rows, limit, lambda g: key.arn)
 
 
@@ -459,7 +457,7 @@ def retire_grant(svc: Service, req: Request) -> dict[str, Any]:
             raise errors.InvalidGrantTokenException("The grant token is not valid.")
         if key_id is not None:
             named = resolve_key(svc, req.caller, key_id, allow_alias=False)
-            if named.key_id != grant.key_id:
+            if named.ref != grant.key_id:
                 raise errors.InvalidGrantIdException(
                     f"The grant of the grant token is not a grant of {named.arn}."
                 )
@@ -467,7 +465,7 @@ def retire_grant(svc: Service, req: Request) -> dict[str, Any]:
         named = resolve_key(svc, req.caller, key_id, allow_alias=False)
         _check_grant_id(grant_id)
         found = svc.store.get_grant(grant_id)
-        if found is None or found.key_id != named.key_id:
+        if found is None or found.key_id != named.ref:
             raise errors.InvalidGrantIdException(f"Grant ID {grant_id} is not valid.")
         grant = found
     else:
@@ -488,7 +486,7 @@ def revoke_grant(svc: Service, req: Request) -> dict[str, Any]:
     grant_id = req.required_text("GrantId")
     _check_grant_id(grant_id)
     grant = svc.store.get_grant(grant_id)
-    if grant is None or grant.key_id != key.key_id:
+    if grant is None or grant.key_id != key.ref:
         raise errors.InvalidGrantIdException(f"Grant ID {grant_id} is not valid.")
     check_dry_run(req)
     svc.store.delete_grant(grant_id)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors
-from hsmkms.service import asymmetric, imports, policy
+from hsmkms.service import asymmetric, imports, multiregion, policy
 from hsmkms.service.core import (
     Request,
     check_grant_tokens,
@@ -37,7 +37,7 @@ log = logging.getLogger("hsmkms.service")
 _FAMILIES = frozenset(
     {Family.AES, Family.HMAC, Family.RSA, Family.EC, Family.EDWARDS, Family.ML_DSA, Family.ML_KEM}
 )
-_UUID_MARKER = re.compile(r"^[0-9a-f-]{36}$")
+_UUID_MARKER = re.compile(r"^(?:[0-9a-f-]{36}|mrk-[0-9a-f]{32})$")
 # How many times a state change that lost a race to another request reads and decides again.
 _DECIDE_AGAIN = 4
 # The KeyId the next CreateKey in this context gives its key, instead of a new random one:
@@ -48,9 +48,14 @@ FIXED_KEY_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-def key_metadata(key: KeyRecord, current: MaterialRecord | None = None) -> dict[str, Any]:
+def key_metadata(
+    key: KeyRecord,
+    current: MaterialRecord | None = None,
+    family: list[KeyRecord] | None = None,
+) -> dict[str, Any]:
     """KeyMetadata as DescribeKey answers it; ``current``: an EXTERNAL key's current
-    material, whose expiry it shows."""
+    material, whose expiry it shows; ``family``: a multi-Region key's records (primary and
+    replicas), which its MultiRegionConfiguration lists."""
     meta: dict[str, Any] = {
         "AWSAccountId": key.account_id,
         "KeyId": key.key_id,
@@ -76,6 +81,11 @@ def key_metadata(key: KeyRecord, current: MaterialRecord | None = None) -> dict[
     if key.state == KeyState.PENDING_DELETION:
         meta["DeletionDate"] = key.deletion_date
         meta["PendingDeletionWindowInDays"] = key.pending_window_days
+    elif key.state == KeyState.PENDING_REPLICA_DELETION:
+        # Its deletion date is known once its last replica is gone (AWS shows none).
+        meta["PendingDeletionWindowInDays"] = key.pending_window_days
+    if key.multi_region:
+        meta["MultiRegionConfiguration"] = multiregion.configuration(key, family or [key])
     return meta
 
 
@@ -110,10 +120,14 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         raise errors.UnsupportedOperationException(
             "Custom key stores are not supported by hsmkms: every key lives in its HSM."
         )
-    if req.flag("MultiRegion"):
-        raise errors.UnsupportedOperationException("Multi-Region keys are not supported by hsmkms.")
+    multi_region = req.flag("MultiRegion")
+    if multi_region and origin == Origin.EXTERNAL:
+        raise errors.UnsupportedOperationException(
+            "Multi-Region keys with imported key material (Origin EXTERNAL) are not supported "
+            "by hsmkms: a multi-Region key's material is generated in the HSM."
+        )
     caller = req.caller
-    key_id = FIXED_KEY_ID.get() or new_key_id()
+    key_id = FIXED_KEY_ID.get() or new_key_id(multi_region)
     if FIXED_KEY_ID.get() and (svc.store.get_key(key_id) or svc.store.was_deleted(key_id)):
         raise errors.AlreadyExistsException(f"A KMS key with id {key_id} exists or existed.")
     policy_text = req.text("Policy")
@@ -149,6 +163,8 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         policy=policy_text,
         description=req.text("Description") or "",
         current_material_id=material.material_id if material else None,
+        multi_region=multi_region,
+        primary_region=svc.region_of(caller) if multi_region else None,
     )
     # The token object exists before the record: a crash in between leaves an orphan
     # material (reported by `hsmkms doctor`), never a key without material.
@@ -175,7 +191,8 @@ def describe_key(svc: Service, req: Request) -> dict[str, Any]:
             ),
             None,
         )
-    return {"KeyMetadata": key_metadata(key, current)}
+    family = svc.store.keys_in_family(key.key_id) if key.multi_region else None
+    return {"KeyMetadata": key_metadata(key, current, family)}
 
 
 def page_limit(req: Request, default: int = 100) -> int:
@@ -220,7 +237,7 @@ def _change(
         if not changes:
             return key
         try:
-            return svc.store.update_key(key.key_id, if_state=(key.state,), **changes)
+            return svc.store.update_key(key.ref, if_state=(key.state,), **changes)
         except StateChanged:
             continue
     raise errors.KMSInvalidStateException(
@@ -274,6 +291,13 @@ def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
 
     def decide(key: KeyRecord) -> dict[str, Any] | None:
         check_not_pending_deletion(key)
+        if multiregion.has_replicas(svc, key):
+            # A primary waits for its replicas to go; its waiting period starts then.
+            return {
+                "state": KeyState.PENDING_REPLICA_DELETION,
+                "deletion_date": None,
+                "pending_window_days": window,
+            }
         return {
             "state": KeyState.PENDING_DELETION,
             "deletion_date": deletion,
@@ -281,6 +305,8 @@ def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
         }
 
     key = _change(svc, req, decide)
+    if key.state == KeyState.PENDING_REPLICA_DELETION:
+        return {"KeyId": key.arn, "KeyState": key.state, "PendingWindowInDays": window}
     return {
         "KeyId": key.arn,
         "DeletionDate": deletion,
@@ -292,6 +318,8 @@ def schedule_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
 @operation("CancelKeyDeletion")
 def cancel_key_deletion(svc: Service, req: Request) -> dict[str, Any]:
     def decide(key: KeyRecord) -> dict[str, Any] | None:
+        if key.state == KeyState.PENDING_REPLICA_DELETION:
+            return {"state": KeyState.DISABLED, "deletion_date": None, "pending_window_days": None}
         if key.state != KeyState.PENDING_DELETION:
             raise errors.KMSInvalidStateException(f"{key.arn} is not pending deletion.")
         if key.deletion_claimed or (key.deletion_date is not None and key.deletion_date <= now()):
@@ -336,14 +364,17 @@ def sweep(svc: Service, at: datetime | None = None) -> list[str]:
     when = at or now()
     deleted = []
     for key in svc.store.keys_due_for_deletion(when):
-        if not svc.store.claim_for_deletion(key.key_id, when):
+        if not svc.store.claim_for_deletion(key.ref, when):
             continue  # cancelled (or changed) since it was read: not ours to delete
-        for material in svc.store.materials(key.key_id):
-            svc.destroy_material(material.material_id)
-        imports.destroy_wrapping_keys(svc, key.key_id)
-        svc.store.delete_key(key.key_id)
+        others = [k for k in svc.store.keys_in_family(key.key_id) if k.region != key.region]
+        if not others:  # a multi-Region key's materials go with its last record
+            for material in svc.store.materials(key.key_id):
+                svc.destroy_material(material.material_id)
+            imports.destroy_wrapping_keys(svc, key.key_id)
+        svc.store.delete_key(key.ref)
         log.info("deleted KMS key %s after its waiting period", key.arn)
         deleted.append(key.key_id)
+        multiregion.replica_deleted(svc, others, when)
     return deleted
 
 

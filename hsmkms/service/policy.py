@@ -116,6 +116,8 @@ _REQUEST_KEYS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
     "ImportKeyMaterial": (
         ("ExpirationModel", "kms:ExpirationModel", ExpirationModel.KEY_MATERIAL_EXPIRES),
     ),
+    "ReplicateKey": (("ReplicaRegion", "kms:ReplicaRegion", None),),
+    "UpdatePrimaryRegion": (("PrimaryRegion", "kms:PrimaryRegion", None),),
 }
 _REQUEST_KEYS["Verify"] = _REQUEST_KEYS["Sign"]
 _REQUEST_KEYS["VerifyMac"] = _REQUEST_KEYS["GenerateMac"]
@@ -229,6 +231,11 @@ def request_context(
     extra: dict[str, str] = {
         "kms:KeyOrigin": key.origin,
         "kms:MultiRegion": "true" if key.multi_region else "false",
+        **(
+            {"kms:MultiRegionKeyType": "REPLICA" if key.is_replica else "PRIMARY"}
+            if key.multi_region
+            else {}
+        ),
         "kms:CustomerMasterKeySpec": key.key_spec,  # the older names of kms:KeySpec, KeyUsage
         "kms:CustomerMasterKeyUsage": key.key_usage,
         "aws:PrincipalIsAWSService": "false",  # no AWS service calls hsmkms
@@ -276,12 +283,12 @@ def request_context(
         grant_operations=req.texts("Operations") if operation_name == "CreateGrant" else None,
         grant_is_for_aws_resource=False if operation_name in _GRANT_CONTEXT_OPERATIONS else None,
         request_alias=_alias_name(requested),
-        resource_aliases=lambda: [a.alias_name for a in store.aliases_of(key.key_id)],
+        resource_aliases=lambda: [a.alias_name for a in store.aliases_of(key.ref)],
         source_ip=caller.source_ip or None,
         now=datetime.now(UTC),
         secure_transport=caller.secure_transport,
         requested_region=svc.region_of(caller),
-        resource_tags=lambda: store.get_tags(key.key_id),
+        resource_tags=lambda: store.get_tags(key.ref),
         request_tags=request_tags,
         extra=extras,
     )
@@ -383,9 +390,9 @@ def put_key_policy(svc: Service, req: Request) -> dict[str, Any]:
         req.caller,
         key.arn,
         req.flag("BypassPolicyLockoutSafetyCheck"),
-        lambda: svc.store.get_tags(key.key_id),
+        lambda: svc.store.get_tags(key.ref),
     )
-    svc.store.update_key(key.key_id, policy=text)
+    svc.store.update_key(key.ref, policy=text)
     return {}
 
 

@@ -96,6 +96,11 @@ def _own_key(svc: Service, req: Request) -> KeyRecord:
 def _check_rotatable(key: KeyRecord, on_demand: bool = False) -> None:
     """Only symmetric encryption keys with KMS-generated material rotate automatically; on
     demand, symmetric keys with imported material too (to new material imported first)."""
+    if key.is_replica:
+        raise errors.UnsupportedOperationException(
+            f"{key.arn} is a multi-Region replica key: its rotation is shared with its "
+            f"primary key, and managed there (in {key.primary_region})."
+        )
     origins = (Origin.AWS_KMS, Origin.EXTERNAL) if on_demand else (Origin.AWS_KMS,)
     if key.key_spec != KeySpec.SYMMETRIC_DEFAULT or key.origin not in origins:
         raise errors.UnsupportedOperationException(
@@ -148,7 +153,7 @@ def enable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
     else:
         next_rotation = at + schedule_days(svc, period)
     svc.store.update_key(
-        key.key_id,
+        key.ref,
         if_state=(KeyState.ENABLED,),
         rotation_enabled=True,
         rotation_period_days=period,
@@ -164,7 +169,7 @@ def disable_key_rotation(svc: Service, req: Request) -> dict[str, Any]:
     check_enabled(key)
     if key.rotation_enabled:
         svc.store.update_key(
-            key.key_id,
+            key.ref,
             if_state=(KeyState.ENABLED,),
             rotation_enabled=False,
             rotation_period_days=None,
@@ -261,7 +266,7 @@ def _record(svc: Service, material: MaterialRecord, write: Callable[[], bool]) -
 
 def _refused(svc: Service, key: KeyRecord) -> NoReturn:
     """Raise what the key's state now says: a state error, or the quota."""
-    fresh = svc.store.get_key(key.key_id)
+    fresh = svc.store.get_key(key.ref)
     if fresh is None:
         raise errors.NotFoundException(f"Key '{key.arn}' does not exist")
     check_enabled(fresh)

@@ -75,11 +75,11 @@ def tag_resource(svc: Service, req: Request) -> dict[str, Any]:
     key = _own_key(svc, req)
     check_not_pending_deletion(key)
     tags = validate_tags(req.structures("Tags"))
-    if len(set(svc.store.get_tags(key.key_id)) | set(tags)) > MAX_TAGS:
+    if len(set(svc.store.get_tags(key.ref)) | set(tags)) > MAX_TAGS:
         raise errors.LimitExceededException(
             f"A KMS key can have at most {MAX_TAGS} tags: {key.arn} would have more."
         )
-    svc.store.set_tags(key.key_id, tags)
+    svc.store.set_tags(key.ref, tags)
     return {}
 
 
@@ -90,7 +90,7 @@ def untag_resource(svc: Service, req: Request) -> dict[str, Any]:
     tag_keys = req.texts("TagKeys")
     for k in tag_keys:
         _check_not_reserved(k)
-    svc.store.remove_tags(key.key_id, tag_keys)
+    svc.store.remove_tags(key.ref, tag_keys)
     return {}
 
 
@@ -115,7 +115,7 @@ def list_resource_tags(svc: Service, req: Request) -> dict[str, Any]:
     if limit > MAX_TAGS:
         raise validation("limit", limit, f"Member must have value less than or equal to {MAX_TAGS}")
     key = _own_key(svc, req)
-    tags = svc.store.get_tags(key.key_id)
+    tags = svc.store.get_tags(key.ref)
     keys = sorted(tags)
     marker = req.text("Marker")
     if marker is not None:

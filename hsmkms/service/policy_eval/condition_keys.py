@@ -61,6 +61,9 @@ FILLED = frozenset(
         "kms:MacAlgorithm",
         "kms:MessageType",
         "kms:MultiRegion",
+        "kms:MultiRegionKeyType",
+        "kms:PrimaryRegion",
+        "kms:ReplicaRegion",
         "kms:RequestAlias",
         "kms:ResourceAliases",
         "kms:RetiringPrincipal",
@@ -103,10 +106,6 @@ ABSENT = frozenset(
         "aws:FederatedProvider",
         "aws:AssumedRoot",
         "aws:Referer",
-        # Features hsmkms does not offer (multi-Region keys and replicas, Nitro enclaves).
-        "kms:MultiRegionKeyType",
-        "kms:ReplicaRegion",
-        "kms:PrimaryRegion",
     )
 )
 ABSENT_PREFIXES = ("kms:recipientattestation:",)

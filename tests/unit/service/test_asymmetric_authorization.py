@@ -214,8 +214,9 @@ def test_the_new_condition_keys_are_filled_not_absent_and_a_new_policy_may_use_t
 
 
 def test_the_other_absent_keys_stay_absent():
-    for name in ("kms:ViaService", "kms:MultiRegionKeyType", "kms:ReplicaRegion"):
-        assert name.lower() in condition_keys.ABSENT
+    assert "kms:viaservice" in condition_keys.ABSENT
+    for name in ("kms:MultiRegionKeyType", "kms:ReplicaRegion", "kms:PrimaryRegion"):
+        assert name.lower() in condition_keys.FILLED  # multi-Region keys exist now
 
 
 # -- grant operations by key type --------------------------------------------------------------
