@@ -26,7 +26,12 @@ class Identity:
         )
 
     def caller(
-        self, source_ip: str = "", *, secure_transport: bool = True, region: str = ""
+        self,
+        source_ip: str = "",
+        *,
+        secure_transport: bool = True,
+        region: str = "",
+        request_id: str = "",
     ) -> Caller:
         return Caller(
             self.account_id,
@@ -35,6 +40,7 @@ class Identity:
             source_ip,
             secure_transport,
             region,
+            request_id,
         )
 
 
@@ -53,3 +59,6 @@ class Caller:
     # The Region of the request (its SigV4 scope); "" is the service's default Region (the
     # library face's ``region`` setting).
     region: str = ""
+    # The request's id, answered as x-amzn-RequestId (set by the wire); "" on the library
+    # face, where the operation layer draws one per call.
+    request_id: str = ""

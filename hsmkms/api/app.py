@@ -196,6 +196,7 @@ class App:
                 source_ip=client[0] if client else "",
                 secure_transport=scope.get("scheme") == "https",
                 region=region,
+                request_id=request_id,
             )
             result = await self._call(operation, params, caller)
             payload = _dumps(model.to_wire(operation, result))

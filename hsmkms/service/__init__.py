@@ -33,6 +33,7 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
     quotas,
     rotation,
     tags,
+    usage,
 )
 from hsmkms.service.audit import NO_AUDIT, AuditSink
 from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
@@ -84,6 +85,9 @@ class Service:
         self.scheduler: Scheduler | None = None
         # AWS's request quotas when the `quotas` setting asks for them (service/quotas.py).
         self.quotas = quotas.from_settings(settings)
+        # Each key's last use, noted per request and written in batches (service/usage.py),
+        # past the cache: a batch of last-use times empties no cached key record.
+        self.usage = usage.LastUsage(self.store.inner)
 
     # -- dispatch --------------------------------------------------------------------------
     def dispatch(self, operation: str, params: dict[str, Any], caller: Caller) -> dict:
@@ -117,6 +121,7 @@ class Service:
         finally:
             hsm.NO_SEARCH.reset(no_search)
             cache.FRESH.reset(fresh)
+        self.usage.note(req)
         self.audit.record(req, None)
         return answer
 
@@ -137,7 +142,9 @@ class Service:
             self.quotas.refund(req)
             again = req.again()
             self.quotas.charge(again, None)
-            return handler(self, again)
+            answer = handler(self, again)
+            req.used[:] = again.used  # what the run that answered used
+            return answer
 
     # -- helpers for the operation modules ---------------------------------------------
     def authorized_key(
@@ -373,6 +380,7 @@ class Service:
             self.scheduler.stop()
         self.pool.close()
         self.quotas.close()
+        self.usage.close()
         self.store.close()
         try:
             self.masters.close()

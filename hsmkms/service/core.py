@@ -69,10 +69,24 @@ class Request:
     grants_checked: bool = field(default=False, compare=False)
     used: list[KeyRecord] = field(default_factory=list, compare=False)
     charges: list[Any] = field(default_factory=list, compare=False)
+    # The request's id (the wire's x-amzn-RequestId, else one drawn here) and the id of its
+    # audit event (CloudTrail's eventID), which GetKeyLastUsage names.
+    request_id: str = field(default="", compare=False)
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()), compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.request_id:
+            self.request_id = self.caller.request_id or str(uuid.uuid4())
 
     def again(self) -> Request:
         """The same request, as yet unchecked (for a retry from the start)."""
-        return Request(self.operation, self.params, self.caller)
+        return Request(
+            self.operation,
+            self.params,
+            self.caller,
+            request_id=self.request_id,
+            event_id=self.event_id,
+        )
 
     def get(self, name: str, default: Any = None) -> Any:
         value = self.params.get(name)

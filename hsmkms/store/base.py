@@ -137,6 +137,17 @@ class ImportParametersRecord:
 
 
 @dataclass(frozen=True)
+class KeyUsageRecord:
+    """A key record's (``key_id``: its ref) last successful cryptographic operation."""
+
+    key_id: str
+    operation: str
+    used_at: datetime
+    request_id: str
+    event_id: str
+
+
+@dataclass(frozen=True)
 class LeaseRecord:
     """A named lease in the store: one holder at a time until ``expires_at``. Processes and
     nodes that share the store take turns through it (the scheduler's duties, one key's
@@ -252,6 +263,18 @@ class Store(ABC):
         claimable). False: it is not (a CancelKeyDeletion got there first). Once claimed,
         every conditional write that expects PendingDeletion fails with StateChanged, and the
         record reads ``deletion_claimed``."""
+
+    # last use (GetKeyLastUsage)
+    @abstractmethod
+    def record_key_usage(self, uses: list[KeyUsageRecord]) -> None:
+        """Keep each use unless the record holds a later one (several processes write)."""
+
+    @abstractmethod
+    def get_key_usage(self, key_id: str) -> KeyUsageRecord | None: ...
+
+    @abstractmethod
+    def get_usage_tracking_start(self) -> datetime:
+        """When this store began recording uses (its schema gained them)."""
 
     # materials
     @abstractmethod

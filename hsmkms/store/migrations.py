@@ -164,4 +164,16 @@ MIGRATIONS: list[list[str]] = [
         "CREATE UNIQUE INDEX key_materials_by_due ON key_materials (key_id, rotation_due)",
         "CREATE INDEX key_materials_by_import ON key_materials (import_state, valid_to)",
     ],
+    # GetKeyLastUsage: each key record's last successful cryptographic use (key_id is the
+    # record's ref: a multi-Region key's records track their use apart), written in batches.
+    # The day this migration ran is when tracking started (TrackingStartDate).
+    [
+        """CREATE TABLE key_usage (
+            key_id TEXT PRIMARY KEY,
+            operation TEXT NOT NULL,
+            used_at REAL NOT NULL,
+            request_id TEXT NOT NULL,
+            event_id TEXT NOT NULL
+        )""",
+    ],
 ]

@@ -40,12 +40,13 @@ from hsmkms.store.sqlite_rows import (
     _to_sql,
     bare_key_id,
 )
+from hsmkms.store.sqlite_usage import SQLiteUsage
 
 # A multi-Region key's primary record among its records (a single-Region key's one record).
 _PRIMARY = "(primary_region IS NULL OR region = primary_region)"
 
 
-class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
+class SQLiteStore(SQLiteUsage, SQLiteImports, SQLiteConnections, Store):
     """The embedded :class:`~hsmkms.store.base.Store`, on one SQLite file."""
 
     # -- keys --------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class SQLiteStore(SQLiteImports, SQLiteConnections, Store):
             conn.execute("DELETE FROM grants WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM tags WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
+            conn.execute("DELETE FROM key_usage WHERE key_id = ?", (key_id,))
             others = conn.execute(
                 "SELECT COUNT(*) FROM keys WHERE family = ? AND key_id <> ?", (family, key_id)
             ).fetchone()[0]

@@ -242,3 +242,13 @@ def test_policies_see_the_multi_region_condition_keys(regions):
         west.encrypt(KeyId=key_id, Plaintext=b"x")
     blob = east.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
     assert west.decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
+
+
+def test_a_primary_and_its_replica_track_their_last_use_apart(regions):
+    east, west = regions(EAST), regions(WEST)
+    key_id = _mrk(east)["KeyId"]
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    blob = east.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
+    west.decrypt(CiphertextBlob=blob)
+    assert east.get_key_last_usage(KeyId=key_id)["KeyLastUsage"]["Operation"] == "Encrypt"
+    assert west.get_key_last_usage(KeyId=key_id)["KeyLastUsage"]["Operation"] == "Decrypt"

@@ -166,11 +166,16 @@ def test_an_operation_answers_its_output_shape_with_blobs_in_base64(app):
 
 
 def test_the_verified_identity_is_the_caller(app, service):
-    post(app, "GenerateRandom", {"NumberOfBytes": 4})
+    answer = post(app, "GenerateRandom", {"NumberOfBytes": 4})
     operation, params, caller = service.calls[-1]
     assert (operation, params) == ("GenerateRandom", {"NumberOfBytes": 4})
     assert caller == Caller(
-        ALICE.account_id, ALICE.principal_arn, ALICE.access_key_id, "192.0.2.7", region="us-east-1"
+        ALICE.account_id,
+        ALICE.principal_arn,
+        ALICE.access_key_id,
+        "192.0.2.7",
+        region="us-east-1",
+        request_id=answer.headers["x-amzn-requestid"],  # the operation layer's request id
     )
 
 
