@@ -92,6 +92,9 @@ MalformedPolicyDocumentException = _client(
 )
 NotFoundException = _client("NotFoundException", "The resource does not exist.")
 TagException = _client("TagException", "A tag is invalid.")
+ThrottlingException = _client(
+    "ThrottlingException", "The request rate exceeds a request quota (the quotas setting)."
+)
 UnsupportedOperationException = _client(
     "UnsupportedOperationException", "hsmkms does not support this operation or value."
 )
