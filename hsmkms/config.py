@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
 import os
 import re
 import stat
@@ -105,6 +107,11 @@ class Settings:
     # Seeded keys (hsmkms/seed/, docs/seeding.md): a YAML or TOML file of keys with fixed
     # KeyIds, applied by `hsmkms serve` once at start-up, before any request is served.
     seed: str | None = None
+    # AWS KMS's request quotas (docs/quotas.md): "" (off), "aws" (AWS's default quotas), or
+    # rates per second by bucket name, from AWS's figures or none ("aws,CreateKey=1", a
+    # [quotas] table, or JSON). Token buckets per (account, Region), shared by every process
+    # on the home (<home>/quotas.bin); over quota: ThrottlingException.
+    quotas: str = ""
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -217,7 +224,12 @@ class Settings:
             )
         if settings.scheduler_interval <= 0 or settings.rotation_day_seconds <= 0:
             raise ConfigError("scheduler_interval and rotation_day_seconds must be positive")
+        settings.quotas = parse_quotas(settings.quotas).text()  # one form, for the workers too
         return settings
+
+    def quota_setting(self) -> QuotaSetting:
+        """The ``quotas`` setting, parsed (ConfigError if it is wrong)."""
+        return parse_quotas(self.quotas)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -230,6 +242,118 @@ class Settings:
 
     def _listed_regions(self) -> frozenset[str]:
         return frozenset(r.strip() for r in self.regions.split(",") if r.strip())
+
+
+# -- quotas -----------------------------------------------------------------------------------
+# The names a `quotas` setting gives rates to, besides every KMS operation's (its own quota):
+# the profiles, the shared quotas of cryptographic operations by key type, and
+# GenerateDataKeyPair's per-spec quota (hsmkms/service/quota_table.py holds AWS's figures).
+QUOTA_PROFILES = ("aws",)
+SHARED_QUOTAS = ("symmetric", "rsa", "ecc", "ml-dsa", "ml-kem")
+PAIR_QUOTA = "GenerateDataKeyPair:"
+_QUOTAS_OFF = ("", "off", "none", "false")
+
+
+@dataclass(frozen=True)
+class QuotaSetting:
+    """``profile``: "aws" (AWS's figures for every bucket ``rates`` does not name) or "" (the
+    buckets of ``rates`` alone); ``rates``: requests per second by bucket name."""
+
+    profile: str = ""
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.profile or self.rates)
+
+    def text(self) -> str:
+        """The setting as ``HSMKMS_QUOTAS`` and ``--quotas`` take it ("" when off)."""
+        items = [self.profile] if self.profile else []
+        items += [f"{name}={_number(rate)}" for name, rate in self.rates.items()]
+        return ",".join(items)
+
+
+def parse_quotas(value: Any) -> QuotaSetting:
+    """A ``quotas`` value: off ("", "off", false), a profile ("aws"), a table (TOML, or a JSON
+    object) or a text "aws,Name=rate,Name=rate" of rates; ConfigError naming what is wrong."""
+    if value is None or value is False:
+        return QuotaSetting()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in _QUOTAS_OFF:
+            return QuotaSetting()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ConfigError(f"quotas: {text!r} is not a JSON object: {exc}") from None
+        else:
+            value = dict(_quota_item(item) for item in text.split(",") if item.strip())
+    if not isinstance(value, dict):
+        raise ConfigError(
+            'quotas must be "aws", a table of rates per second, or "Name=rate,Name=rate"'
+        )
+    profile = ""
+    rates: dict[str, float] = {}
+    for name, rate in value.items():
+        if str(name).strip().lower() == "profile":
+            profile = str(rate).strip().lower()
+            if profile in _QUOTAS_OFF:
+                profile = ""
+            elif profile not in QUOTA_PROFILES:
+                raise ConfigError(f'quotas: unknown profile {rate!r}: the profile is "aws"')
+            continue
+        rates[_quota_name(str(name))] = _quota_rate(str(name), rate)
+    return QuotaSetting(profile, rates)
+
+
+def _quota_item(item: str) -> tuple[str, Any]:
+    name, equals, rate = item.partition("=")
+    if not equals:
+        return "profile", name  # "aws"
+    return name.strip(), rate.strip()
+
+
+def _quota_name(name: str) -> str:
+    """The bucket's name as hsmkms spells it, or ConfigError."""
+    from hsmkms import model
+    from hsmkms.specs import DataKeyPairSpec
+
+    name = name.strip()
+    if name.lower() in SHARED_QUOTAS:
+        return name.lower()
+    if name.startswith(PAIR_QUOTA):
+        spec = name[len(PAIR_QUOTA) :].strip().upper()
+        if spec in DataKeyPairSpec.__members__:
+            return PAIR_QUOTA + spec
+        raise ConfigError(
+            f"quotas: {name!r} names no KeyPairSpec: one of {', '.join(DataKeyPairSpec)}"
+        )
+    if name in model.operations():
+        return name
+    raise ConfigError(
+        f"quotas: unknown quota {name!r}: name a KMS operation (CreateKey), a shared quota "
+        f"of cryptographic operations ({', '.join(SHARED_QUOTAS)}), or "
+        f'{PAIR_QUOTA}<KeyPairSpec> ("{PAIR_QUOTA}RSA_2048")'
+    )
+
+
+def _quota_rate(name: str, rate: Any) -> float:
+    try:
+        if isinstance(rate, bool):
+            raise ValueError(rate)
+        number = float(rate)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 < number < math.inf:
+        raise ConfigError(
+            f"quotas: the rate of {name.strip()} must be a positive number of requests per "
+            f"second, not {rate!r}"
+        )
+    return number
+
+
+def _number(rate: float) -> str:
+    return str(int(rate)) if rate.is_integer() else repr(rate)
 
 
 @functools.cache
