@@ -5,6 +5,7 @@
                  [--tls-cert F --tls-key F] [--log-level LEVEL] [--access-log]
                  [--limit-concurrency N] [--header-timeout S] [--body-timeout S]
                  [--keep-alive-timeout S] [--operator-token-file FILE] [--seed FILE]
+                 [--quotas aws|Name=rate,...]
     hsmkms doctor [--home DIR] [--config FILE] [--fix [--min-age SECONDS]] [--deep] [--json]
 
 ``serve`` loads the settings (defaults < TOML file < ``HSMKMS_*`` < flags), creates the embedded
@@ -112,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="YAML or TOML file of keys with fixed KeyIds (and material) to make exist before "
         "serving, idempotently (docs/seeding.md)",
+    )
+    serve.add_argument(
+        "--quotas",
+        metavar="SPEC",
+        help='AWS KMS request quotas: "aws" (AWS\'s defaults), "aws,CreateKey=1" (with '
+        'changes), "CreateAlias=3,symmetric=20" (those alone), or "off" (the default); '
+        "over quota: ThrottlingException (docs/quotas.md)",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -245,6 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_alive_timeout=args.keep_alive_timeout,
         operator_token_file=args.operator_token_file,
         seed=args.seed,
+        quotas=args.quotas,
     )
     settings.read_operator_token()  # a bad token file stops the start here, with its reason
     if bool(settings.tls_cert) != bool(settings.tls_key):
@@ -384,9 +393,11 @@ def apply_seed(kms: Any, seed_file: Seed, default_account: str) -> None:
     """Apply the seed file through ``kms``'s operation layer; on failure close it and raise
     StartupError naming the entry (nothing of the run is left: hsmkms/seed/)."""
     from hsmkms import seed
+    from hsmkms.service.quotas import unmetered
 
     try:
-        outcome = seed.apply(kms.service, seed_file, default_account)
+        with unmetered():  # the operator's start-up work: no client's quota pays for it
+            outcome = seed.apply(kms.service, seed_file, default_account)
     except seed.SeedError as exc:
         kms.close()
         raise StartupError(str(exc)) from None
@@ -447,6 +458,7 @@ def print_banner(settings: Settings) -> None:
         f"  credentials  {creds} (profile hsmkms)",
         f"  store        {_store_display(settings.store_path)}",
         f"  token        {token}",
+        *([f"  quotas       {settings.quotas} (docs/quotas.md)"] if settings.quotas else []),
         "  try:",
         f"    AWS_SHARED_CREDENTIALS_FILE={creds} AWS_PROFILE=hsmkms "
         f"aws kms list-keys --endpoint-url {url}",
