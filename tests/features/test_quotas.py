@@ -315,6 +315,18 @@ def test_a_seed_applied_at_start_up_is_not_charged(settings, token, service, tmp
         release(svc)
 
 
+def test_aws_table_places_every_operation_and_its_names_are_the_settings():
+    from hsmkms import model
+    from hsmkms.config import parse_quotas
+    from hsmkms.service import quota_table as table
+
+    counted = set(table.OPERATIONS) | {"GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"}
+    counted |= set().union(*table.SHARED_OPERATIONS.values())
+    assert counted == set(model.operations())  # each operation has a quota, or shares one
+    assert parse_quotas(dict(table.AWS)).rates == table.AWS  # every name is one the setting takes
+    assert set(table.REGIONAL) <= set(table.AWS)
+
+
 # -- the setting ---------------------------------------------------------------------------------
 def test_the_setting_reads_a_profile_a_table_a_text_or_json_and_refuses_nonsense(tmp_path):
     from hsmkms.cli import build_parser, main
