@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import ceilings, stages
+from bench import ceilings, multiregion, stages
 from bench.load import Result, on_uvloop, run_cell
 from bench.report import DOC, fmt_rate, print_row
 from bench.servers import Hsmkms, Moto, Server, Trivial, TrivialAsgi
 from bench.workloads import (
     GET_PARAMETERS,
     IMPORT_CONCURRENCY,
+    MULTI_REGION_GROUP,
+    MULTI_REGION_WORKLOADS,
     PAIR_SPECS,
     PEERS,
     RSA_SPECS,
@@ -27,9 +29,11 @@ from bench.workloads import (
     asymmetric_workloads,
     import_workloads,
     main_workloads,
+    multi_region_workloads,
     post_quantum_workloads,
     prepare,
     rsa_span,
+    signed_for,
     workload,
 )
 from hsmkms.specs import DataKeyPairSpec, Family
@@ -45,6 +49,7 @@ class Options:
     only: str | None = None
     quick: bool = False
     keys: int = 0
+    with_ceilings: bool = True  # the generator's, the framework's, the in-process ones, the stages
     output: Path | None = DOC
 
 
@@ -88,7 +93,8 @@ class Bench:
                 seconds = kwargs.get("peer_seconds", seconds)
             row.results[peer] = on_uvloop(
                 run_cell(
-                    server.endpoint(), workload(name, fx, rng), concurrency, seconds,
+                    signed_for(name, server.endpoint()), workload(name, fx, rng),
+                    concurrency, seconds,
                     warmup=kwargs.get("warmup", self.opt.warmup),
                     max_requests=kwargs.get("max_requests"),
                 )
@@ -209,7 +215,10 @@ class Bench:
 
     # -- the main comparison --------------------------------------------------------------
     def picked(self, name: str) -> bool:
-        """Whether ``--only`` (a part of the name, in any case) selects workload ``name``."""
+        """Whether ``--only`` (a part of the name, in any case; for the issue 17 cells, of
+        their group's name too: ``--only region``) selects workload ``name``."""
+        if name in MULTI_REGION_WORKLOADS:
+            name = f"{name} [{MULTI_REGION_GROUP}]"
         return not self.opt.only or self.opt.only.lower() in name.lower()
 
     def compare(self) -> None:
@@ -226,6 +235,9 @@ class Bench:
         # GetParametersForImport leaves an RSA wrapping key on the token; c=1 and 8 only.
         imports = [w for w in import_workloads() if self.picked(w)]
         import_c = [c for c in opt.concurrency if c in IMPORT_CONCURRENCY] or [min(opt.concurrency)]
+        # Multi-Region keys and last use (issue 17): after the scaling cells, before the import
+        # cells, each new cell right after the one it is set beside, at every concurrency.
+        regional = [w for w in multi_region_workloads() if self.picked(w)]
         rsa = [s for s in RSA_SPECS if self.picked(f"GenerateDataKeyPair {s}")]
         with Hsmkms(home, self.work, opt.workers, settings) as ours, Moto(self.work) as moto:
             print(
@@ -235,7 +247,10 @@ class Bench:
             )
 
             def made(server: Server) -> Fixture:
-                return on_uvloop(prepare(server.endpoint(), asymmetric=True, imports=bool(imports)))
+                fx = on_uvloop(prepare(server.endpoint(), asymmetric=True, imports=bool(imports)))
+                if regional:
+                    on_uvloop(multiregion.prepare(server.endpoint(), fx))
+                return fx
 
             fixtures = {
                 "hsmkms": (ours, made(ours)),
@@ -253,6 +268,11 @@ class Bench:
                     self.cell(name, c, fixtures, order)
             if not opt.only or opt.only in "GenerateDataKey":
                 self.scaling(fixtures["hsmkms"])
+            for c in opt.concurrency:
+                for name in regional:
+                    order = PEERS[::-1] if flip else PEERS
+                    flip = not flip
+                    self.cell(name, c, fixtures, order)
             for name in imports:
                 # An RSA-2048 key made on the token per call: ~7/s a process on SoftHSM2, and
                 # the time of each varies widely, so a window twice as long (as RSA_2048's).

@@ -7,6 +7,9 @@ in-process ceilings, a table on stdout and in docs/benchmarks.md.
                                    # creating 10,000 token keys)
     scripts/bench --only import    # the import cells (issue 16) after the ceilings and the
                                    # stages (~4.5 minutes), printed only
+    scripts/bench --only region --no-ceilings
+                                   # the multi-Region and last-use cells (issue 17) alone
+                                   # (~2 minutes), printed only
 
 Cells alternate between the two servers (hsmkms first in one cell, moto first in the next),
 so a burst of noise from elsewhere on the machine lands on both.
@@ -20,8 +23,9 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bench import keys
+from bench import keys, multiregion
 from bench.cells import Bench, Options
 from bench.report import (
     DOC,
@@ -91,6 +95,12 @@ def parse(argv: list[str] | None) -> Options:
     )
     p.add_argument("--quick", action="store_true", help="a short smoke test; writes nothing")
     p.add_argument(
+        "--no-ceilings",
+        action="store_true",
+        help="skip the load generator's, the HTTP framework's and the in-process ceilings and "
+        "the stages: the cells only (e.g. with --only); writes nothing",
+    )
+    p.add_argument(
         "--keys",
         type=int,
         default=0,
@@ -109,7 +119,8 @@ def parse(argv: list[str] | None) -> Options:
         only=a.only,
         quick=quick,
         keys=a.keys,
-        output=None if (a.no_write or quick or a.only) else a.output,
+        with_ceilings=not a.no_ceilings,
+        output=None if (a.no_write or quick or a.only or a.no_ceilings) else a.output,
     )
 
 
@@ -135,10 +146,15 @@ def main(argv: list[str] | None = None) -> int:
             if opt.output:
                 write_doc(opt.output, "keys", "\n".join(body))
             return 0
-        gen = bench.generator_ceiling()
-        floor = bench.framework_ceiling()
-        ceil = bench.ceilings()
-        parts = bench.stages()
+        gen: dict[int, tuple[float, float]] = {}
+        floor: dict[int, tuple[float, float]] = {}
+        ceil: dict[str, Any] = {}
+        parts: dict[str, dict[str, float]] = {}
+        if opt.with_ceilings:
+            gen = bench.generator_ceiling()
+            floor = bench.framework_ceiling()
+            ceil = bench.ceilings()
+            parts = bench.stages()
         ceil["generator_us"] = gen[max(gen)][1] if gen else None
         bench.compare()
         load_after = os.getloadavg()[0]
@@ -152,9 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         pq_summary = post_quantum_summary(bench.rows, ceil)
         imp_rows = [r for r in bench.rows if is_import(r)]
         imp_summary = import_summary(bench.rows, ceil)
-        print("\n".join(summary + pq_summary + imp_summary), flush=True)
+        mr_rows = [r for r in bench.rows if multiregion.is_multi_region(r)]
+        mr_summary = multiregion.summary(bench.rows)
+        print("\n".join(summary + pq_summary + imp_summary + mr_summary), flush=True)
         if imp_rows:  # the issue 16 table, for a run that writes nothing (--only import)
             print("\n".join(rows_markdown(imp_rows)), flush=True)
+        if mr_rows:  # the issue 17 table, likewise (--only region)
+            print("\n".join(rows_markdown(mr_rows)), flush=True)
         if opt.output:
             cores = ceil["cores"]
             body = [
@@ -210,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                         if not is_asymmetric(r)
                         and r.workload not in POST_QUANTUM_BY_NAME
                         and not is_import(r)
+                        and not multiregion.is_multi_region(r)
                     ]
                 ),  # fmt: skip
                 "",
@@ -248,6 +269,21 @@ def main(argv: list[str] | None = None) -> int:
                 *rows_markdown(imp_rows),
                 "",
                 *imp_summary,
+                "",
+                "Multi-Region keys and last use (issue 17): one endpoint serves every Region, "
+                "a request's Region being its SigV4 scope's. A multi-Region key made by CreateKey "
+                "MultiRegion in us-east-1 and replicated (ReplicateKey) to us-west-2 on each "
+                "server before the cells; Encrypt 64 B under it, beside Encrypt 64 B under a "
+                "single-Region key; one 64-byte blob made by the primary, decrypted through the "
+                "primary and, by requests signed for us-west-2, through the replica (the answer's "
+                "KeyId checked to be the replica's once before the cells); GetKeyLastUsage on the "
+                "run's main key, which every data key cell uses (each worker notes uses in memory "
+                "and writes them every 3 s). Each new cell right after the one beside it, at "
+                "each concurrency.",
+                "",
+                *rows_markdown(mr_rows),
+                "",
+                *mr_summary,
                 "",
                 "Where a request's CPU goes: each stage timed alone in one process on the "
                 "request the load generator sends (bench/stages.py), against what the "

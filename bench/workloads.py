@@ -8,7 +8,7 @@ import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from bench.load import TARGET_PREFIX, Connection, Endpoint, Result, Workload, error_name
@@ -90,6 +90,25 @@ IMPORT_WORKLOADS = (GENERATED_ENCRYPT, IMPORTED_ENCRYPT, REIMPORT, GET_PARAMETER
 IMPORT_CONCURRENCY = (1, 8)
 IMPORTED_SLOT = "EXTERNAL imported"  # Fixture.keys: the key whose material is imported
 PENDING_SLOT = "EXTERNAL pending import"  # Fixture.keys: GetParametersForImport's key
+# Multi-Region keys and last use (issue 17). One endpoint serves every Region: a request's
+# Region is its SigV4 credential scope's, so a workload run in another Region is signed for it
+# (REGION_OF; the rest are signed for the endpoint's own, us-east-1). A multi-Region key made
+# in us-east-1 and replicated to us-west-2; Encrypt 64 B under it beside Encrypt under a
+# single-Region key; one blob (64 B, made by the primary) decrypted through the primary and,
+# signed for us-west-2, through the replica; GetKeyLastUsage on the run's main key, which the
+# fixture and every data key cell use.
+PRIMARY_REGION = "us-east-1"
+REPLICA_REGION = "us-west-2"
+SINGLE_ENCRYPT = "Encrypt 64 B, single-Region key (beside the multi-Region)"
+MRK_ENCRYPT = "Encrypt 64 B, multi-Region primary"
+PRIMARY_DECRYPT = "Decrypt 64 B through the primary (beside the replica)"
+REPLICA_DECRYPT = "Decrypt 64 B through a replica"
+LAST_USAGE = "GetKeyLastUsage"
+# In the order they run at each concurrency: each new cell right after the one it is set beside.
+MULTI_REGION_WORKLOADS = (SINGLE_ENCRYPT, MRK_ENCRYPT, PRIMARY_DECRYPT, REPLICA_DECRYPT, LAST_USAGE)
+MULTI_REGION_GROUP = "multi-Region keys and last use (issue 17)"  # what --only also searches
+REGION_OF = {REPLICA_DECRYPT: REPLICA_REGION}  # workload -> the Region its requests are signed for
+MRK_SLOT = "multi-Region primary"  # Fixture.keys: the mrk- key (us-east-1), replicated
 
 
 @dataclass
@@ -98,7 +117,8 @@ class Fixture:
     asymmetric workloads a key per :attr:`Asymmetric.slot` and the signature Verify checks
     (made once up front), and the ciphertext Decapsulate opens (made once up front by
     Encapsulate); for the import workloads (issue 16) two EXTERNAL keys, the import token and
-    the wrapped material; ``missing``: workload name -> why this server cannot run it."""
+    the wrapped material; for the multi-Region workloads (issue 17) the mrk- key and a blob it
+    made; ``missing``: workload name -> why this server cannot run it."""
 
     key_id: str
     decrypt_bodies: list[bytes]
@@ -108,6 +128,7 @@ class Fixture:
     ciphertext: str = ""  # base64, Encapsulate's SharedSecretCiphertextBlob (ML_KEM_768 key)
     import_token: str = ""  # base64, GetParametersForImport's, for the IMPORTED_SLOT key
     wrapped_material: str = ""  # base64, IMPORTED_MATERIAL under that token's public key
+    replica_blob: str = ""  # base64, 64 B encrypted by the MRK_SLOT key in PRIMARY_REGION
     missing: dict[str, str] = field(default_factory=dict)
 
 
@@ -149,10 +170,17 @@ def workload(name: str, fx: Fixture, rng: random.Random) -> Workload:
     if name == "GenerateDataKeyWithoutPlaintext":
         req = (TARGET_PREFIX + name, _body({"KeyId": key, "KeySpec": AES_256}))
         return lambda: req
-    if name in ("Encrypt 64 B", GENERATED_ENCRYPT, IMPORTED_ENCRYPT):
+    if name in ("Encrypt 64 B", GENERATED_ENCRYPT, IMPORTED_ENCRYPT, SINGLE_ENCRYPT, MRK_ENCRYPT):
         plaintext = base64.b64encode(rng.randbytes(64)).decode()
-        on = fx.keys[IMPORTED_SLOT] if name == IMPORTED_ENCRYPT else key
+        slot = {IMPORTED_ENCRYPT: IMPORTED_SLOT, MRK_ENCRYPT: MRK_SLOT}.get(name)
+        on = fx.keys[slot] if slot else key
         req = (TARGET_PREFIX + "Encrypt", _body({"KeyId": on, "Plaintext": plaintext}))
+        return lambda: req
+    if name in (PRIMARY_DECRYPT, REPLICA_DECRYPT):  # the same blob; the Region is the signer's
+        req = (TARGET_PREFIX + "Decrypt", _body({"CiphertextBlob": fx.replica_blob}))
+        return lambda: req
+    if name == LAST_USAGE:
+        req = (TARGET_PREFIX + LAST_USAGE, _body({"KeyId": key}))
         return lambda: req
     if name == REIMPORT:
         req = (TARGET_PREFIX + "ImportKeyMaterial", _body(_import_params(fx, again=True)))
@@ -234,6 +262,16 @@ def wrap_material(public_key: str) -> bytes:
         raise ValueError("the wrapping key is not an RSA key")
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
     return key.encrypt(IMPORTED_MATERIAL, oaep)
+
+
+def signed_for(name: str, endpoint: Endpoint) -> Endpoint:
+    """The endpoint as workload ``name`` reaches it: signed for the Region it runs in."""
+    region = REGION_OF.get(name)
+    return endpoint if region is None else replace(endpoint, region=region)
+
+
+def multi_region_workloads() -> list[str]:
+    return list(MULTI_REGION_WORKLOADS)
 
 
 def asymmetric_workloads() -> list[str]:
