@@ -37,10 +37,18 @@ SLOW_GROUPS = ("clients", "resilience")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).resolve().parent
+    on_postgres = os.environ.get("HSMKMS_TEST_STORE") == "postgresql"
     for item in items:
         group = item.path.resolve().relative_to(tests).parts[0]
         if group in SLOW_GROUPS:
             item.add_marker(pytest.mark.slow)
+        if on_postgres and item.get_closest_marker("sqlite_home"):
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="reads the session home's SQLite file, or opens the "
+                    "home in a new process (the PostgreSQL leg's store is not there)"
+                )
+            )
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +57,23 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(home: Path) -> Settings:
+def postgres():
+    """A throwaway PostgreSQL cluster for the session (tests/postgres.py)."""
+    from postgres import cluster
+
+    with cluster() as made:
+        yield made
+
+
+@pytest.fixture(scope="session")
+def settings(home: Path, request: pytest.FixtureRequest) -> Settings:
+    """The session home's settings. ``HSMKMS_TEST_STORE=postgresql`` puts its store in a
+    throwaway PostgreSQL database instead of the home's SQLite file (the CI's second leg)."""
     os.environ.pop("HSMKMS_PIN", None)
-    s = Settings.load(home=home, env={})
+    extra = {}
+    if os.environ.get("HSMKMS_TEST_STORE") == "postgresql":
+        extra["store"] = request.getfixturevalue("postgres").database()
+    s = Settings.load(home=home, env={}, **extra)
     ensure_home(s)
     return s
 

@@ -148,6 +148,7 @@ def test_sm2_is_china_only_and_ml_kem_512_unsupported(kms, key):
             operation(KeyId=key["KeyId"], KeyPairSpec="ML_KEM_512")
 
 
+@pytest.mark.sqlite_home
 def test_blobs_decrypt_after_the_process_restarts(library, settings, token_pairs_kms, tmp_path):
     """A new process on the same home decrypts blobs made here, host and token made alike."""
     key = library.create_key()["KeyMetadata"]

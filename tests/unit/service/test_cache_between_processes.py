@@ -126,6 +126,7 @@ def test_a_grant_retired_through_one_stops_working_through_the_other_within_the_
     assert took <= TTL + SLACK
 
 
+@pytest.mark.sqlite_home
 def test_the_cache_answers_past_the_ttl_while_nothing_changes(settings):
     inner = CountingStore(str(settings.store_path))
     with process(settings) as a, process(settings, store=inner) as b:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from hsmkms.store import open_store
 
 
+@pytest.mark.sqlite_home
 def test_store_uses_wal_and_full_sync(settings, kms):
     store = open_store(settings.store_path)
     conn = store._conn()  # type: ignore[attr-defined]
@@ -25,6 +28,7 @@ def test_reopening_the_store_keeps_the_schema(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] >= 1
 
 
+@pytest.mark.sqlite_home
 def test_no_key_material_reaches_the_store(settings, library):
     key = library.create_key()["KeyMetadata"]["KeyId"]
     secrets = []
