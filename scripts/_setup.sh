@@ -15,6 +15,16 @@ ensure_softhsm() {
     _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
 }
 
+ensure_postgresql() {
+    # The tests' throwaway PostgreSQL clusters (tests/postgres.py) need the server binaries.
+    if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then return 0; fi
+    echo "scripts: installing PostgreSQL (Debian package postgresql)" >&2
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    # Debian starts a cluster of its own on port 5432; the tests make theirs, on free ports.
+    _as_root service postgresql stop >/dev/null 2>&1 || true
+}
+
 ensure_venv() {
     local extras="${1:-}"
     local stamp="$VENV/.hsmkms-installed${extras:+-$extras}"
