@@ -58,6 +58,7 @@ class Server:
     """A child process serving HTTP on ``HOST:port``; a context manager that stops it."""
 
     name = "server"
+    cwd = ROOT  # where it runs: ``python -m hsmkms`` imports the hsmkms/ found here first
     start_timeout = 120.0  # seconds from spawn to ready before giving up
     stop_timeout = 20.0  # seconds from SIGTERM to SIGKILL
 
@@ -95,7 +96,7 @@ class Server:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
-                cwd=ROOT,
+                cwd=self.cwd,
             )  # fmt: skip
         while time.monotonic() - began < timeout:
             if self.proc.poll() is not None:
