@@ -32,6 +32,7 @@ class Identity:
         secure_transport: bool = True,
         region: str = "",
         request_id: str = "",
+        user_agent: str = "",
     ) -> Caller:
         return Caller(
             self.account_id,
@@ -41,6 +42,7 @@ class Identity:
             secure_transport,
             region,
             request_id,
+            user_agent,
         )
 
 
@@ -62,3 +64,5 @@ class Caller:
     # The request's id, answered as x-amzn-RequestId (set by the wire); "" on the library
     # face, where the operation layer draws one per call.
     request_id: str = ""
+    # The client's User-Agent header (the audit trail's userAgent); "" on the library face.
+    user_agent: str = ""

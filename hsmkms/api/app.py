@@ -197,6 +197,7 @@ class App:
                 secure_transport=scope.get("scheme") == "https",
                 region=region,
                 request_id=request_id,
+                user_agent=(headers.get("user-agent") or [""])[0][:1024],
             )
             result = await self._call(operation, params, caller)
             payload = _dumps(model.to_wire(operation, result))

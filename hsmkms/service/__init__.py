@@ -122,7 +122,7 @@ class Service:
             hsm.NO_SEARCH.reset(no_search)
             cache.FRESH.reset(fresh)
         self.usage.note(req)
-        self.audit.record(req, None)
+        self.audit.record(req, None, answer)
         return answer
 
     def _run(self, handler: Any, req: Request) -> dict:

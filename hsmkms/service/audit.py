@@ -8,7 +8,7 @@ and the AWS error it ended in, if any; it must never write plaintext, ciphertext
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from hsmkms import errors
@@ -16,15 +16,20 @@ if TYPE_CHECKING:
 
 
 class AuditSink(Protocol):
-    def record(self, req: Request, error: errors.KMSError | None) -> None:
-        """One request's outcome: ``error`` is None when it succeeded."""
+    def record(
+        self, req: Request, error: errors.KMSError | None, answer: dict[str, Any] | None = None
+    ) -> None:
+        """One request's outcome: ``error`` is None when it succeeded, and ``answer`` is then
+        the operation's answer (with plaintext and ciphertext in it: never to be written)."""
         ...
 
 
 class NoAudit:
     """The sink that records nothing."""
 
-    def record(self, req: Request, error: errors.KMSError | None) -> None:
+    def record(
+        self, req: Request, error: errors.KMSError | None, answer: dict[str, Any] | None = None
+    ) -> None:
         return None
 
 
