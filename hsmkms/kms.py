@@ -70,9 +70,11 @@ class KMS:
         self._attach(service, caller)
         if seed is not None:
             from hsmkms import seed as seeding
+            from hsmkms.service.quotas import unmetered
 
             try:
-                seeding.apply_file(service, seed)  # type: ignore[arg-type]
+                with unmetered():  # the seed's own work: no client's quota pays for it
+                    seeding.apply_file(service, seed)  # type: ignore[arg-type]
             except seeding.SeedError as exc:
                 service.close()
                 raise errors.ValidationException(str(exc)) from None

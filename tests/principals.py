@@ -106,7 +106,7 @@ class Principals:
                 region_name=srv.region,
                 aws_access_key_id=i.access_key_id,
                 aws_secret_access_key=i.secret_access_key,
-                config=Config(retries={"max_attempts": 1}),
+                config=Config(retries={"total_max_attempts": 1}),
             )
             for name, i in identities.items()
         }

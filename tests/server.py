@@ -181,7 +181,7 @@ class ServerProcess(HsmkmsServer):
             region_name=region or self.region,
             aws_access_key_id=ident.access_key_id,
             aws_secret_access_key=ident.secret_access_key,
-            config=Config(retries={"max_attempts": 1}, **config),
+            config=Config(retries={"total_max_attempts": 1}, **config),
         )
 
 
