@@ -5,6 +5,9 @@ figures of an earlier run in docs/benchmarks.md cannot tell such a change from t
 
     python -m bench.ab 3bbf210 96dfc80         # GenerateDataKey at c=1, 8, 32, two rounds
     python -m bench.ab BEFORE AFTER --workload Decrypt --rounds 3 --seconds 3
+    python -m bench.ab BEFORE AFTER --keys 2000 --concurrency 32 --warmup 9
+                                               # GenerateDataKey, each request a random one
+                                               # of 2,000 keys (created through each server)
 
 Each commit's hsmkms/ is exported with ``git archive`` into a temporary directory (the work tree
 is not touched) and served from there by this interpreter: ``serve --workers 2`` on a fresh
@@ -22,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.keys import create_keys
 from bench.load import Result, on_uvloop, run_cell
 from bench.report import fmt_cpu, fmt_ms, fmt_rate
 from bench.servers import ROOT, Hsmkms
@@ -61,9 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per cell")
     p.add_argument("--rounds", type=int, default=2, help="rounds of every cell (default 2)")
     p.add_argument("--workers", type=int, default=2, help="hsmkms worker processes (default 2)")
+    p.add_argument(
+        "--keys", type=int, default=0,
+        help="instead: GenerateDataKey over this many keys, each request a random one",
+    )  # fmt: skip
     a = p.parse_args(argv)
     revs = (a.before, a.after)
     concurrency = [int(c) for c in a.concurrency.split(",") if c]
+    name = "GenerateDataKey over all keys" if a.keys else a.workload
+    label = f"GenerateDataKey, a random key of {a.keys}" if a.keys else a.workload
     results: dict[tuple[str, int], list[Result]] = {}
     with tempfile.TemporaryDirectory(prefix="hsmkms-ab-") as tmp:
         work = Path(tmp)
@@ -73,15 +83,18 @@ def main(argv: list[str] | None = None) -> int:
                 server = Hsmkms(work / f"home-{i}", work, a.workers, {"rsa_pool_size": "0"})
                 server.cwd = export(rev, work / f"tree-{i}")
                 server.start()
-                servers[rev] = (server, on_uvloop(prepare(server.endpoint())))
-            print(f"{a.workload}: {revs[0]} and {revs[1]} in turn, {a.rounds} rounds", flush=True)
+                fx = on_uvloop(prepare(server.endpoint()))
+                if a.keys > 1:
+                    fx.key_ids += on_uvloop(create_keys(server.endpoint(), a.keys - 1))
+                servers[rev] = (server, fx)
+            print(f"{label}: {revs[0]} and {revs[1]} in turn, {a.rounds} rounds", flush=True)
             for n in range(a.rounds):
                 for k, c in enumerate(concurrency):
                     for rev in revs if (n + k) % 2 == 0 else revs[::-1]:
                         server, fx = servers[rev]
                         cpu = server.cpu_seconds()
                         r = on_uvloop(
-                            run_cell(server.endpoint(), workload(a.workload, fx, random.Random(7)),
+                            run_cell(server.endpoint(), workload(name, fx, random.Random(7)),
                                      c, a.seconds, warmup=a.warmup)
                         )  # fmt: skip
                         r.server_cpu = server.cpu_seconds() - cpu
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in concurrency:
         (r0, rates0, cpu0), (r1, rates1, cpu1) = (_cells(results[(rev, c)]) for rev in revs)
         change = f"{r1 / r0 - 1:+.1%}" if r0 else "-"
-        print(f"| {a.workload} | {c} | {rates0} | {cpu0} | {rates1} | {cpu1} | {change} |")
+        print(f"| {label} | {c} | {rates0} | {cpu0} | {rates1} | {cpu1} | {change} |")
     return 0
 
 
