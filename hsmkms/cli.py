@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="state directory: token, store, credentials (default $HSMKMS_HOME or ./var)",
     )
     serve.add_argument("--config", metavar="FILE", help="TOML settings file")
+    serve.add_argument(
+        "--store",
+        metavar="LOCATION",
+        help="the metadata store: a SQLite file (default <home>/hsmkms.sqlite3) or a "
+        "postgresql:// URL shared by several nodes (docs/deployment.md)",
+    )
     serve.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
     serve.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--home", help="state directory (default $HSMKMS_HOME or ./var)")
     doctor.add_argument("--config", metavar="FILE", help="TOML settings file")
+    doctor.add_argument("--store", metavar="LOCATION", help="the metadata store, as serve's")
     doctor.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
     doctor.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
     doctor.add_argument(
@@ -155,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(handler=cmd_doctor)
+    from hsmkms import cli_store
+
+    cli_store.register(commands)
     return parser
 
 
@@ -189,6 +199,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         Settings.load(
             args.config,
             home=args.home,
+            store=args.store,
             pkcs11_module=args.pkcs11_module,
             token_label=args.token_label,
         )
@@ -239,6 +250,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.load(
         args.config,
         home=args.home,
+        store=args.store,
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -7,6 +7,7 @@ PostgreSQL hold without dialect-specific types.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -489,3 +490,8 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from hsmkms.store.base import Conflict, StoreBusy, StoreError, StoreUnavailable
+from hsmkms.store.base import Conflict, StoreBusy, StoreError, StoreUnavailable, redacted
 from hsmkms.store.migrations import MIGRATIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,7 +121,7 @@ class PostgresConnections:
     """The connections of one PostgreSQL store and how they fail."""
 
     def __init__(self, url: str, busy_timeout_s: float = 10.0, pool_size: int = 8) -> None:
-        self.path = _redacted(url)
+        self.path = redacted(url)
         self.busy_timeout_s = busy_timeout_s
         self._closed = False
         self._lock = threading.Lock()
@@ -237,8 +237,3 @@ class PostgresConnections:
                 return
             self._closed = True
         self._pool.close()
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
