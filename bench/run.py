@@ -9,7 +9,7 @@ in-process ceilings, a table on stdout and in docs/benchmarks.md.
                                    # stages (~4.5 minutes), printed only
     scripts/bench --only region --no-ceilings
                                    # the multi-Region and last-use cells (issue 17) alone
-                                   # (~2 minutes), printed only
+                                   # (~1.5 minutes), printed only
 
 Cells alternate between the two servers (hsmkms first in one cell, moto first in the next),
 so a burst of noise from elsewhere on the machine lands on both.
