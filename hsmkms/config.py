@@ -112,6 +112,11 @@ class Settings:
     # [quotas] table, or JSON). Token buckets per (account, Region), shared by every process
     # on the home (<home>/quotas.bin); over quota: ThrottlingException.
     quotas: str = ""
+    # Recipient (attested enclaves, docs/attestation.md): a PEM file of the attestation roots
+    # trusted (default: the AWS Nitro Enclaves root G1, built in), and how old (seconds) an
+    # attestation document may be.
+    attestation_trust_anchors: str | None = None
+    attestation_max_age: float = 300.0
 
     # -- derived paths -------------------------------------------------------------------
     @property
