@@ -19,6 +19,7 @@ from hsmkms.config import Settings
 from hsmkms.service import (  # noqa: F401  (register handlers)
     aliases,
     asymmetric,
+    attestation,
     cache,
     crypto,
     grants,
@@ -88,6 +89,10 @@ class Service:
         # Each key's last use, noted per request and written in batches (service/usage.py),
         # past the cache: a batch of last-use times empties no cached key record.
         self.usage = usage.LastUsage(self.store.inner)
+        # Attestation documents of Recipient parameters, verified against the trust anchors.
+        self.attestation = attestation.Verifier.from_file(
+            settings.attestation_trust_anchors, settings.attestation_max_age
+        )
 
     # -- dispatch --------------------------------------------------------------------------
     def dispatch(self, operation: str, params: dict[str, Any], caller: Caller) -> dict:

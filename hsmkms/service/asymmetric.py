@@ -13,7 +13,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors, pq
-from hsmkms.service import host_keys, public_keys, quick
+from hsmkms.service import host_keys, public_keys, quick, recipient
 from hsmkms.service.core import (
     Request,
     check_dry_run,
@@ -246,6 +246,7 @@ def verify_mac(svc: Service, req: Request) -> dict[str, Any]:
 
 @operation("DeriveSharedSecret")
 def derive_shared_secret(svc: Service, req: Request) -> dict[str, Any]:
+    recipient.attestation(svc, req)
     key, spec = _key(svc, req, KeyUsage.KEY_AGREEMENT)
     algorithm = KeyAgreementAlgorithm(req.required_text("KeyAgreementAlgorithm"))
     if algorithm not in spec.key_agreement_algorithms:
@@ -255,20 +256,17 @@ def derive_shared_secret(svc: Service, req: Request) -> dict[str, Any]:
         point = public_keys.peer_point(req.required_data("PublicKey"), spec.curve.name)
     except public_keys.PeerKeyError as exc:
         raise errors.ValidationException(str(exc)) from None
-    if req.get("Recipient") is not None:
-        raise errors.UnsupportedOperationException(
-            "Recipient (Nitro Enclaves attestation) is not supported by hsmkms."
-        )
     check_dry_run(req)
     material_id, _ = material(svc, key)
     _ready(svc, spec, material_id)
     secret = svc.masters.derive(material_id, point, (spec.curve.bits + 7) // 8)
-    return {
+    answer = {
         "KeyId": key.arn,
         "SharedSecret": secret,
         "KeyAgreementAlgorithm": algorithm,
         "KeyOrigin": Origin(key.origin),
     }
+    return recipient.release(svc, req, answer, "SharedSecret")
 
 
 # -- RSA Encrypt and Decrypt (called by service/crypto.py) ------------------------------------

@@ -72,6 +72,8 @@ class Request:
     # The request's id (the wire's x-amzn-RequestId, else one drawn here) and the id of its
     # audit event (CloudTrail's eventID), which GetKeyLastUsage names.
     request_id: str = field(default="", compare=False)
+    # A Recipient's attestation document once verified (service/recipient.py).
+    attestation: Any = field(default=None, compare=False)
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()), compare=False)
 
     def __post_init__(self) -> None:

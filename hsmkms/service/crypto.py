@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors, pq
-from hsmkms.service import asymmetric
+from hsmkms.service import asymmetric, recipient
 from hsmkms.service.core import (
     Request,
     check_algorithm,
@@ -135,12 +135,13 @@ def _dry_run_or_ciphertext(
 @operation("Decrypt")
 def decrypt(svc: Service, req: Request) -> dict[str, Any]:
     check_grant_tokens(req)
-    _no_recipient(req)
+    recipient.attestation(svc, req)  # verified before anything else: a bad one releases nothing
     if _names_asymmetric(svc, req, "KeyId"):
         key, rsa, plain = _rsa_decrypt(
             svc, req, "KeyId", "EncryptionAlgorithm", "EncryptionContext"
         )
-        return {"KeyId": key.arn, "Plaintext": plain, "EncryptionAlgorithm": rsa}
+        answer = {"KeyId": key.arn, "Plaintext": plain, "EncryptionAlgorithm": rsa}
+        return recipient.release(svc, req, answer, "Plaintext")
     _dry_run_or_ciphertext(svc, req, "KeyId", "EncryptionAlgorithm")
     key, plaintext, material = svc.unseal(
         req,
@@ -149,12 +150,13 @@ def decrypt(svc: Service, req: Request) -> dict[str, Any]:
         expected_key_id=req.text("KeyId"),
         algorithm=req.text("EncryptionAlgorithm"),
     )
-    return {
+    answer = {
         "KeyId": key.arn,
         "Plaintext": plaintext,
         "EncryptionAlgorithm": EncryptionAlgorithm.SYMMETRIC_DEFAULT,
         "KeyMaterialId": material,
     }
+    return recipient.release(svc, req, answer, "Plaintext")
 
 
 @operation("ReEncrypt")
@@ -216,15 +218,8 @@ def _data_key_length(req: Request) -> int:
     return count
 
 
-def _no_recipient(req: Request) -> None:
-    if req.get("Recipient") is not None:
-        raise errors.UnsupportedOperationException(
-            "Recipient (Nitro Enclaves attestation) is not supported by hsmkms."
-        )
-
-
 def _data_key(svc: Service, req: Request) -> tuple[KeyRecord, bytes, bytes, str]:
-    _no_recipient(req)
+    recipient.attestation(svc, req)
     length = _data_key_length(req)
     key = _usable_key(svc, req)
     check_dry_run(req)
@@ -236,12 +231,13 @@ def _data_key(svc: Service, req: Request) -> tuple[KeyRecord, bytes, bytes, str]
 @operation("GenerateDataKey")
 def generate_data_key(svc: Service, req: Request) -> dict[str, Any]:
     key, plaintext, blob, material = _data_key(svc, req)
-    return {
+    answer = {
         "CiphertextBlob": blob,
         "Plaintext": plaintext,
         "KeyId": key.arn,
         "KeyMaterialId": material,
     }
+    return recipient.release(svc, req, answer, "Plaintext")
 
 
 @operation("GenerateDataKeyWithoutPlaintext")
@@ -263,7 +259,7 @@ def _check_pair_spec(svc: Service, spec: DataKeyPairSpec) -> None:
 
 
 def _pair_request(svc: Service, req: Request) -> tuple[KeyRecord, DataKeyPairSpec]:
-    _no_recipient(req)
+    recipient.attestation(svc, req)
     spec = DataKeyPairSpec(req.required_text("KeyPairSpec"))
     _check_pair_spec(svc, spec)
     key = _usable_key(svc, req)
@@ -280,7 +276,7 @@ def generate_data_key_pair(svc: Service, req: Request) -> dict[str, Any]:
     key, spec = _pair_request(svc, req)
     public, private = svc.key_pair(spec)
     blob, material = svc.seal(key, private, req.context())
-    return {
+    answer = {
         "PrivateKeyCiphertextBlob": blob,
         "PrivateKeyPlaintext": private,
         "PublicKey": public,
@@ -288,6 +284,7 @@ def generate_data_key_pair(svc: Service, req: Request) -> dict[str, Any]:
         "KeyPairSpec": spec,
         "KeyMaterialId": material,
     }
+    return recipient.release(svc, req, answer, "PrivateKeyPlaintext")
 
 
 @operation("GenerateDataKeyPairWithoutPlaintext")
@@ -307,8 +304,8 @@ def generate_data_key_pair_without_plaintext(svc: Service, req: Request) -> dict
 def generate_random(svc: Service, req: Request) -> dict[str, Any]:
     if req.get("CustomKeyStoreId") is not None:
         raise errors.UnsupportedOperationException("Custom key stores are not supported by hsmkms.")
-    _no_recipient(req)
+    recipient.attestation(svc, req)
     count = req.number("NumberOfBytes")
     if count is None:
         raise errors.ValidationException("NumberOfBytes is required.")
-    return {"Plaintext": svc.random(count)}
+    return recipient.release(svc, req, {"Plaintext": svc.random(count)}, "Plaintext")

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import blob, errors
+from hsmkms.service import recipient
 from hsmkms.service.core import Request, operation
 from hsmkms.service.policy_eval import (
     Decision,
@@ -260,6 +261,9 @@ def request_context(
             extra[condition_key] = str(value)
     if operation_name == "ImportKeyMaterial" and params.get("ValidTo") is not None:
         extra["kms:ValidTo"] = str(int(params["ValidTo"].timestamp()))  # a Numeric, epoch seconds
+    verified = recipient.attestation(svc, req)  # a bad document: ValidationException here
+    if verified is not None:
+        extra.update(verified.condition_keys())
     extras: dict[str, str | list[str]] = dict(extra)
     if operation_name == "CreateGrant" and params.get("Constraints"):
         extras["kms:GrantConstraintType"] = sorted(params["Constraints"])

@@ -76,7 +76,12 @@ FILLED = frozenset(
         "kms:WrappingKeySpec",
     )
 )
-FILLED_PREFIXES = ("kms:encryptioncontext:", "aws:resourcetag/", "aws:requesttag/")
+FILLED_PREFIXES = (
+    "kms:encryptioncontext:",
+    "aws:resourcetag/",
+    "aws:requesttag/",
+    "kms:recipientattestation:",  # from a verified Recipient's document (absent without one)
+)
 
 ABSENT = frozenset(
     k.lower()
@@ -108,7 +113,7 @@ ABSENT = frozenset(
         "aws:Referer",
     )
 )
-ABSENT_PREFIXES = ("kms:recipientattestation:",)
+ABSENT_PREFIXES: tuple[str, ...] = ()
 
 _NAMESPACES = ("aws:", "kms:")
 
