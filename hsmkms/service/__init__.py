@@ -88,7 +88,7 @@ class Service:
         self.quotas = quotas.from_settings(settings)
         # Each key's last use, noted per request and written in batches (service/usage.py),
         # past the cache: a batch of last-use times empties no cached key record.
-        self.usage = usage.LastUsage(self.store.inner)
+        self.usage = usage.LastUsage(self.store.inner.usage_store())
         # Attestation documents of Recipient parameters, verified against the trust anchors.
         self.attestation = attestation.Verifier.from_file(
             settings.attestation_trust_anchors, settings.attestation_max_age

@@ -111,6 +111,9 @@ class LastUsage:
             except Exception:  # the thread must outlive any one failure
                 log.exception("recording key last usage failed")
 
+    def tracking_start(self) -> datetime:
+        return self._store.get_usage_tracking_start()
+
     def close(self) -> None:
         """Write what is pending and stop the thread."""
         self._stopped = True
@@ -132,7 +135,7 @@ def get_key_last_usage(svc: Service, req: Request) -> dict[str, Any]:
             "CloudTrailEventId": used.event_id,
             "KmsRequestId": used.request_id,
         }
-    started: datetime = svc.store.get_usage_tracking_start()
+    started: datetime = svc.usage.tracking_start()
     return {
         "KeyId": key.key_id,
         "KeyLastUsage": last,

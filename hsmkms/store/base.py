@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -121,80 +121,13 @@ SHARED_COLUMNS = frozenset(
 EXPIRING = "EXPIRING"
 
 
-@dataclass(frozen=True)
-class ImportParametersRecord:
-    """What one GetParametersForImport handed out: its import token names this record
-    (``import_id``, 66 hex characters: the wrapping key's CKA_ID), which binds the KMS key,
-    the wrapping algorithm and spec, and the expiry. ``destroyed``: its wrapping key is gone."""
-
-    import_id: str
-    key_id: str
-    wrapping_algorithm: str
-    wrapping_spec: str
-    public_key: bytes
-    created_at: datetime
-    expires_at: datetime
-    destroyed: bool = False
-
-
-@dataclass(frozen=True)
-class KeyUsageRecord:
-    """A key record's (``key_id``: its ref) last successful cryptographic operation."""
-
-    key_id: str
-    operation: str
-    used_at: datetime
-    request_id: str
-    event_id: str
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """A named lease in the store: one holder at a time until ``expires_at``. Processes and
-    nodes that share the store take turns through it (the scheduler's duties, one key's
-    rotation), so who holds it is decided by the store's transaction, never in memory."""
-
-    name: str
-    holder: str
-    acquired_at: datetime
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class AliasRecord:
-    account_id: str
-    region: str
-    alias_name: str
-    key_id: str
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def arn(self) -> str:
-        return f"arn:aws:kms:{self.region}:{self.account_id}:{self.alias_name}"
-
-
-@dataclass(frozen=True)
-class GrantRecord:
-    """One grant on a KMS key: who (grantee) may do which operations, under which
-    encryption-context constraints, and who may retire it."""
-
-    grant_id: str  # 64 lowercase hex characters
-    key_id: str  # the ref of the key record it is on (KeyRecord.ref: a replica's own grants)
-    grantee_principal: str
-    operations: tuple[str, ...]
-    issuing_account: str  # the account id of the principal that created the grant
-    created_at: datetime
-    name: str = ""
-    retiring_principal: str | None = None
-    # {"EncryptionContextEquals": {...}} and/or {"EncryptionContextSubset": {...}}
-    constraints: dict[str, dict[str, str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list = field(default_factory=list)
-    next_marker: str | None = None
+from hsmkms.store.records import (  # noqa: E402  (re-exported: the records of the store)
+    AliasRecord,
+    GrantRecord,
+    ImportParametersRecord,
+    KeyUsageRecord,
+    LeaseRecord,
+)
 
 
 class Store(ABC):
@@ -276,6 +209,15 @@ class Store(ABC):
     @abstractmethod
     def get_usage_tracking_start(self) -> datetime:
         """When this store began recording uses (its schema gained them)."""
+
+    def usage_store(self) -> Store:
+        """Where last uses are written and read: this store, or one beside it whose writes do
+        not move this store's change marker (SQLite: a file of its own), so that a batch of
+        last-use times empties no process's cache of key records."""
+        return self
+
+    @abstractmethod
+    def all_key_usage(self) -> list[KeyUsageRecord]: ...
 
     # materials
     @abstractmethod

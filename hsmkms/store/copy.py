@@ -25,7 +25,6 @@ TABLES = (
     "deleted_keys",
     "grants",
     "import_parameters",
-    "key_usage",
 )
 
 
@@ -61,6 +60,10 @@ def copy_store(source: Store, destination: Store) -> Copied:
         there = dst._query(f"SELECT COUNT(*) FROM {table}")[0][0]
         if there != count:
             raise StoreError(f"{table}: {count} rows read, {there} in the destination")
+    # Last uses live beside a SQLite store (Store.usage_store): copied last, best kept.
+    uses = source.usage_store().all_key_usage()
+    destination.usage_store().record_key_usage(uses)
+    counts["key_usage"] = len(uses)
     return Copied(counts)
 
 

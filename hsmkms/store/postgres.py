@@ -17,5 +17,5 @@ class PostgresStore(PostgresConnections, SQLiteStore):  # type: ignore[misc]
 
 
 for _name, _method in inspect.getmembers(SQLiteStore, inspect.isfunction):
-    if not _name.startswith("_") and _name not in ("close", "change_marker"):
+    if not _name.startswith("_") and _name not in vars(PostgresConnections):
         setattr(PostgresStore, _name, retrying(_method))

@@ -20,9 +20,14 @@ timeout), answers :class:`StoreBusy`, which the operation layer answers
 DependencyTimeoutException; the pool checks a connection before lending it, so a node
 recovers by itself once PostgreSQL is back.
 
-The change marker is the server's current snapshot (``pg_current_snapshot()``): it changes
-whenever a transaction that writes begins or ends anywhere in the cluster, so a commit by any
-node changes it (it may change for others' writes too: only the cost of a cache refill).
+The change marker is a change counter and the transactions in flight: statement triggers on
+every table but ``key_usage`` and ``leases`` draw from the sequence ``store_changes`` (a
+sequence never waits and never aborts a transaction), and the marker is its last value with
+the ids of the transactions the server's snapshot shows in flight. A write that began before
+a marker was read moves the in-flight set when it ends; one that begins after moves the
+counter: either way the next marker differs, while a batch of last-use times (or a lease
+renewed) changes nothing that a cache holds, and moves the marker only if it happens to be in
+flight at the instant a marker is read.
 """
 
 from __future__ import annotations
@@ -165,7 +170,11 @@ class PostgresConnections:
     def change_marker(self) -> object:
         with self._connection("read the change marker") as conn:
             try:
-                row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+                row = conn.execute(
+                    "SELECT (SELECT last_value FROM store_changes)::text || ':' || "
+                    "array_to_string(ARRAY(SELECT x FROM "
+                    "pg_snapshot_xip(pg_current_snapshot()) AS x ORDER BY x), ',')"
+                ).fetchone()
             except psycopg.Error as exc:
                 raise self._failure(exc, "read the change marker") from None
         return row[0] if row else object()
@@ -228,8 +237,15 @@ class PostgresConnections:
                             "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
                             (version, datetime.now(UTC).timestamp()),
                         )
+                    for statement in _change_counter():
+                        conn.execute(statement)  # type: ignore[call-overload]
             except psycopg.Error as exc:
                 raise self._failure(exc, "migrate") from None
+
+    def usage_store(self) -> Any:
+        """This store: last uses go to its key_usage table, whose writes move no change
+        marker (no trigger on it; see :meth:`change_marker`)."""
+        return self
 
     def close(self) -> None:
         with self._lock:
@@ -237,3 +253,33 @@ class PostgresConnections:
                 return
             self._closed = True
         self._pool.close()
+
+
+# The tables whose changes a cache of key records must see (not key_usage, not leases).
+_WATCHED = (
+    "keys",
+    "key_materials",
+    "aliases",
+    "tags",
+    "grants",
+    "deleted_keys",
+    "import_parameters",
+)
+
+
+def _change_counter() -> list[str]:
+    """The change counter's sequence, function and statement triggers (idempotent: run at
+    every start, after the migrations, so that a table a later migration adds is watched)."""
+    out = [
+        "CREATE SEQUENCE IF NOT EXISTS store_changes",
+        "CREATE OR REPLACE FUNCTION store_changed() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM nextval('store_changes'); RETURN NULL; END $$",
+    ]
+    for table in _WATCHED:
+        out.append(  # only where missing: no lock on a table other nodes write to
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger "
+            f"WHERE tgname = '{table}_changed') THEN "
+            f"CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION store_changed(); END IF; END $$"
+        )
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from hsmkms.specs import KeyState, RotationType
@@ -47,7 +48,27 @@ _PRIMARY = "(primary_region IS NULL OR region = primary_region)"
 
 
 class SQLiteStore(SQLiteUsage, SQLiteImports, SQLiteConnections, Store):
-    """The embedded :class:`~hsmkms.store.base.Store`, on one SQLite file."""
+    """The embedded :class:`~hsmkms.store.base.Store`, on one SQLite file (and the last uses
+    of keys on a second one beside it, :meth:`usage_store`)."""
+
+    _usage: SQLiteStore | None = None
+
+    def usage_store(self) -> Store:
+        """``<name>.usage<suffix>`` beside the store's file: a commit there leaves this file's
+        ``PRAGMA data_version``, which every process's cache watches, as it was."""
+        if self.path == ":memory:":
+            return self
+        if self._usage is None:
+            path = Path(self.path)
+            self._usage = SQLiteStore(
+                str(path.with_name(f"{path.stem}.usage{path.suffix}")), self.busy_timeout_s
+            )
+        return self._usage
+
+    def close(self) -> None:
+        if self._usage is not None:
+            self._usage.close()
+        super().close()
 
     # -- keys --------------------------------------------------------------------------
     def create_key(

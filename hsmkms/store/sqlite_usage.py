@@ -43,6 +43,10 @@ class SQLiteUsage(SQLiteConnections):
             event_id=row["event_id"],
         )
 
+    def all_key_usage(self) -> list[KeyUsageRecord]:
+        rows = self._query("SELECT key_id FROM key_usage ORDER BY key_id")
+        return [u for u in (self.get_key_usage(r[0]) for r in rows) if u is not None]
+
     def get_usage_tracking_start(self) -> datetime:
         rows = self._query(
             "SELECT applied_at FROM schema_migrations WHERE version = ?", (_USAGE_MIGRATION,)

@@ -162,12 +162,18 @@ def test_uses_reach_the_store_in_batches_and_survive_a_restart(library, service)
     ref = library.describe_key(KeyId=key_id)["KeyMetadata"]["KeyId"]
     library.encrypt(KeyId=key_id, Plaintext=b"x")
     service.usage.flush()
-    stored = service.store.inner.get_key_usage(ref)
+    beside = service.store.inner.usage_store()  # SQLite: a file of its own (store/sqlite.py)
+    stored = beside.get_key_usage(ref)
     assert stored is not None and stored.operation == "Encrypt"
     # An older use written late (another process's batch) does not replace a newer one.
     from dataclasses import replace
 
-    service.store.inner.record_key_usage(
+    beside.record_key_usage(
         [replace(stored, operation="Decrypt", used_at=stored.used_at - timedelta(seconds=5))]
     )
-    assert service.store.inner.get_key_usage(ref).operation == "Encrypt"
+    assert beside.get_key_usage(ref).operation == "Encrypt"
+    # ... and a batch of last uses leaves the change marker the caches watch as it was.
+    marker = service.store.inner.change_marker()
+    library.encrypt(KeyId=key_id, Plaintext=b"x")
+    service.usage.flush()
+    assert service.store.inner.change_marker() == marker

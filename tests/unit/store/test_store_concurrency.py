@@ -130,3 +130,23 @@ def test_shared_properties_reach_every_record(location):
         assert store.get_key(key_id).region == "us-west-2"  # a bare id names the primary
     finally:
         store.close()
+
+
+def test_a_batch_of_last_uses_leaves_the_change_marker_as_it_was(location):
+    """Every process's cache of key records watches the marker: last-use batches (every few
+    seconds per process) must not empty them; a key write must."""
+    from hsmkms.store import KeyUsageRecord
+
+    store = open_store(location)
+    try:
+        key = _key()
+        store.create_key(key, _material(key.key_id), {})
+        marker = store.change_marker()
+        now = datetime.now(UTC)
+        store.usage_store().record_key_usage([KeyUsageRecord(key.ref, "Encrypt", now, "r", "e")])
+        assert store.usage_store().get_key_usage(key.ref).operation == "Encrypt"
+        assert store.change_marker() == marker
+        store.update_key(key.ref, description="changed")
+        assert store.change_marker() != marker
+    finally:
+        store.close()
