@@ -149,6 +149,19 @@ class Enclave:
         unpadder = padding.PKCS7(128).unpadder()
         return unpadder.update(padded) + unpadder.finalize()
 
+    def nitro_sdk(self, envelope: bytes) -> bytes:
+        """The secret as the AWS Nitro Enclaves SDK opens it (its parser's steps, then
+        RSA-OAEP-SHA-256 and AES-256-CBC as its kms.c and cms.c do)."""
+        encrypted_key, iv, ciphertext = nitro_sdk_parse(envelope)
+        cek = self.key.decrypt(
+            encrypted_key,
+            asym_padding.OAEP(asym_padding.MGF1(hashes.SHA256()), hashes.SHA256(), None),
+        )
+        decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
+        padded = decryptor.update(ciphertext) + decryptor.finalize()
+        unpadder = padding.PKCS7(128).unpadder()
+        return unpadder.update(padded) + unpadder.finalize()
+
     def openssl(self, envelope: bytes, workdir: Path) -> bytes:
         """The secret as ``openssl cms -decrypt`` opens it."""
         key = workdir / "enclave.pem"
@@ -189,3 +202,75 @@ def sign1(payload: bytes, key: ec.EllipticCurvePrivateKey, *, tagged: bool = Tru
     signature = r.to_bytes(48, "big") + s.to_bytes(48, "big")
     structure = [protected, {}, payload, signature]
     return cbor2.dumps(cbor2.CBORTag(18, structure) if tagged else structure)
+
+
+class _CBS:
+    """The few BoringSSL CBS calls aws_cms_parse_enveloped_data makes (aws-nitro-enclaves-sdk-c,
+    source/cms.c), with their semantics: a BER element of indefinite length is its header alone;
+    a definite one is read whole."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def _header(self) -> tuple[int, int | None, int]:
+        tag, first = self.data[self.pos], self.data[self.pos + 1]
+        if first == 0x80:
+            return tag, None, 2
+        if first < 0x80:
+            return tag, first, 2
+        n = first & 0x7F
+        return tag, int.from_bytes(self.data[self.pos + 2 : self.pos + 2 + n], "big"), 2 + n
+
+    def any_ber_element(self) -> tuple[int, bytes, int]:
+        tag, length, header = self._header()
+        if length is None:
+            element = self.data[self.pos : self.pos + header]
+        else:
+            element = self.data[self.pos : self.pos + header + length]
+        self.pos += len(element)
+        return tag, element, header
+
+    def asn1(self, want: int) -> bytes:
+        tag, length, header = self._header()
+        assert tag == want and length is not None, f"wanted tag {want:#x}, found {tag:#x}"
+        start = self.pos + header
+        self.pos = start + length
+        return self.data[start : self.pos]
+
+    def peek(self) -> int:
+        return self.data[self.pos] if self.pos < len(self.data) else -1
+
+
+def nitro_sdk_parse(envelope: bytes) -> tuple[bytes, bytes, bytes]:
+    """(encrypted key, IV, ciphertext) as the AWS Nitro Enclaves SDK's parser finds them, step
+    by step as source/cms.c takes them; an AssertionError where that parser would fail."""
+    cms_ = _CBS(envelope)
+    tag, _, _ = cms_.any_ber_element()  # ASN1_SEQ
+    assert tag == 0x30
+    assert cms_.asn1(0x06) == bytes.fromhex("2a864886f70d010703")  # NID_pkcs7_enveloped
+    cms_.any_ber_element()  # [0]
+    tag, _, _ = cms_.any_ber_element()  # ASN1_SEQ
+    assert tag == 0x30
+    assert cms_.asn1(0x02) == b"\x02", "EnvelopedData version 2"
+    tag, element, _ = cms_.any_ber_element()
+    assert tag == 0x31, "the recipient infos, a SET"
+    env = _CBS(element)
+    recipient_infos = _CBS(env.asn1(0x31))
+    info = _CBS(recipient_infos.asn1(0x30))
+    assert info.asn1(0x02) == b"\x02", "KeyTransRecipientInfo version 2"
+    info.any_ber_element()  # the rid
+    info.asn1(0x30)  # RSA-OAEP
+    encrypted_key = info.asn1(0x04)
+    tag, _, _ = cms_.any_ber_element()
+    assert tag == 0x30
+    assert cms_.asn1(0x06) == bytes.fromhex("2a864886f70d010701")  # NID_pkcs7_data
+    tag, element, header = cms_.any_ber_element()
+    assert tag == 0x30
+    algo = _CBS(element[header:])
+    assert algo.asn1(0x06) == bytes.fromhex("6086480165030401" + "2a"), "AES-256-CBC"
+    iv = algo.asn1(0x04)
+    assert cms_.peek() == 0x80, "the content as [0] IMPLICIT OCTET STRING"
+    ciphertext = b""
+    while cms_.peek() == 0x80:
+        ciphertext += cms_.asn1(0x80)
+    return encrypted_key, iv, ciphertext

@@ -7,7 +7,7 @@ is verified first (:mod:`.attestation`; its PCRs feed the key policy's
 plaintext field, ``CiphertextForRecipient``: the secret in a CMS EnvelopedData (RFC 5652) as
 AWS KMS emits it and the AWS Nitro Enclaves SDK parses it:
 
-    ContentInfo { envelopedData, EnvelopedData {
+    ContentInfo { envelopedData, [0] EnvelopedData {
       version 2,
       recipientInfos { KeyTransRecipientInfo { version 2,
           rid subjectKeyIdentifier (SHA-256 of the enclave's SubjectPublicKeyInfo),
@@ -15,6 +15,9 @@ AWS KMS emits it and the AWS Nitro Enclaves SDK parses it:
           encryptedKey: the content key under the enclave's public key } },
       encryptedContentInfo { data, AES-256-CBC with a 16-byte IV, the secret (PKCS#7 padded) }
     } }
+
+in BER whose outer structures have indefinite lengths, as AWS KMS's envelopes do (the SDK's
+parser needs that; see :func:`_indefinite`).
 
 The content key and IV come from the token's random number generator; the encryption runs on
 the host (OpenSSL, through cryptography): the secret is on the host already, in the answer
@@ -114,19 +117,33 @@ def envelope(secret: bytes, public_key: rsa.RSAPublicKey, random: Any) -> bytes:
             "encrypted_key": wrapped,
         }
     )
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v2",
-            "recipient_infos": [cms.RecipientInfo({"ktri": recipient})],
-            "encrypted_content_info": cms.EncryptedContentInfo(
-                {
-                    "content_type": "data",
-                    "content_encryption_algorithm": cms.EncryptionAlgorithm(
-                        {"algorithm": "aes256_cbc", "parameters": iv}
-                    ),
-                    "encrypted_content": content,
-                }
-            ),
-        }
+    recipients = cms.RecipientInfos([cms.RecipientInfo({"ktri": recipient})]).dump()
+    algorithm = cms.EncryptionAlgorithm({"algorithm": "aes256_cbc", "parameters": iv}).dump()
+    encrypted_content_info = _indefinite(
+        _SEQUENCE, _DATA_OID + algorithm + _definite(_CONTENT_0, content)
     )
-    return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump())
+    enveloped = _indefinite(_SEQUENCE, _VERSION_2 + recipients + encrypted_content_info)
+    return _indefinite(_SEQUENCE, _ENVELOPED_OID + _indefinite(_EXPLICIT_0, enveloped))
+
+
+# The outer structures in BER with indefinite lengths, as AWS KMS sends them: the AWS Nitro
+# Enclaves SDK's parser (aws_cms_parse_enveloped_data) steps into ContentInfo, its [0], the
+# EnvelopedData and the EncryptedContentInfo by their headers alone, which works only when
+# their lengths are indefinite (a definite-length element is skipped whole). The inner parts
+# (the recipient infos, the algorithm identifier) are DER. OpenSSL reads both forms.
+_SEQUENCE, _EXPLICIT_0, _CONTENT_0 = 0x30, 0xA0, 0x80
+_ENVELOPED_OID = bytes.fromhex("06092a864886f70d010703")  # 1.2.840.113549.1.7.3
+_DATA_OID = bytes.fromhex("06092a864886f70d010701")  # 1.2.840.113549.1.7.1
+_VERSION_2 = bytes.fromhex("020102")
+
+
+def _indefinite(tag: int, contents: bytes) -> bytes:
+    return bytes((tag, 0x80)) + contents + b"\x00\x00"
+
+
+def _definite(tag: int, contents: bytes) -> bytes:
+    n = len(contents)
+    if n < 0x80:
+        return bytes((tag, n)) + contents
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + contents

@@ -69,6 +69,7 @@ def test_decrypt_releases_the_plaintext_only_to_the_enclave(kms, ca, enclave, tm
     envelope = out["CiphertextForRecipient"]
     assert enclave.open(envelope) == b"for the enclave only"
     assert enclave.openssl(envelope, tmp_path) == b"for the enclave only"
+    assert enclave.nitro_sdk(envelope) == b"for the enclave only"
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"for the enclave only"
     untagged = enclave.document(ca, tagged=False)  # the NSM emits either form
     again = kms.decrypt(CiphertextBlob=blob, Recipient=_recipient(untagged))
