@@ -6,7 +6,9 @@
                  [--limit-concurrency N] [--header-timeout S] [--body-timeout S]
                  [--keep-alive-timeout S] [--operator-token-file FILE] [--seed FILE]
                  [--quotas aws|Name=rate,...]
+                 [--audit-file FILE] [--audit-stdout] [--audit-required] ...
     hsmkms doctor [--home DIR] [--config FILE] [--fix [--min-age SECONDS]] [--deep] [--json]
+    hsmkms audit verify [FILE|DIR ...] [--key-file FILE] [--partial]   (hsmkms/audit/command.py)
 
 ``serve`` loads the settings (defaults < TOML file < ``HSMKMS_*`` < flags), creates the embedded
 home if needed, opens the token once in this process so that a wrong PIN or a missing token or
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hsmkms import __version__
+from hsmkms.audit import command as audit_command
 from hsmkms.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -127,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         'changes), "CreateAlias=3,symmetric=20" (those alone), or "off" (the default); '
         "over quota: ThrottlingException (docs/quotas.md)",
     )
+    audit_command.add_serve_arguments(serve)
     serve.set_defaults(handler=cmd_serve)
 
     doctor = commands.add_parser(
@@ -165,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hsmkms import cli_store
 
     cli_store.register(commands)
+    audit_command.add_parser(commands)
     return parser
 
 
@@ -266,6 +271,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         operator_token_file=args.operator_token_file,
         seed=args.seed,
         quotas=args.quotas,
+        **audit_command.serve_overrides(args),
     )
     settings.read_operator_token()  # a bad token file stops the start here, with its reason
     if bool(settings.tls_cert) != bool(settings.tls_key):
@@ -471,6 +477,7 @@ def print_banner(settings: Settings) -> None:
         f"  store        {_store_display(settings.store_path)}",
         f"  token        {token}",
         *([f"  quotas       {settings.quotas} (docs/quotas.md)"] if settings.quotas else []),
+        *([f"  audit        {settings.audit_path}"] if settings.audit_path else []),
         "  try:",
         f"    AWS_SHARED_CREDENTIALS_FILE={creds} AWS_PROFILE=hsmkms "
         f"aws kms list-keys --endpoint-url {url}",

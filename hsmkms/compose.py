@@ -3,7 +3,8 @@ credentials, picks the master-key mode and wires them into an operation layer.
 
 Every face starts here: :class:`hsmkms.KMS` (the library), ``hsmkms serve`` and its workers
 (:func:`hsmkms.api.app_from_env`), ``hsmkms doctor``. Below this module nothing opens anything
-by itself: :class:`hsmkms.service.Service` is handed its master keys and its store.
+by itself: :class:`hsmkms.service.Service` is handed its master keys, its store and its audit
+sink (:mod:`hsmkms.audit.sinks`, from the ``audit_*`` settings).
 
 Failures keep their type: a token that refuses the PIN raises :class:`hsmkms.hsm.LoginFailed`,
 one that cannot be reached :class:`hsmkms.hsm.TokenUnavailable`, so each face words its own
@@ -13,6 +14,7 @@ advice without digging through exception chains.
 from __future__ import annotations
 
 from hsmkms import hsm
+from hsmkms.audit.sinks import open_audit
 from hsmkms.config import Settings
 from hsmkms.home import ensure_home, read_credentials
 from hsmkms.identity import Caller, Identity
@@ -42,8 +44,8 @@ def open_metadata(settings: Settings) -> Store:
 
 
 def build_service(settings: Settings, token: hsm.Token, store: Store) -> Service:
-    """An operation layer over an open token and store."""
-    return Service(settings, master_keys(settings, token), store)
+    """An operation layer over an open token and store, auditing as the settings ask."""
+    return Service(settings, master_keys(settings, token), store, audit=open_audit(settings))
 
 
 def open_service(settings: Settings, *, preload_keys: bool = True) -> Service:

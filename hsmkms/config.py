@@ -117,6 +117,19 @@ class Settings:
     # attestation document may be.
     attestation_trust_anchors: str | None = None
     attestation_max_age: float = 300.0
+    # The audit trail (docs/audit.md): one CloudTrail-shaped JSON event per request, each
+    # line hash-chained to the one before. audit_file: a JSON-lines file (relative: under the
+    # home) shared by every process, renamed <file>.<seq> past audit_max_bytes (0: never);
+    # audit_stdout: the same lines on stdout; audit_key_file: a 0600 file holding the chain's
+    # HMAC key (made if missing; unset: plain SHA-256); audit_required: refuse requests with
+    # KMSInternalException when no audit device can write; audit_fsync: seconds between
+    # fsyncs of the file (0: after every event).
+    audit_file: str | None = None
+    audit_stdout: bool = False
+    audit_max_bytes: int = 100 * 1024 * 1024
+    audit_key_file: str | None = None
+    audit_required: bool = False
+    audit_fsync: float = 1.0
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -134,6 +147,17 @@ class Settings:
     @property
     def softhsm_conf_path(self) -> Path:
         return Path(self.softhsm_conf) if self.softhsm_conf else self.home / "softhsm2.conf"
+
+    @property
+    def audit_path(self) -> Path | None:
+        return self._under_home(self.audit_file)
+
+    @property
+    def audit_key_path(self) -> Path | None:
+        return self._under_home(self.audit_key_file)
+
+    def _under_home(self, name: str | None) -> Path | None:
+        return None if not name else self.home / name  # an absolute name stays itself
 
     def read_pin(self) -> str:
         """The user PIN: ``HSMKMS_PIN`` if set, else the PIN file, which must be mode 0600."""
@@ -229,6 +253,8 @@ class Settings:
             )
         if settings.scheduler_interval <= 0 or settings.rotation_day_seconds <= 0:
             raise ConfigError("scheduler_interval and rotation_day_seconds must be positive")
+        if settings.audit_max_bytes < 0 or settings.audit_fsync < 0:
+            raise ConfigError("audit_max_bytes and audit_fsync must be >= 0")
         settings.quotas = parse_quotas(settings.quotas).text()  # one form, for the workers too
         return settings
 
