@@ -1,9 +1,10 @@
 """A whole session with known secrets — the token PINs, the secret access key, plaintexts,
 data keys, private keys, random bytes — then a search for each of them, raw, base64 and hex,
 in the server's log (debug logging and access logs on), every answer's body (errors
-included), ``hsmkms doctor``'s output, the SQLite store (with its WAL) and every other file
-of the state directory: none may be found, the PIN and credential files excepted. The state
-directory is 0700; the PIN and credential files 0600, and so is every file hsmkms writes."""
+included), ``hsmkms doctor``'s output, the SQLite store (with its WAL), the audit trail (an
+HMAC-keyed chain, in its file and on stdout) and every other file of the state directory: none
+may be found, the PIN, credential and audit key files excepted. The state directory is 0700;
+the PIN and credential files 0600, and so is every file hsmkms writes."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from faults import clean_env, doctor
 from loadgen import Client, b64
 from server import REPO, Response, ServerProcess
 
+from hsmkms.audit.chain import audit_files, verify
 from hsmkms.home import Identity
 
-SECRET_FILES = {"user.pin", "so.pin", "credentials"}
+SECRET_FILES = {"user.pin", "so.pin", "credentials", "audit.key"}
+AUDIT = ("--audit-file", "audit.jsonl", "--audit-key-file", "audit.key", "--audit-stdout")
 
 
 def _forms(secret: bytes) -> list[bytes]:
@@ -43,7 +46,7 @@ def test_no_secret_is_written_anywhere(tmp_path: Path):
 
     server = ServerProcess(
         home,
-        extra_args=("--log-level", "debug", "--access-log"),
+        extra_args=("--log-level", "debug", "--access-log", *AUDIT),
         env={"HSMKMS_PIN": user_pin},  # the PIN from the environment, not the file
     )
     secrets: dict[str, bytes] = {"user PIN": user_pin.encode(), "SO PIN": so_pin.encode()}
@@ -117,6 +120,10 @@ def test_no_secret_is_written_anywhere(tmp_path: Path):
         checked = doctor(home, "--deep")
         assert checked.returncode == 0, checked.stderr
         assert server.proc is not None
+    secrets["audit key"] = (home / "audit.key").read_bytes().strip()
+    trail_files, _ = audit_files([home / "audit.jsonl"])
+    verified = verify(trail_files, key=secrets["audit key"])
+    assert verified.ok and verified.events >= 50, verified.breaks
     assert all(a.status for a in answers)
     assert any(a.status >= 400 for a in answers)
 
@@ -131,6 +138,10 @@ def test_no_secret_is_written_anywhere(tmp_path: Path):
             haystacks[str(path.relative_to(home))] = path.read_bytes()
     assert "hsmkms.sqlite3" in haystacks and "server.log" in haystacks
     assert key_id.encode() in haystacks["hsmkms.sqlite3"]  # the search sees what is there
+    trail = haystacks["audit.jsonl"]
+    assert key_id.encode() in trail and b'"errorCode":"DisabledException"' in trail
+    assert trail.count(b"\n") >= 50 and b'"alg":"hmac-sha256"' in trail
+    assert trail.splitlines()[0] in haystacks["server.log"]  # stdout: the server's log
     assert any(name.startswith("tokens/") for name in haystacks)
     found = [
         (what, where)
@@ -143,7 +154,7 @@ def test_no_secret_is_written_anywhere(tmp_path: Path):
 
     # Who may read the state directory, and what hsmkms writes into it.
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
-    for name in SECRET_FILES | {"hsmkms.sqlite3", "softhsm2.conf"}:
+    for name in SECRET_FILES | {"hsmkms.sqlite3", "softhsm2.conf", "audit.jsonl"}:
         assert stat.S_IMODE((home / name).stat().st_mode) == 0o600, name
     loose = [
         str(p.relative_to(home))
