@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -193,7 +193,7 @@ def error_name(status: int, payload: bytes) -> str:
 
 
 async def run_cell(
-    endpoint: Endpoint,
+    endpoint: Endpoint | Sequence[Endpoint],
     workload: Workload,
     concurrency: int,
     seconds: float,
@@ -208,9 +208,11 @@ async def run_cell(
     seconds, and those begun in the warm-up would otherwise never count though their work
     fills the window. ``max_requests`` instead measures exactly that many requests, from the
     first sent after the warm-up, however long they take (for the key pair pool: measure only
-    while it has stock)."""
+    while it has stock). Several endpoints (the nodes of issue 18) share the connections in
+    turn: connection i goes to endpoint i mod n."""
     clock = _Clock()
-    conns = [Connection(endpoint, clock) for _ in range(concurrency)]
+    endpoints = [endpoint] if isinstance(endpoint, Endpoint) else list(endpoint)
+    conns = [Connection(endpoints[i % len(endpoints)], clock) for i in range(concurrency)]
     now = time.monotonic
     start = now() + warmup
     end = start + seconds
