@@ -239,6 +239,9 @@ class Bench:
         # cells, each new cell right after the one it is set beside, at every concurrency.
         regional = [w for w in multi_region_workloads() if self.picked(w)]
         rsa = [s for s in RSA_SPECS if self.picked(f"GenerateDataKeyPair {s}")]
+        scaling = not opt.only or opt.only in "GenerateDataKey"
+        if not (names or imports or regional or rsa or scaling):
+            return  # e.g. --only nodes: no cell here, so neither server is started
         with Hsmkms(home, self.work, opt.workers, settings) as ours, Moto(self.work) as moto:
             print(
                 f"hsmkms ready in {ours.started_in:.1f} s ({opt.workers} workers); "
@@ -266,7 +269,7 @@ class Bench:
                     order = PEERS[::-1] if flip else PEERS
                     flip = not flip
                     self.cell(name, c, fixtures, order)
-            if not opt.only or opt.only in "GenerateDataKey":
+            if scaling:
                 self.scaling(fixtures["hsmkms"])
             for c in opt.concurrency:
                 for name in regional:

@@ -10,6 +10,9 @@ in-process ceilings, a table on stdout and in docs/benchmarks.md.
     scripts/bench --only region --no-ceilings
                                    # the multi-Region and last-use cells (issue 17) alone
                                    # (~1.5 minutes), printed only
+    scripts/bench --only nodes --no-ceilings
+                                   # one node on SQLite, one on PostgreSQL, two on
+                                   # PostgreSQL (issue 18; ~2.5 minutes), printed only
 
 Cells alternate between the two servers (hsmkms first in one cell, moto first in the next),
 so a burst of noise from elsewhere on the machine lands on both.
@@ -25,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import keys, multiregion
+from bench import keys, multiregion, nodes
 from bench.cells import Bench, Options
 from bench.report import (
     DOC,
@@ -157,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             parts = bench.stages()
         ceil["generator_us"] = gen[max(gen)][1] if gen else None
         bench.compare()
+        node_rows = nodes.run(bench) if nodes.picked(opt.only) else []
         load_after = os.getloadavg()[0]
         verdicts = targets(bench.rows, ceil)
         asym_verdicts = asymmetric_targets(bench.rows, ceil)
@@ -175,8 +179,26 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(rows_markdown(imp_rows)), flush=True)
         if mr_rows:  # the issue 17 table, likewise (--only region)
             print("\n".join(rows_markdown(mr_rows)), flush=True)
+        if node_rows:  # the issue 18 table, likewise (--only nodes)
+            print("\n".join(nodes.markdown(node_rows) + nodes.summary(node_rows)), flush=True)
         if opt.output:
             cores = ceil["cores"]
+            warned = bench.notes.get("nodes_warnings", [])
+            node_section = (
+                [
+                    nodes.describe(opt.seconds, opt.warmup, opt.quick),
+                    "",
+                    *nodes.markdown(node_rows),
+                    "",
+                    *nodes.summary(node_rows),
+                    "",
+                    f"The nodes logged {len(warned)} warnings or errors"
+                    + (": " + "; ".join(f"`{w[:160]}`" for w in warned[:3]) if warned else "."),
+                    "",
+                ]
+                if node_rows
+                else []
+            )
             body = [
                 *header(opt, (load_before, load_after)),
                 "",
@@ -285,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 *mr_summary,
                 "",
+                *node_section,
                 "Where a request's CPU goes: each stage timed alone in one process on the "
                 "request the load generator sends (bench/stages.py), against what the "
                 "server spent per request in the table above:",
