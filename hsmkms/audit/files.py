@@ -12,9 +12,10 @@ the append and the rotation.
   appended), the file's last line is read instead (a ``pread`` of its tail).
 * **Rotation by size**: before a line would take the file past ``max_bytes``, the file is
   renamed ``<file>.<seq of its last event, 12 digits>`` and a new one begun; the chain goes on.
-  Another process sees that its path names a new file (a ``stat`` per event) and follows; a
-  file deleted or renamed by hand is likewise replaced by a new one, whose first line still
-  names the last one written.
+  Another process sees the new file in the shared state and follows. A file deleted by hand
+  is seen at the next event (its link count, from the ``fstat`` every event makes), one
+  renamed by hand within a second (the path is looked at once a second); either is replaced
+  by a new file whose first line still names the last event written.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import re
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -35,6 +37,7 @@ from hsmkms.audit.chain import GENESIS, Chain, last_line, parse
 log = logging.getLogger("hsmkms.audit")
 
 _ROTATED = re.compile(r"^\d{12}(-\d+)?$")
+PATH_CHECK = 1.0  # seconds between looks at whether the path still names the file
 # magic, seq, hash (32 bytes), st_dev, st_ino, size after the line, CRC-32 of what precedes
 _STATE = struct.Struct("<8sQ32sQQQI")
 _MAGIC = b"hsmkmsA1"
@@ -124,14 +127,14 @@ class TrailFile:
         self._pid = 0
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file at _fd
         self._end = -1  # the file's size after this process's last write (-1: unknown)
+        self._next_check = 0.0
         self.dirty = False
 
     def append(self, data: bytes, fsync: bool = False) -> bytes:
         """Chain ``data`` (an event's JSON object) after the file's last line and append it;
         the line written. OSError when the file cannot be opened or written."""
         state = self._read_state()
-        previous, reopened = self._follow_path()
-        size = os.fstat(self._fd).st_size
+        previous, reopened, size = self._follow_path(state)
         lead = b""
         try:
             if state is not None and (size == 0 or (state.ident, state.end) == (self._ident, size)):
@@ -142,10 +145,14 @@ class TrailFile:
             if previous >= 0:
                 os.close(previous)
         line, seq, digest = self.chain.line(data)
-        if self.max_bytes and size > 0 and size + len(lead) + len(line) > self.max_bytes:
-            self._rotate()
-            size, lead = 0, b""
-        write_all(self._fd, lead + line)
+        try:
+            if self.max_bytes and size > 0 and size + len(lead) + len(line) > self.max_bytes:
+                self._rotate()
+                size, lead = 0, b""
+            write_all(self._fd, lead + line)
+        except OSError:
+            self._next_check = 0.0  # look at the path again at the next event: it may be fixed
+            raise
         self.chain.advance(seq, digest)
         self._end = size + len(lead) + len(line)
         self._write_state()
@@ -154,18 +161,25 @@ class TrailFile:
             os.fsync(self._fd)
         return line
 
-    def _follow_path(self) -> tuple[int, bool]:
-        """Open the file the path names if this process has none or the path names another
-        file now (rotated by another process, or renamed or deleted by hand: a stat per event,
-        ~1 us, so that no event goes to a file nobody can find). The descriptor of the file
-        before (to close once read, -1: none), and whether the file was opened anew."""
+    def _follow_path(self, state: State | None) -> tuple[int, bool, int]:
+        """Open the file the path names if this process has none, if its file was deleted or
+        another process moved to a new one (rotation), or, looked at once a second and after a
+        failed write, if the path names another file now (renamed by hand). The descriptor of
+        the file before (to close once read, -1: none), whether the file was opened anew, and
+        its size."""
         mine = self._fd >= 0 and self._pid == os.getpid()
+        if mine:
+            st = os.fstat(self._fd)
+            moved = st.st_nlink == 0 or (state is not None and state.ident != self._ident)
+            if not moved and time.monotonic() < self._next_check:
+                return -1, False, st.st_size
+        self._next_check = time.monotonic() + PATH_CHECK
         try:
-            st = os.stat(self.path)
+            named = os.stat(self.path)
         except FileNotFoundError:
-            st = None
-        if mine and st is not None and (st.st_dev, st.st_ino) == self._ident:
-            return -1, False
+            named = None
+        if mine and named is not None and (named.st_dev, named.st_ino) == self._ident:
+            return -1, False, named.st_size
         if self._fd >= 0 and not mine:
             os.close(self._fd)  # a forked child's copy of its parent's file
         previous = self._fd if mine else -1
@@ -174,7 +188,7 @@ class TrailFile:
         except OSError:
             self._fd = previous  # still the file before: tried again on the next event
             raise
-        return previous, True
+        return previous, True, os.fstat(self._fd).st_size
 
     def _read_state(self) -> State | None:
         """The last line written by any process, or None if the state is missing or torn."""
