@@ -84,10 +84,10 @@ class AuditTrail:
             data = events.event_json(req, error, answer, self.region)
             self.write(data)
         except AuditUnavailable as exc:
-            self._failed(req, str(exc))
+            self._failed(req, error, str(exc))
         except Exception as exc:  # an event that cannot be built is one not written
             log.exception("audit: the event of %s could not be built", req.operation)
-            self._failed(req, f"{type(exc).__name__}: {exc}")
+            self._failed(req, error, f"{type(exc).__name__}: {exc}")
         else:
             self.broken = None
 
@@ -136,7 +136,7 @@ class AuditTrail:
         if self.file is not None and self.fsync_every > 0 and self._syncer is None:
             self._start_syncer()
 
-    def _failed(self, req: Request, why: str) -> None:
+    def _failed(self, req: Request, error: errors.KMSError | None, why: str) -> None:
         self.broken = why
         self.dropped += 1
         if not self.required:
@@ -148,7 +148,8 @@ class AuditTrail:
             req.operation,
             req.request_id,
         )
-        raise errors.KMSInternalException(REFUSED_AFTER)
+        before = isinstance(error, errors.KMSInternalException) and error.message == REFUSED_BEFORE
+        raise errors.KMSInternalException(REFUSED_BEFORE if before else REFUSED_AFTER)
 
     def _complain(self, why: str) -> None:
         now = time.monotonic()

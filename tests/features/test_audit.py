@@ -505,6 +505,31 @@ def test_a_required_trail_that_cannot_write_answers_500_and_recovers(
         _release(svc)
 
 
+def test_a_broken_required_trail_refuses_before_a_request_runs(tmp_path):
+    from hsmkms import errors
+    from hsmkms.audit import sinks
+    from hsmkms.service.core import Request
+
+    path = tmp_path / "audit.jsonl"
+    path.symlink_to("/dev/full")
+    sink = AuditTrail("us-east-1", file=TrailFile(path, 0, None), required=True)
+    req = Request("GenerateRandom", {"NumberOfBytes": 8}, STRANGER)
+    sink.admit(req)  # not known broken yet
+    with pytest.raises(errors.KMSInternalException, match="Its answer is withheld"):
+        sink.record(req, None, {"Plaintext": b"12345678"})
+    with pytest.raises(errors.KMSInternalException) as refused:
+        sink.admit(req)
+    assert refused.value.message == sinks.REFUSED_BEFORE  # "Nothing was done"
+    with pytest.raises(errors.KMSInternalException) as still:
+        sink.record(req, refused.value)  # the refusal's own event cannot be written either
+    assert still.value.message == sinks.REFUSED_BEFORE
+    path.unlink()
+    sink.record(req, refused.value)  # written: the trail works again
+    sink.admit(req)
+    assert _events(path)[0]["errorCode"] == "KMSInternalException"
+    sink.close()
+
+
 def test_a_trail_not_required_drops_the_event_and_answers(settings, token, service, tmp_path):
     path = tmp_path / "audit.jsonl"
     path.symlink_to("/dev/full")
