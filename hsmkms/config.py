@@ -117,6 +117,13 @@ class Settings:
     # attestation document may be.
     attestation_trust_anchors: str | None = None
     attestation_max_age: float = 300.0
+    # Custom key stores (docs/custom-key-stores.md): the tokens an AWS_CLOUDHSM store may name,
+    # "cluster-id=token label[@/path/module.so]" comma-separated (the module defaults to
+    # pkcs11_module); an external key store's proxy calls: seconds each may take (AWS's 250 ms)
+    # and a PEM file of the CAs its TLS certificate may chain to (default: the system's).
+    cloudhsm_clusters: str = ""
+    xks_proxy_timeout: float = 0.25
+    xks_proxy_ca_file: str | None = None
     # The audit trail (docs/audit.md): one CloudTrail-shaped JSON event per request, each
     # line hash-chained to the one before. audit_file: a JSON-lines file (relative: under the
     # home) shared by every process, renamed <file>.<seq> past audit_max_bytes (0: never);
