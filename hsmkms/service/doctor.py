@@ -183,6 +183,17 @@ def check(
     for material in recorded:
         if material.key_id not in keys:
             keys[material.key_id] = store.get_key(material.key_id)
+    # The materials of keys in AWS_CLOUDHSM custom key stores are on those stores' tokens.
+    elsewhere = {
+        key_id
+        for key_id, key in keys.items()
+        if key is not None
+        and key.custom_key_store_id
+        and (cks := store.get_custom_key_store(key.custom_key_store_id)) is not None
+        and cks.store_type == "AWS_CLOUDHSM"
+    }
+    recorded = [m for m in recorded if m.key_id not in elsewhere]
+    report.materials = len(recorded)
     report.keys = sum(1 for k in keys.values() if k is not None)
     for material in recorded:
         if kind := _kind_of(keys[material.key_id]):
