@@ -100,6 +100,23 @@ UnsupportedOperationException = _client(
 )
 ValidationException = _client("ValidationException", "The input fails the service model.")
 
+# Custom key stores (HTTP 400), named as in botocore's KMS service model.
+CustomKeyStoreInvalidStateException = _client("CustomKeyStoreInvalidStateException", "A custom key store refused (docs/custom-key-stores.md).")
+XksProxyIncorrectAuthenticationCredentialException = _client("XksProxyIncorrectAuthenticationCredentialException", "A custom key store refused (docs/custom-key-stores.md).")
+XksProxyInvalidConfigurationException = _client("XksProxyInvalidConfigurationException", "A custom key store refused (docs/custom-key-stores.md).")
+XksProxyUriUnreachableException = _client("XksProxyUriUnreachableException", "A custom key store refused (docs/custom-key-stores.md).")
+XksProxyInvalidResponseException = _client("XksProxyInvalidResponseException", "A custom key store refused (docs/custom-key-stores.md).")
+CloudHsmClusterNotFoundException = _client("CloudHsmClusterNotFoundException", "A custom key store refused (docs/custom-key-stores.md).")
+CloudHsmClusterInUseException = _client("CloudHsmClusterInUseException", "A custom key store refused (docs/custom-key-stores.md).")
+IncorrectTrustAnchorException = _client("IncorrectTrustAnchorException", "A custom key store refused (docs/custom-key-stores.md).")
+XksProxyUriInUseException = _client("XksProxyUriInUseException", "A custom key store refused (docs/custom-key-stores.md).")
+CustomKeyStoreNameInUseException = _client("CustomKeyStoreNameInUseException", "A custom key store refused (docs/custom-key-stores.md).")
+CustomKeyStoreNotFoundException = _client("CustomKeyStoreNotFoundException", "A custom key store refused (docs/custom-key-stores.md).")
+CustomKeyStoreHasCMKsException = _client("CustomKeyStoreHasCMKsException", "A custom key store refused (docs/custom-key-stores.md).")
+XksKeyNotFoundException = _client("XksKeyNotFoundException", "A custom key store refused (docs/custom-key-stores.md).")
+XksKeyInvalidConfigurationException = _client("XksKeyInvalidConfigurationException", "A custom key store refused (docs/custom-key-stores.md).")
+XksKeyAlreadyInUseException = _client("XksKeyAlreadyInUseException", "A custom key store refused (docs/custom-key-stores.md).")
+
 # Protocol-level client errors, answered by the wire layer.
 SerializationException = _client("SerializationException", "The request body is not valid JSON.")
 UnknownOperationException = _client("UnknownOperationException", "The target is unknown.")

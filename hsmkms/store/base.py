@@ -72,6 +72,9 @@ class KeyRecord:
     # A multi-Region key's primary Region (the same in every record of the key); None for a
     # single-Region key.
     primary_region: str | None = None
+    # A key in a custom key store: the store's id, and an external key store's key id.
+    custom_key_store_id: str | None = None
+    xks_key_id: str | None = None
 
     @property
     def arn(self) -> str:
@@ -123,6 +126,7 @@ EXPIRING = "EXPIRING"
 
 from hsmkms.store.records import (  # noqa: E402  (re-exported: the records of the store)
     AliasRecord,
+    CustomKeyStoreRecord,
     GrantRecord,
     ImportParametersRecord,
     KeyUsageRecord,
@@ -209,6 +213,29 @@ class Store(ABC):
     @abstractmethod
     def get_usage_tracking_start(self) -> datetime:
         """When this store began recording uses (its schema gained them)."""
+
+    # custom key stores
+    @abstractmethod
+    def create_custom_key_store(self, record: CustomKeyStoreRecord) -> None:
+        """:class:`Conflict` when the name is taken in the account and Region."""
+
+    @abstractmethod
+    def get_custom_key_store(self, store_id: str) -> CustomKeyStoreRecord | None: ...
+
+    @abstractmethod
+    def list_custom_key_stores(
+        self, account_id: str, region: str
+    ) -> list[CustomKeyStoreRecord]: ...
+
+    @abstractmethod
+    def update_custom_key_store(self, store_id: str, **changes: object) -> CustomKeyStoreRecord: ...
+
+    @abstractmethod
+    def delete_custom_key_store(self, store_id: str) -> bool:
+        """Only while no key names it (False: one does, nothing deleted)."""
+
+    @abstractmethod
+    def keys_in_custom_key_store(self, store_id: str) -> list[KeyRecord]: ...
 
     def usage_store(self) -> Store:
         """Where last uses are written and read: this store, or one beside it whose writes do

@@ -25,6 +25,7 @@ TABLES = (
     "deleted_keys",
     "grants",
     "import_parameters",
+    "custom_key_stores",
 )
 
 

@@ -176,4 +176,29 @@ MIGRATIONS: list[list[str]] = [
             event_id TEXT NOT NULL
         )""",
     ],
+    # custom key stores: a key store's record (its secret, a PIN or an XKS proxy credential,
+    # stays in a 0600 file of the home, never here), and a key's store and external key id.
+    [
+        """CREATE TABLE custom_key_stores (
+            store_id TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL,
+            region TEXT NOT NULL,
+            name TEXT NOT NULL,
+            store_type TEXT NOT NULL,
+            state TEXT NOT NULL,
+            error_code TEXT,
+            created_at REAL NOT NULL,
+            cluster_id TEXT,
+            trust_anchor TEXT,
+            xks_uri_endpoint TEXT,
+            xks_uri_path TEXT,
+            xks_connectivity TEXT,
+            xks_access_key_id TEXT
+        )""",
+        "CREATE UNIQUE INDEX custom_key_stores_by_name "
+        "ON custom_key_stores (account_id, region, name)",
+        "ALTER TABLE keys ADD COLUMN custom_key_store_id TEXT",
+        "ALTER TABLE keys ADD COLUMN xks_key_id TEXT",
+        "CREATE INDEX keys_by_custom_key_store ON keys (custom_key_store_id)",
+    ],
 ]

@@ -264,6 +264,7 @@ _WATCHED = (
     "grants",
     "deleted_keys",
     "import_parameters",
+    "custom_key_stores",
 )
 
 

@@ -36,6 +36,28 @@ class KeyUsageRecord:
 
 
 @dataclass(frozen=True)
+class CustomKeyStoreRecord:
+    """A custom key store: another PKCS#11 token (AWS_CLOUDHSM; ``cluster_id`` names it in the
+    settings) or an XKS proxy (EXTERNAL_KEY_STORE). Its secret (the token's PIN, the proxy's
+    SigV4 secret) is not here: it stays in a 0600 file of the home."""
+
+    store_id: str
+    account_id: str
+    region: str
+    name: str
+    store_type: str
+    state: str
+    created_at: datetime
+    error_code: str | None = None
+    cluster_id: str | None = None
+    trust_anchor: str | None = None
+    xks_uri_endpoint: str | None = None
+    xks_uri_path: str | None = None
+    xks_connectivity: str | None = None
+    xks_access_key_id: str | None = None
+
+
+@dataclass(frozen=True)
 class LeaseRecord:
     """A named lease in the store: one holder at a time until ``expires_at``. Processes and
     nodes that share the store take turns through it (the scheduler's duties, one key's

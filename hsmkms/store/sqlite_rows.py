@@ -20,7 +20,8 @@ from hsmkms.store.base import (
 _KEY_COLUMNS = (
     "key_id account_id region key_usage key_spec origin key_manager state created_at policy "
     "description current_material_id deletion_date pending_window_days multi_region "
-    "rotation_enabled rotation_period_days next_rotation primary_region"
+    "rotation_enabled rotation_period_days next_rotation primary_region custom_key_store_id "
+    "xks_key_id"
 ).split()
 _TIME_COLUMNS = {"created_at", "deletion_date", "next_rotation", "updated_at"}
 _BOOL_COLUMNS = {"multi_region", "rotation_enabled"}
