@@ -100,22 +100,28 @@ UnsupportedOperationException = _client(
 )
 ValidationException = _client("ValidationException", "The input fails the service model.")
 
-# Custom key stores (HTTP 400), named as in botocore's KMS service model.
-CustomKeyStoreInvalidStateException = _client("CustomKeyStoreInvalidStateException", "A custom key store refused (docs/custom-key-stores.md).")
-XksProxyIncorrectAuthenticationCredentialException = _client("XksProxyIncorrectAuthenticationCredentialException", "A custom key store refused (docs/custom-key-stores.md).")
-XksProxyInvalidConfigurationException = _client("XksProxyInvalidConfigurationException", "A custom key store refused (docs/custom-key-stores.md).")
-XksProxyUriUnreachableException = _client("XksProxyUriUnreachableException", "A custom key store refused (docs/custom-key-stores.md).")
-XksProxyInvalidResponseException = _client("XksProxyInvalidResponseException", "A custom key store refused (docs/custom-key-stores.md).")
-CloudHsmClusterNotFoundException = _client("CloudHsmClusterNotFoundException", "A custom key store refused (docs/custom-key-stores.md).")
-CloudHsmClusterInUseException = _client("CloudHsmClusterInUseException", "A custom key store refused (docs/custom-key-stores.md).")
-IncorrectTrustAnchorException = _client("IncorrectTrustAnchorException", "A custom key store refused (docs/custom-key-stores.md).")
-XksProxyUriInUseException = _client("XksProxyUriInUseException", "A custom key store refused (docs/custom-key-stores.md).")
-CustomKeyStoreNameInUseException = _client("CustomKeyStoreNameInUseException", "A custom key store refused (docs/custom-key-stores.md).")
-CustomKeyStoreNotFoundException = _client("CustomKeyStoreNotFoundException", "A custom key store refused (docs/custom-key-stores.md).")
-CustomKeyStoreHasCMKsException = _client("CustomKeyStoreHasCMKsException", "A custom key store refused (docs/custom-key-stores.md).")
-XksKeyNotFoundException = _client("XksKeyNotFoundException", "A custom key store refused (docs/custom-key-stores.md).")
-XksKeyInvalidConfigurationException = _client("XksKeyInvalidConfigurationException", "A custom key store refused (docs/custom-key-stores.md).")
-XksKeyAlreadyInUseException = _client("XksKeyAlreadyInUseException", "A custom key store refused (docs/custom-key-stores.md).")
+# Custom key stores (HTTP 400), named as in botocore's KMS service model
+# (docs/custom-key-stores.md says when each is answered).
+_KEY_STORE_DOC = "A custom key store refused the request."
+CustomKeyStoreInvalidStateException = _client("CustomKeyStoreInvalidStateException", _KEY_STORE_DOC)
+XksProxyIncorrectAuthenticationCredentialException = _client(
+    "XksProxyIncorrectAuthenticationCredentialException", _KEY_STORE_DOC
+)
+XksProxyInvalidConfigurationException = _client(
+    "XksProxyInvalidConfigurationException", _KEY_STORE_DOC
+)
+XksProxyUriUnreachableException = _client("XksProxyUriUnreachableException", _KEY_STORE_DOC)
+XksProxyInvalidResponseException = _client("XksProxyInvalidResponseException", _KEY_STORE_DOC)
+CloudHsmClusterNotFoundException = _client("CloudHsmClusterNotFoundException", _KEY_STORE_DOC)
+CloudHsmClusterInUseException = _client("CloudHsmClusterInUseException", _KEY_STORE_DOC)
+IncorrectTrustAnchorException = _client("IncorrectTrustAnchorException", _KEY_STORE_DOC)
+XksProxyUriInUseException = _client("XksProxyUriInUseException", _KEY_STORE_DOC)
+CustomKeyStoreNameInUseException = _client("CustomKeyStoreNameInUseException", _KEY_STORE_DOC)
+CustomKeyStoreNotFoundException = _client("CustomKeyStoreNotFoundException", _KEY_STORE_DOC)
+CustomKeyStoreHasCMKsException = _client("CustomKeyStoreHasCMKsException", _KEY_STORE_DOC)
+XksKeyNotFoundException = _client("XksKeyNotFoundException", _KEY_STORE_DOC)
+XksKeyInvalidConfigurationException = _client("XksKeyInvalidConfigurationException", _KEY_STORE_DOC)
+XksKeyAlreadyInUseException = _client("XksKeyAlreadyInUseException", _KEY_STORE_DOC)
 
 # Protocol-level client errors, answered by the wire layer.
 SerializationException = _client("SerializationException", "The request body is not valid JSON.")
