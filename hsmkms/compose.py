@@ -20,6 +20,7 @@ from hsmkms.home import ensure_home, read_credentials
 from hsmkms.identity import Caller, Identity
 from hsmkms.modes import TokenObjects
 from hsmkms.service import Service
+from hsmkms.service.audit import NO_AUDIT
 from hsmkms.service.masterkeys import MasterKeys
 from hsmkms.store import Store, open_store
 
@@ -45,7 +46,8 @@ def open_metadata(settings: Settings) -> Store:
 
 def build_service(settings: Settings, token: hsm.Token, store: Store) -> Service:
     """An operation layer over an open token and store, auditing as the settings ask."""
-    return Service(settings, master_keys(settings, token), store, audit=open_audit(settings))
+    audit = open_audit(settings) or NO_AUDIT
+    return Service(settings, master_keys(settings, token), store, audit=audit)
 
 
 def open_service(settings: Settings, *, preload_keys: bool = True) -> Service:

@@ -19,17 +19,17 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hsmkms import model
 
 if TYPE_CHECKING:
     from hsmkms import errors
+    from hsmkms.identity import Caller
     from hsmkms.model import Shape
-    from hsmkms.service.core import Request
 
 EVENT_VERSION = "1.08"
 EVENT_SOURCE = "kms.amazonaws.com"
@@ -63,13 +63,49 @@ CRYPTOGRAPHIC = frozenset(
 LEFT_OUT = frozenset({"GrantToken"})
 
 
+class UsedKey(Protocol):
+    """What an event says of a key a request used (a :class:`hsmkms.store.KeyRecord`)."""
+
+    @property
+    def arn(self) -> str: ...
+
+    @property
+    def account_id(self) -> str: ...
+
+    @property
+    def current_material_id(self) -> str | None: ...
+
+
+class AuditedRequest(Protocol):
+    """What an event is made of (:class:`hsmkms.service.core.Request`, which this package
+    does not import: the audit trail sits beside the operation layer, not inside it)."""
+
+    @property
+    def operation(self) -> str: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+    @property
+    def caller(self) -> Caller: ...
+
+    @property
+    def used(self) -> Sequence[UsedKey]: ...
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def event_id(self) -> str: ...
+
+
 def is_read_only(operation: str) -> bool:
     """CloudTrail's ``readOnly``: the Describe, List and Get calls and the cryptographic ones."""
     return operation in CRYPTOGRAPHIC or operation.startswith(("Describe", "List", "Get"))
 
 
 def event(
-    req: Request,
+    req: AuditedRequest,
     error: errors.KMSError | None,
     answer: dict[str, Any] | None,
     default_region: str,
@@ -81,7 +117,7 @@ def event(
 
 
 def event_json(
-    req: Request,
+    req: AuditedRequest,
     error: errors.KMSError | None,
     answer: dict[str, Any] | None,
     default_region: str,
@@ -234,14 +270,14 @@ def _unique_id(prefix: str, arn: str) -> str:
 
 
 # -- what -----------------------------------------------------------------------------------
-def _unique(keys: list[Any]) -> list[Any]:
-    seen: dict[str, Any] = {}
+def _unique(keys: Sequence[UsedKey]) -> list[UsedKey]:
+    seen: dict[str, UsedKey] = {}
     for key in keys:
         seen.setdefault(key.arn, key)
     return list(seen.values())
 
 
-def _additional(op: str, answer: dict[str, Any] | None, used: list[Any]) -> dict[str, Any]:
+def _additional(op: str, answer: dict[str, Any] | None, used: list[UsedKey]) -> dict[str, Any]:
     """``additionalEventData``: the key material an operation used (the answer names it where
     the model has a member for it; else the key's current, and only, material)."""
     if answer is None:

@@ -32,9 +32,8 @@ from hsmkms.audit import events
 from hsmkms.audit.files import AuditUnavailable, ProcessLock, TrailFile, write_all
 
 if TYPE_CHECKING:
+    from hsmkms.audit.events import AuditedRequest as Request
     from hsmkms.config import Settings
-    from hsmkms.service.audit import AuditSink
-    from hsmkms.service.core import Request
 
 log = logging.getLogger("hsmkms.audit")
 
@@ -76,7 +75,7 @@ class AuditTrail:
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
 
-    # -- the sink protocol (hsmkms.service.audit.AuditSink) ---------------------------------
+    # -- the sink protocol (hsmkms.service.audit.AuditSink, structurally) -------------------
     def record(
         self, req: Request, error: errors.KMSError | None, answer: dict[str, Any] | None = None
     ) -> None:
@@ -227,13 +226,11 @@ def read_key(path: Path) -> bytes:
     return key
 
 
-def open_audit(settings: Settings, stream: IO[str] | None = None) -> AuditSink:
-    """The sink the settings ask for (``audit_file``, ``audit_stdout``; neither: NO_AUDIT)."""
-    from hsmkms.service.audit import NO_AUDIT
-
+def open_audit(settings: Settings, stream: IO[str] | None = None) -> AuditTrail | None:
+    """The sink the settings ask for (``audit_file``, ``audit_stdout``; None for neither)."""
     path = settings.audit_path
     if path is None and not settings.audit_stdout:
-        return NO_AUDIT
+        return None
     key = read_key(settings.audit_key_path) if settings.audit_key_path else None
     file = None
     if path is not None:
