@@ -12,7 +12,7 @@ in-process ceilings, a table on stdout and in docs/benchmarks.md.
                                    # (~1.5 minutes), printed only
     scripts/bench --only nodes --no-ceilings
                                    # one node on SQLite, one on PostgreSQL, two on
-                                   # PostgreSQL (issue 18; ~2.5 minutes), printed only
+                                   # PostgreSQL (issue 18; ~2 minutes), printed only
 
 Cells alternate between the two servers (hsmkms first in one cell, moto first in the next),
 so a burst of noise from elsewhere on the machine lands on both.
