@@ -7,7 +7,11 @@ mechanisms. Every CKR_* that reaches this layer becomes one of the exceptions be
 Options of :func:`open_token`: ``reinit_interval`` (float seconds, default 1.0: the least time
 between two library re-initialisations after token loss), ``os_locking`` (bool, default True:
 initialise the library with CKF_OS_LOCKING_OK; False serialises every call in the process),
-``preload`` (bool, default True: fill the handle cache now; else on the first miss).
+``preload`` (bool, default True: fill the handle cache now; else on the first miss),
+``call_timeout`` (float seconds, default 5.0; 0: none) and ``slow_call_timeout`` (default 60.0:
+key pair generation and other side work): a call past its deadline raises
+:class:`TokenTimeout` (see :mod:`hsmkms.hsm.deadline`); ``init_args`` (str: the module's own
+parameters, CK_C_INITIALIZE_ARGS.pReserved, such as NSS's ``configdir='sql:DIR'``).
 
 A call on a master key whose handle this process has not cached yet (a key another process
 created) first searches the token: 1-2 s at 10,000 keys on SoftHSM2, on a session of its own,
@@ -32,6 +36,11 @@ class TokenError(Exception):
 
 class TokenUnavailable(TokenError):
     """The token or its library cannot be reached now (maps to a 5xx KMS error)."""
+
+
+class TokenTimeout(TokenUnavailable):
+    """A token call did not return within its deadline (or one before it is still hung):
+    the caller gave up; the C call may still finish (maps to DependencyTimeoutException)."""
 
 
 class KeyNotFound(TokenError):
@@ -80,6 +89,7 @@ __all__ = [
     "TokenError",
     "TokenFull",
     "TokenStatus",
+    "TokenTimeout",
     "TokenUnavailable",
     "WouldSearch",
     "WrappedKey",

@@ -12,6 +12,9 @@
   request lock, where the library locks itself. Measured on SoftHSM2 2.6.1 + python-pkcs11
   0.10.1 with ``python -m bench.token_layer``: with one lock alone, AES-GCM calls waited up to 1.9 s
   behind an RSA-4096 generation; with OS locking they kept running (max 4 ms).
+* Every call has a deadline (:mod:`hsmkms.hsm.deadline`): ``call_timeout``, or for slow work
+  (side operations, RSA generation) ``slow_call_timeout``; past it the caller gets
+  :class:`~hsmkms.hsm.TokenTimeout` and the hung call's thread is abandoned.
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from hsmkms.hsm import (
+    NO_SEARCH,
     IntegrityError,
     LoginFailed,
     MechanismUnsupported,
     TokenError,
     TokenFull,
+    TokenTimeout,
     TokenUnavailable,
+    WouldSearch,
     errors,
 )
+from hsmkms.hsm.deadline import INLINE_WAIT, Runner
 from hsmkms.hsm.errors import Lost
 from hsmkms.hsm.handles import HandleCache, Miss, Search
 
@@ -52,12 +59,17 @@ class CallPath:
         *,
         reinit_interval: float,
         search: Search,
+        call_timeout: float = 0.0,
+        slow_call_timeout: float = 0.0,
     ) -> None:
         self.library = library
         self.login = login
         self.capabilities = capabilities
         self.reinit_interval = reinit_interval
         self.handles = HandleCache(self, search)
+        self.call_timeout = call_timeout  # 0: no deadline, calls run on the caller's thread
+        self.slow_call_timeout = max(call_timeout, slow_call_timeout)
+        self.runner = Runner(login.label)
 
     def run(
         self,
@@ -68,15 +80,60 @@ class CallPath:
         side: bool = False,
         recover: bool = True,
         storing: bool = False,
+        slow: bool = False,
     ) -> T:
         """Run ``op`` against a ready token, turn every CKR_* into our errors, and after token
-        loss re-initialise and run it once more."""
+        loss re-initialise and run it once more; all within the call's deadline (``slow``,
+        and side operations: the longer one)."""
         library, label = self.library, self.login.label
         if library.pid != os.getpid():
             raise TokenError(
                 f"token {label!r} was opened in process {library.pid}, and a PKCS#11 library "
                 "does not survive fork(): open the token again in this process"
             )
+        return self.bounded(
+            what,
+            lambda: self._run_here(what, op, integrity, side, recover, storing),
+            slow=slow or side,
+        )
+
+    def bounded(self, what: str, fn: Callable[[], T], *, slow: bool = False) -> T:
+        """``fn()`` within the deadline of a token call (see :mod:`hsmkms.hsm.deadline`)."""
+        deadline = self.slow_call_timeout if slow else self.call_timeout
+        if deadline <= 0 or Runner.on_worker():
+            return fn()
+        label, runner = self.login.label, self.runner
+        late = runner.overdue()
+        if late is not None:
+            raise TokenTimeout(
+                f"token {label!r} has not answered a call (to {late[0]}) for {late[1]:.1f} s, "
+                "past its deadline; not waiting behind it"
+            )
+        wait = deadline
+        inline = NO_SEARCH.get()
+        if inline:
+            if runner.busy_for() > INLINE_WAIT:
+                raise WouldSearch(f"token {label!r} is slow to answer: not on the event loop")
+            wait = min(deadline, INLINE_WAIT)
+        try:
+            return runner.call(fn, what, deadline, wait)
+        except TimeoutError:
+            if wait < deadline:
+                raise WouldSearch(f"token {label!r} did not answer within {wait:g} s") from None
+            raise TokenTimeout(
+                f"token {label!r} did not answer within {deadline:g} s (trying to {what})"
+            ) from None
+
+    def _run_here(
+        self,
+        what: str,
+        op: Callable[[], T],
+        integrity: tuple[type[Exception], ...],
+        side: bool,
+        recover: bool,
+        storing: bool,
+    ) -> T:
+        library, label = self.library, self.login.label
         detail = ""
         for attempt in (1, 2):
             generation = library.generation

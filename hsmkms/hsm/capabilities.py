@@ -40,12 +40,28 @@ def wrap_params(name: str, iv: bytes) -> tuple[Mechanism, GCMParams | None]:
     return Mechanism.AES_KEY_WRAP_PAD, None
 
 
-class Capabilities:
-    """Key pair specs and wrap mechanisms of one token, empty until :meth:`learn` ran."""
+def mechanisms(names: str) -> frozenset[Mechanism]:
+    """``"AES_KEY_WRAP_PAD, EC_KEY_PAIR_GEN"`` (CKM_ names without CKM_) as mechanisms."""
+    out = set()
+    for name in filter(None, (n.strip().upper().removeprefix("CKM_") for n in names.split(","))):
+        try:
+            out.add(Mechanism[name])
+        except KeyError:
+            raise ValueError(f"no PKCS#11 mechanism is named CKM_{name}") from None
+    return frozenset(out)
 
-    def __init__(self) -> None:
+
+class Capabilities:
+    """Key pair specs and wrap mechanisms of one token, empty until :meth:`learn` ran.
+    ``off``: mechanisms not to use though the token offers them (a vendor's broken one)."""
+
+    def __init__(self, off: frozenset[Mechanism] = frozenset()) -> None:
+        self.off = off
         self.learned = False
         self.keypair_specs: frozenset[DataKeyPairSpec] = frozenset()
+        # How master keys do AES-GCM: GCM (C_Encrypt with CKM_AES_GCM), ECB (GCM built on the
+        # token's CKM_AES_ECB, gcm_ecb.py: p11-kit 0.24 does not carry GCM), or None.
+        self.gcm: str | None = None
         self.wrap_mechanism: str | None = None  # GCM or KWP: what C_WrapKey uses
         self.unwrap_mechanisms: frozenset[str] = frozenset()
 
@@ -58,7 +74,11 @@ class Capabilities:
 
     def _describe(self, session: Any, slot: Any, healthy: Callable[[], bool]) -> None:
         """Key pair specs from the generation mechanisms, wrap mechanisms from a trial."""
-        offered = slot.get_mechanisms()
+        offered = set(slot.get_mechanisms()) - self.off
+        if Mechanism.AES_GCM in offered:
+            self.gcm = GCM
+        elif Mechanism.AES_ECB in offered:
+            self.gcm = "ECB"
         makeable = [spec for spec in DataKeyPairSpec if spec.family in FAMILIES]
         # (least, most) key bits of each generation mechanism the token offers (most 0: any).
         sizes: dict[Mechanism, tuple[int, int]] = {}

@@ -43,23 +43,24 @@ class Library:
     _registry_lock = threading.Lock()
 
     @classmethod
-    def get(cls, path: str, os_locking: bool) -> Library:
+    def get(cls, path: str, os_locking: bool, init_args: str | None = None) -> Library:
         real = os.path.realpath(path)
         with cls._registry_lock:
             library = cls._registry.get(real)
             # A forked child inherits the parent's library state, which PKCS#11 says it must
             # not use ("Applications and processes"): it starts over with its own C_Initialize.
             if library is None or library.pid != os.getpid():
-                library = cls(real, os_locking)
+                library = cls(real, os_locking, init_args)
                 cls._registry[real] = library
             return library
 
-    def __init__(self, path: str, os_locking: bool) -> None:
+    def __init__(self, path: str, os_locking: bool, init_args: str | None = None) -> None:
         self.path = path
+        self.init_args = init_args  # CK_C_INITIALIZE_ARGS.pReserved (NSS: its configdir)
         try:
-            # python-pkcs11 loads the module and calls C_Initialize(NULL) ...
-            self.lib: Any = pkcs11.lib(path)
-            self.cryptoki = native.Cryptoki(path)
+            # Loaded, not initialised: we initialise it ourselves (native.py says why).
+            self.lib: Any = native.load(path)
+            self.cryptoki = native.Cryptoki(self.lib, path)
         except (pkcs11.PKCS11Error, OSError) as exc:
             hint = " (for SoftHSM2: is SOFTHSM2_CONF right?)" if "softhsm" in path else ""
             raise TokenUnavailable(
@@ -72,14 +73,18 @@ class Library:
         self.last_reinit = float("-inf")
         self.users: dict[str, int] = {}  # token label -> open tokens (the last one logs out)
         self.pins: dict[str, str] = {}  # token label -> the PIN that logged in
-        # ... which tells SoftHSM2 we are single-threaded (and, after fork(), is the parent's
-        # state). Start again, with OS locking unless told not to.
-        self.cryptoki.finalize()
-        rv = self.cryptoki.initialize(os_locking) if os_locking else native.CKR_CANT_LOCK
+        rv = self.cryptoki.initialize(os_locking, init_args) if os_locking else native.CKR_CANT_LOCK
+        if rv == native.CKR_CRYPTOKI_ALREADY_INITIALIZED:
+            # After fork(): the parent's state. Start again, as PKCS#11 asks of a child.
+            self.cryptoki.finalize()
+            rv = self.cryptoki.initialize(os_locking, init_args)
         self.os_locking = os_locking and rv == native.CKR_OK
         if not self.os_locking:
             # CKR_CANT_LOCK: the module cannot lock; every call goes through one lock.
-            rv = self.cryptoki.initialize(os_locking=False)
+            rv = self.cryptoki.initialize(False, init_args)
+            if rv == native.CKR_CRYPTOKI_ALREADY_INITIALIZED:
+                self.cryptoki.finalize()
+                rv = self.cryptoki.initialize(False, init_args)
             if rv != native.CKR_OK:
                 self.initialized = False
                 raise TokenUnavailable(f"C_Initialize of {path} failed: CK_RV 0x{rv:x}")
@@ -133,7 +138,7 @@ class Library:
         if self.initialized:
             self.initialized = False
             self.cryptoki.finalize()  # its CK_RV does not matter: we start over either way
-        rv = self.cryptoki.initialize(self.os_locking)
+        rv = self.cryptoki.initialize(self.os_locking, self.init_args)
         if rv not in (native.CKR_OK, native.CKR_CRYPTOKI_ALREADY_INITIALIZED):
             raise Lost(f"C_Initialize returned CK_RV 0x{rv:x}")
         self.initialized = True

@@ -8,6 +8,13 @@ own function list (``C_GetFunctionList``), which python-pkcs11 shares: the funct
 stays valid across ``C_Finalize``/``C_Initialize``, so every python-pkcs11 object created
 afterwards calls into the re-initialised library.
 
+python-pkcs11's own C_Initialize is skipped altogether: the module is loaded without it
+(:func:`load`), so a module that refuses ``C_Initialize(NULL)`` works too (NSS's softoken
+answers CKR_ARGUMENTS_BAD: it wants its configuration directory in
+``CK_C_INITIALIZE_ARGS.pReserved``, PKCS#11 v2.40 section 5.4), and we use python-pkcs11's
+own function list rather than asking the module for one: p11-kit's client module makes a new
+virtual module, with sessions of its own, on every ``C_GetFunctionList``.
+
 python-pkcs11 also only logs in inside ``Token.open``, and then leaks the session when the PIN
 is wrong and answers ``UserAlreadyLoggedIn`` for a second login; its ``Session.close`` logs the
 whole application out. We log in and out here on a session python-pkcs11 opened without a PIN,
@@ -120,26 +127,48 @@ class _FunctionList(ctypes.Structure):
     ]
 
 
+# python-pkcs11 0.10's ``lib`` is a Cython object whose first field after the object header
+# is its CK_FUNCTION_LIST pointer (``HasFuncList.funclist``); its size pins that layout.
+_FUNCLIST_OFFSET = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)
+_LIB_BASICSIZE = 88
+
+
+def load(path: str) -> Any:
+    """python-pkcs11's ``lib`` for ``path``, loaded (dlopen, C_GetFunctionList) but not
+    initialised: :class:`Cryptoki` initialises it, with the arguments the module needs."""
+    from pkcs11 import _pkcs11
+
+    return _pkcs11.lib.__new__(_pkcs11.lib, path)  # type: ignore[call-arg]
+
+
 class Cryptoki:
-    """Initialise, finalise, log in and out, and ask a session's state, on one loaded module."""
+    """Initialise, finalise, log in and out, and ask a session's state, on one loaded module,
+    through the function list python-pkcs11 calls (so that sessions are shared)."""
 
-    def __init__(self, path: str) -> None:
-        # dlopen of the same path returns the handle python-pkcs11 already holds.
-        self._dll = ctypes.CDLL(path)
-        get_function_list = self._dll.C_GetFunctionList
-        get_function_list.restype = _RV
-        get_function_list.argtypes = [ctypes.POINTER(ctypes.POINTER(_FunctionList))]
-        pointer = ctypes.POINTER(_FunctionList)()
-        rv = get_function_list(ctypes.byref(pointer))
-        if rv != CKR_OK or not pointer:
-            raise OSError(f"C_GetFunctionList of {path} returned 0x{rv:x}")
-        self._fl: Any = pointer.contents
+    def __init__(self, lib: Any, path: str) -> None:
+        if type(lib).__basicsize__ != _LIB_BASICSIZE:
+            raise OSError(
+                f"python-pkcs11's lib object has an unknown layout ({type(lib).__basicsize__} "
+                "bytes): hsmkms needs python-pkcs11 0.10"
+            )
+        address = ctypes.c_void_p.from_address(id(lib) + _FUNCLIST_OFFSET).value
+        if not address:
+            raise OSError(f"C_GetFunctionList of {path} gave no function list")
+        self._fl: Any = ctypes.cast(address, ctypes.POINTER(_FunctionList)).contents
+        if self._fl.version.major not in (2, 3):
+            raise OSError(f"{path}: not a PKCS#11 function list (version {self._fl.version.major})")
+        self._lib = lib  # keeps the function list alive
 
-    def initialize(self, os_locking: bool) -> int:
-        """C_Initialize, with CKF_OS_LOCKING_OK when asked; returns the CK_RV."""
-        if not os_locking:
+    def initialize(self, os_locking: bool, reserved: str | None = None) -> int:
+        """C_Initialize, with CKF_OS_LOCKING_OK when asked and ``reserved`` as pReserved (the
+        module's own parameters: NSS's ``configdir='sql:DIR' ...``); returns the CK_RV."""
+        if not os_locking and reserved is None:
             return int(self._fl.C_Initialize(None))
-        args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
+        text = None if reserved is None else ctypes.c_char_p(reserved.encode("utf-8"))
+        args = _InitializeArgs(
+            None, None, None, None, CKF_OS_LOCKING_OK if os_locking else 0,
+            ctypes.cast(text, ctypes.c_void_p) if text is not None else None,
+        )  # fmt: skip
         return int(self._fl.C_Initialize(ctypes.cast(ctypes.pointer(args), ctypes.c_void_p)))
 
     def finalize(self) -> int:

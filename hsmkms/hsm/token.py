@@ -36,16 +36,18 @@ from hsmkms.hsm import (
     IntegrityError,
     KeyNotFound,
     MasterKeyCheck,
+    MechanismUnsupported,
     TokenError,
     TokenStatus,
     WrappedKey,
     contract,
     errors,
+    gcm_ecb,
     handles,
     inspection,
 )
 from hsmkms.hsm.calls import CallPath
-from hsmkms.hsm.capabilities import Capabilities
+from hsmkms.hsm.capabilities import Capabilities, mechanisms
 from hsmkms.hsm.contract import IV_BYTES, MATERIAL_ID_BYTES, TAG_BYTES
 from hsmkms.hsm.errors import Lost
 from hsmkms.hsm.handles import Miss, check_material_id
@@ -70,19 +72,29 @@ class Options:
     # Fill the handle cache when opening. Off for a process that only checks the token
     # (the parent of several server workers): at 10,000 keys the search takes 1-2 s.
     preload: bool = True
+    call_timeout: float = 5.0  # seconds a call may take (0: no deadline; deadline.py)
+    slow_call_timeout: float = 60.0  # for key pair generation and other side work
+    init_args: str | None = None  # CK_C_INITIALIZE_ARGS.pReserved: the module's parameters
+    mechanisms_off: str = ""  # CKM_ names not to use though offered (capabilities.py)
 
     @classmethod
     def parse(cls, options: dict[str, object]) -> Options:
-        unknown = set(options) - {"reinit_interval", "os_locking", "preload"}
+        numbers = ("reinit_interval", "call_timeout", "slow_call_timeout")
+        texts = ("init_args", "mechanisms_off")
+        unknown = set(options) - {*numbers, *texts, "os_locking", "preload"}
         if unknown:
             raise TypeError(f"unknown token option(s): {', '.join(sorted(unknown))}")
-        interval = options.get("reinit_interval", cls.reinit_interval)
-        if not isinstance(interval, int | float) or interval < 0:
-            raise TypeError("reinit_interval must be a number of seconds >= 0")
+        seconds = {name: options.get(name, getattr(cls, name)) for name in numbers}
+        for name, value in seconds.items():
+            if not isinstance(value, int | float) or value < 0:
+                raise TypeError(f"{name} must be a number of seconds >= 0")
+        init_args = options.get("init_args")
         return cls(
-            reinit_interval=float(interval),
+            **{name: float(value) for name, value in seconds.items()},  # type: ignore[arg-type]
             os_locking=bool(options.get("os_locking", cls.os_locking)),
             preload=bool(options.get("preload", cls.preload)),
+            init_args=None if init_args is None else str(init_args),
+            mechanisms_off=str(options.get("mechanisms_off") or ""),
         )
 
 
@@ -92,13 +104,15 @@ class PKCS11Token:
     def __init__(self, library: Library, label: str, pin: str, options: Options) -> None:
         self._library = library
         self._login = Login(library, label, pin)
-        self._capabilities = Capabilities()
+        self._capabilities = Capabilities(mechanisms(options.mechanisms_off))
         self._calls = CallPath(
             library,
             self._login,
             self._capabilities,
             reinit_interval=options.reinit_interval,
             search=self._search,
+            call_timeout=options.call_timeout,
+            slow_call_timeout=options.slow_call_timeout,
         )
         self._handles = self._calls.handles
         self._pairs = KeyPairs(self._calls)
@@ -112,12 +126,11 @@ class PKCS11Token:
     def open(cls, module: str, label: str, pin: str, **options: object) -> Self:
         """Load ``module``, find the token labelled ``label``, log in once with ``pin``.
 
-        Options: ``reinit_interval`` (seconds between two re-initialisations of the library
-        after token loss, default 1.0), ``os_locking`` (default True), ``preload`` (fill the
-        handle cache now, default True; else on the first miss).
+        Options: see :mod:`hsmkms.hsm` (reinit_interval, os_locking, preload, call_timeout,
+        slow_call_timeout, init_args).
         """
         opts = Options.parse(dict(options))
-        library = Library.get(module, opts.os_locking)
+        library = Library.get(module, opts.os_locking, opts.init_args)
         token = cls(library, label, pin, opts)
         # No recovery on a fresh library: a token missing now is a configuration error to
         # report. A library other tokens of this process use may just be recovering.
@@ -305,6 +318,8 @@ class PKCS11Token:
         data = bytes(plaintext)
 
         def encrypt(key: Any) -> bytes:
+            if self._gcm_mode() == "ECB":
+                return gcm_ecb.encrypt(_ecb(key), iv, data, aad)
             return bytes(key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=param))
 
         return self._run("encrypt", lambda: self._handles.with_master(mid, encrypt))
@@ -320,6 +335,11 @@ class PKCS11Token:
             raise IntegrityError("the ciphertext is shorter than its 16-byte GCM tag")
 
         def decrypt(key: Any) -> bytes:
+            if self._gcm_mode() == "ECB":
+                plain = gcm_ecb.decrypt(_ecb(key), iv, data, aad)
+                if plain is None:
+                    raise IntegrityError("could not decrypt: the data does not authenticate")
+                return plain
             return bytes(key.decrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=param))
 
         return self._run(
@@ -335,6 +355,12 @@ class PKCS11Token:
         return self._run(
             "generate random bytes", lambda: bytes(self._login.session.generate_random(8 * n))
         )
+
+    def _gcm_mode(self) -> str:
+        mode = self._capabilities.gcm
+        if mode is None:
+            raise MechanismUnsupported(f"token {self.label!r} has neither AES-GCM nor AES-ECB")
+        return mode
 
     @staticmethod
     def _gcm(iv: bytes, aad: bytes) -> GCMParams:
@@ -432,7 +458,11 @@ class PKCS11Token:
         For a master key another process created that this process cannot see: SoftHSM2 can
         index another process's object file while it is half written and keep that view until
         the token changes again. Rate-limited like recovery (TokenUnavailable when too soon)."""
-        self._calls.recover(self._library.generation, "a master key the store knows is not visible")
+        generation = self._library.generation
+        self._calls.bounded(
+            "re-read the token",
+            lambda: self._calls.recover(generation, "a master key the store knows is not visible"),
+        )
 
     # -- the back door of hsm/testing.py and hsm/raw.py (the benchmark's raw calls) -----------
     # ``self._run`` (set in __init__) runs a function of theirs on the call path.
@@ -443,6 +473,10 @@ class PKCS11Token:
         return self._login.session
 
     _destroy = staticmethod(destroy)
+
+
+def _ecb(key: Any) -> Callable[[bytes], bytes]:
+    return lambda blocks: bytes(key.encrypt(blocks, mechanism=Mechanism.AES_ECB))
 
 
 if TYPE_CHECKING:

@@ -47,6 +47,13 @@ class Fault:
 TABLE: tuple[Fault, ...] = (
     # -- the token ------------------------------------------------------------------------
     Fault(hsm.IntegrityError, errors.InvalidCiphertextException, INVALID_CIPHERTEXT),
+    # A call past its deadline (hsm/deadline.py): a hung HSM, or one slower than the setting.
+    Fault(
+        hsm.TokenTimeout,
+        errors.DependencyTimeoutException,
+        "The HSM did not answer in time; retry later.",
+        "warning",
+    ),
     Fault(
         hsm.TokenUnavailable,
         errors.KeyUnavailableException,
