@@ -32,6 +32,10 @@ def open_token(settings: Settings, *, preload_keys: bool = True) -> hsm.Token:
         settings.token_label,
         settings.read_pin(),
         preload=preload_keys,
+        call_timeout=settings.token_call_timeout,
+        slow_call_timeout=settings.token_slow_call_timeout,
+        init_args=settings.pkcs11_init_string,
+        mechanisms_off=settings.token_mechanisms_off,
     )
 
 

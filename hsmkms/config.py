@@ -29,6 +29,10 @@ DEFAULT_PKCS11_MODULES = (
 )
 
 
+# NSS's softoken (Debian libnss3) and the label of its database's token, which NSS fixes.
+NSS_MODULE = "/usr/lib/x86_64-linux-gnu/libsoftokn3.so"
+NSS_TOKEN_LABEL = "NSS Certificate DB"
+
 # A guessable operator token would be no lock: 16 characters of a random text at the least.
 MIN_OPERATOR_TOKEN = 16
 
@@ -63,6 +67,17 @@ class Settings:
     token_label: str = "hsmkms"
     pin_file: str | None = None  # default: <home>/user.pin
     softhsm_conf: str | None = None  # default: <home>/softhsm2.conf when the home is embedded
+    # The software token of an embedded home: "softhsm2", or "nss" (NSS's softoken: a database
+    # under <home>/nssdb; pkcs11_module and token_label then default to NSS's). The module's
+    # own C_Initialize parameters (pReserved; for "nss" configdir='sql:<home>/nssdb'), and
+    # mechanisms hsmkms must not use though the token offers them (docs/hsm-vendors.md).
+    hsm: str = "softhsm2"
+    pkcs11_init_args: str | None = None
+    token_mechanisms_off: str = ""
+    # Seconds a token call may take before DependencyTimeoutException (0: no deadline), and
+    # the same for slow work: key pair generation on the token (RSA-4096: seconds), listings.
+    token_call_timeout: float = 5.0
+    token_slow_call_timeout: float = 60.0
     # The store: a SQLite path (default <home>/hsmkms.sqlite3) or a postgresql:// URL.
     store: str | None = None
     # Seconds a store write waits for another writer's lock before answering
@@ -163,6 +178,14 @@ class Settings:
     def audit_key_path(self) -> Path | None:
         return self._under_home(self.audit_key_file)
 
+    @property
+    def pkcs11_init_string(self) -> str | None:
+        """CK_C_INITIALIZE_ARGS.pReserved for the module (NSS's softoken needs its database)."""
+        if self.pkcs11_init_args is None and self.hsm == "nss":
+            nssdb = (self.home / "nssdb").resolve()
+            return f"configdir='sql:{nssdb}' certPrefix='' keyPrefix='' secmod='secmod.db'"
+        return self.pkcs11_init_args
+
     def _under_home(self, name: str | None) -> Path | None:
         return None if not name else self.home / name  # an absolute name stays itself
 
@@ -242,7 +265,14 @@ class Settings:
             kwargs[f.name] = _coerce(f, values[f.name])
         if isinstance(kwargs.get("regions"), list | tuple):
             kwargs["regions"] = ",".join(str(r) for r in kwargs["regions"])
+        if kwargs.get("hsm") == "nss":  # NSS's module and token, unless named
+            kwargs.setdefault("pkcs11_module", NSS_MODULE)
+            kwargs.setdefault("token_label", NSS_TOKEN_LABEL)
         settings = cls(**kwargs)
+        if settings.hsm not in ("softhsm2", "nss"):
+            raise ConfigError('hsm must be "softhsm2" or "nss"')
+        if min(settings.token_call_timeout, settings.token_slow_call_timeout) < 0:
+            raise ConfigError("token_call_timeout and token_slow_call_timeout must be >= 0")
         listed = set() if settings.regions.strip() == "*" else settings._listed_regions()
         if not all(_REGION.match(r) for r in listed | {settings.region}):
             raise ConfigError(f"regions: {settings.regions!r} is not a list of Region names")
