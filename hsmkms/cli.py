@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
     serve.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
+    serve.add_argument(
+        "--hsm", choices=("softhsm2", "nss"), help="software token of an embedded home"
+    )
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
     serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: serve HTTPS")
     serve.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
@@ -145,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--store", metavar="LOCATION", help="the metadata store, as serve's")
     doctor.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
     doctor.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
+    doctor.add_argument("--hsm", choices=("softhsm2", "nss"), help="the home's software token")
     doctor.add_argument(
         "--fix",
         action="store_true",
@@ -207,6 +211,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             store=args.store,
             pkcs11_module=args.pkcs11_module,
             token_label=args.token_label,
+            hsm=args.hsm,
         )
     )
     if args.min_age < 0:
@@ -263,6 +268,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         pkcs11_module=args.pkcs11_module,
         token_label=args.token_label,
+        hsm=args.hsm,
         log_level=args.log_level,
         limit_concurrency=args.limit_concurrency,
         header_timeout=args.header_timeout,

@@ -10,6 +10,8 @@ Layout of ``<home>`` (mode 0700)::
     credentials      AWS shared-credentials INI, profile [hsmkms] (0600); also read by the
                      server for access key id -> secret, account and principal
     hsmkms.sqlite3   the metadata store
+    nssdb/           instead of softhsm2.conf and tokens/ with ``hsm = "nss"``: NSS's
+                     softoken database (certutil -N), its password the user PIN
 """
 
 from __future__ import annotations
@@ -136,7 +138,9 @@ def ensure_home(settings: Settings) -> Settings:
 
     conf = settings.softhsm_conf_path
     embedded = settings.softhsm_conf is None and "softhsm" in settings.pkcs11_module
-    if embedded:
+    if settings.hsm == "nss" and settings.pkcs11_init_args is None:
+        init_nss_db(home / "nssdb", settings.pin_path)
+    elif embedded:
         tokens = home / "tokens"
         tokens.mkdir(exist_ok=True)
         os.chmod(tokens, 0o700)
@@ -163,6 +167,29 @@ def ensure_home(settings: Settings) -> Settings:
     if not creds.exists():
         write_credentials(creds, {PROFILE: new_identity()}, settings.region)
     return settings
+
+
+def init_nss_db(nssdb: Path, pin_path: Path) -> None:
+    """An NSS database (NSS's softoken, token "NSS Certificate DB") whose password is a new
+    user PIN, unless ``nssdb`` holds one: ``certutil -N`` from Debian's libnss3-tools."""
+    if (nssdb / "key4.db").exists():
+        return
+    certutil = shutil.which("certutil")
+    if not certutil:
+        raise ConfigError("certutil not found: install NSS's tools (Debian: libnss3-tools)")
+    nssdb.mkdir(mode=0o700, exist_ok=True)
+    if not pin_path.exists():
+        _write_private(pin_path, _random_token(24) + "\n")
+    done = subprocess.run(
+        [certutil, "-N", "-d", f"sql:{nssdb}", "-f", str(pin_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ConfigError(f"certutil could not create {nssdb}: {done.stderr.strip()}")
+    for made in nssdb.iterdir():
+        os.chmod(made, 0o600)
 
 
 def use_home(settings: Settings) -> Settings:

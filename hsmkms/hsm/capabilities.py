@@ -75,7 +75,9 @@ class Capabilities:
     def _describe(self, session: Any, slot: Any, healthy: Callable[[], bool]) -> None:
         """Key pair specs from the generation mechanisms, wrap mechanisms from a trial."""
         offered = set(slot.get_mechanisms()) - self.off
-        if Mechanism.AES_GCM in offered:
+        # By trial too: NSS 3.87's softoken offers CKM_AES_GCM, yet answers python-pkcs11's
+        # C_Encrypt with CKR_BUFFER_TOO_SMALL; then GCM is built on its ECB (gcm_ecb.py).
+        if Mechanism.AES_GCM in offered and self._trial_gcm(session, healthy):
             self.gcm = GCM
         elif Mechanism.AES_ECB in offered:
             self.gcm = "ECB"
@@ -106,6 +108,28 @@ class Capabilities:
                 usable.append(name)
         self.wrap_mechanism = usable[0] if usable else None
         self.unwrap_mechanisms = frozenset(usable)
+
+    @staticmethod
+    def _trial_gcm(session: Any, healthy: Callable[[], bool]) -> bool:
+        """Seal and open one byte under a throwaway key with CKM_AES_GCM."""
+        key = session.generate_key(
+            KeyType.AES,
+            256,
+            store=False,
+            capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+            template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+        )
+        try:
+            param = GCMParams(bytes(IV_BYTES), b"aad", 8 * TAG_BYTES)
+            sealed = key.encrypt(b"x", mechanism=Mechanism.AES_GCM, mechanism_param=param)
+            opened = key.decrypt(sealed, mechanism=Mechanism.AES_GCM, mechanism_param=param)
+            return bytes(opened) == b"x"
+        except errors.PKCS11Error as exc:
+            if isinstance(exc, errors.LOSS) or not healthy():
+                raise
+            return False
+        finally:
+            destroy(key)
 
     @staticmethod
     def _trial_wrap(session: Any, name: str, healthy: Callable[[], bool]) -> bool:

@@ -52,6 +52,12 @@ class Library:
             if library is None or library.pid != os.getpid():
                 library = cls(real, os_locking, init_args)
                 cls._registry[real] = library
+            elif init_args is not None and init_args != library.init_args:
+                # One C_Initialize per module and process: NSS opens one database per load.
+                raise TokenUnavailable(
+                    f"{real} is already initialised in this process with other parameters "
+                    f"({library.init_args!r}): one process, one configuration per module"
+                )
             return library
 
     def __init__(self, path: str, os_locking: bool, init_args: str | None = None) -> None:
