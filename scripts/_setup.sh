@@ -15,6 +15,21 @@ ensure_softhsm() {
     _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
 }
 
+ensure_hsm_tools() {
+    # The second token and the network HSM of the tests: NSS's softoken (libnss3) with
+    # certutil (libnss3-tools), and p11-kit's server and client module (p11-kit,
+    # p11-kit-modules), which export SoftHSM2 over a socket (tests/resilience/test_p11kit_*).
+    local want=()
+    [ -e /usr/lib/x86_64-linux-gnu/libsoftokn3.so ] || want+=(libnss3)
+    command -v certutil >/dev/null 2>&1 || want+=(libnss3-tools)
+    command -v p11-kit >/dev/null 2>&1 || want+=(p11-kit)
+    [ -e /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ] || want+=(p11-kit-modules)
+    [ "${#want[@]}" -eq 0 ] && return 0
+    echo "scripts: installing ${want[*]} (Debian packages)" >&2
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >/dev/null
+}
+
 ensure_postgresql() {
     # The tests' throwaway PostgreSQL clusters (tests/postgres.py) need the server binaries.
     if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then return 0; fi
