@@ -139,6 +139,11 @@ class Settings:
     cloudhsm_clusters: str = ""
     xks_proxy_timeout: float = 0.25
     xks_proxy_ca_file: str | None = None
+    # hsmkms as an XKS proxy (docs/xks.md): the XKS proxy API v1 under xks_path_prefix
+    # (https://HOST<prefix>/kms/xks/v1/...; "" for none) for the [xks] credentials of the
+    # credentials file, which the home gains on start-up. false: neither.
+    xks_enabled: bool = True
+    xks_path_prefix: str = "/xks"
     # The audit trail (docs/audit.md): one CloudTrail-shaped JSON event per request, each
     # line hash-chained to the one before. audit_file: a JSON-lines file (relative: under the
     # home) shared by every process, renamed <file>.<seq> past audit_max_bytes (0: never);
@@ -292,6 +297,12 @@ class Settings:
             raise ConfigError("scheduler_interval and rotation_day_seconds must be positive")
         if settings.audit_max_bytes < 0 or settings.audit_fsync < 0:
             raise ConfigError("audit_max_bytes and audit_fsync must be >= 0")
+        if not _XKS_PREFIX.match(settings.xks_path_prefix) or len(settings.xks_path_prefix) > 117:
+            raise ConfigError(
+                "xks_path_prefix must be empty or /segments of A-Z, a-z, 0-9, - and _ (no "
+                "trailing /), at most 117 characters: AWS KMS's XksProxyUriPath is the prefix "
+                "and /kms/xks/v1, at most 128"
+            )
         settings.quotas = parse_quotas(settings.quotas).text()  # one form, for the workers too
         return settings
 
@@ -433,6 +444,7 @@ def _known_regions() -> frozenset[str]:
 
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_XKS_PREFIX = re.compile(r"^(/[A-Za-z0-9_-]+)*$")
 
 
 def _check_private(st: os.stat_result, path: Path, what: str) -> None:

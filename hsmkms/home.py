@@ -8,7 +8,8 @@ Layout of ``<home>`` (mode 0700)::
     user.pin         the token user PIN (0600)
     so.pin           the token security officer PIN (0600)
     credentials      AWS shared-credentials INI, profile [hsmkms] (0600); also read by the
-                     server for access key id -> secret, account and principal
+                     server for access key id -> secret, account and principal; and [xks],
+                     the XKS proxy API's credential (docs/xks.md), which the KMS API refuses
     hsmkms.sqlite3   the metadata store
     nssdb/           instead of softhsm2.conf and tokens/ with ``hsm = "nss"``: NSS's
                      softoken database (certutil -N), its password the user PIN
@@ -16,7 +17,10 @@ Layout of ``<home>`` (mode 0700)::
 
 from __future__ import annotations
 
+import base64
 import configparser
+import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -28,6 +32,10 @@ from hsmkms.config import ConfigError, Settings
 from hsmkms.identity import Identity
 
 PROFILE = "hsmkms"
+# The XKS proxy API's credential; [xks-<name>] profiles beside it during a rotation.
+XKS_PROFILE = "xks"
+
+log = logging.getLogger("hsmkms.home")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -102,6 +110,8 @@ def read_credentials(path: Path) -> dict[str, Identity]:
         raise ConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
     out: dict[str, Identity] = {}
     for section in parser.sections():
+        if is_xks_profile(section):
+            continue  # AWS KMS's key to the XKS API, not a principal of the KMS API
         sec = parser[section]
         akid = sec.get("aws_access_key_id")
         secret = sec.get("aws_secret_access_key")
@@ -113,6 +123,81 @@ def read_credentials(path: Path) -> dict[str, Identity]:
     if not out:
         raise ConfigError(f"credentials file {path} holds no access key")
     return out
+
+
+def is_xks_profile(profile: str) -> bool:
+    """Whether a profile of the credentials file is a credential of the XKS proxy API:
+    ``[xks]``, and ``[xks-<name>]`` beside it while the credential is rotated (docs/xks.md)."""
+    return profile == XKS_PROFILE or profile.startswith(XKS_PROFILE + "-")
+
+
+def new_xks_identity(account_id: str) -> Identity:
+    """An XKS credential as the spec's Appendix A asks: an access key id of 26 characters of
+    A-Z and 2-7 that says nothing of the secret, and a secret of 256 random bits (Base64)."""
+    return Identity(
+        access_key_id=_random_token(26, string.ascii_uppercase + "234567"),
+        secret_access_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        account_id=account_id,
+        principal_arn=f"arn:aws:iam::{account_id}:user/xks",
+    )
+
+
+def read_xks_credentials(path: Path) -> dict[str, tuple[Identity, str]]:
+    """access key id -> (Identity, its ``region`` or ""), of the file's XKS profiles."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
+    out: dict[str, tuple[Identity, str]] = {}
+    for section in filter(is_xks_profile, parser.sections()):
+        sec = parser[section]
+        akid = sec.get("aws_access_key_id")
+        secret = sec.get("aws_secret_access_key")
+        if akid and secret:
+            account = sec.get("hsmkms_account_id", "000000000000")
+            principal = sec.get("hsmkms_principal_arn", f"arn:aws:iam::{account}:user/xks")
+            out[akid] = (Identity(akid, secret, account, principal), sec.get("region", ""))
+    return out
+
+
+def ensure_xks_profile(path: Path, region: str) -> None:
+    """Give the credentials file an ``[xks]`` profile unless it has an XKS profile already:
+    the account of its first profile, ``region``. Appended under an flock, not rewritten: the
+    file's other lines stay as they are, and workers starting together add one profile."""
+    try:
+        with open(path, "r+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            text = fh.read()
+            parser = configparser.ConfigParser(interpolation=None)
+            try:
+                parser.read_string(text)
+            except configparser.Error:
+                return  # read_credentials says what is wrong with it
+            if any(is_xks_profile(s) for s in parser.sections()):
+                return
+            accounts = [
+                parser[s].get("hsmkms_account_id", "000000000000")
+                for s in parser.sections()
+                if parser[s].get("aws_access_key_id")
+            ]
+            account = accounts[0] if accounts else new_identity().account_id
+            ident = new_xks_identity(account)
+            fh.write(
+                ("\n" if text and not text.endswith("\n") else "")
+                + "\n# The XKS proxy API's credential, which AWS KMS signs with (docs/xks.md). "
+                "To rotate it,\n# add [xks-2] beside it, give AWS KMS the new one, then remove "
+                "the old profile:\n# the server reads this file again within a second.\n"
+                f"[{XKS_PROFILE}]\n"
+                f"aws_access_key_id = {ident.access_key_id}\n"
+                f"aws_secret_access_key = {ident.secret_access_key}\n"
+                f"region = {region}\n"
+                f"hsmkms_account_id = {ident.account_id}\n"
+                f"hsmkms_principal_arn = {ident.principal_arn}\n"
+            )
+    except OSError as exc:
+        log.warning("could not add an [xks] profile to %s: %s", path, exc.strerror)
 
 
 def softhsm_util() -> str:
@@ -166,6 +251,8 @@ def ensure_home(settings: Settings) -> Settings:
     creds = settings.credentials_path
     if not creds.exists():
         write_credentials(creds, {PROFILE: new_identity()}, settings.region)
+    if settings.xks_enabled:
+        ensure_xks_profile(creds, settings.region)
     return settings
 
 
