@@ -266,12 +266,17 @@ class Verifier:
         region: str | Iterable[str],
         service: str = "kms",
         clock: Callable[[], float] = time.time,
+        *,
+        target_signed: bool = True,
     ) -> None:
-        """``region``: the Region a scope must name, or the set of those it may."""
+        """``region``: the Region a scope must name, or the set of those it may.
+        ``target_signed``: X-Amz-Target must be signed (AWS JSON 1.1); the XKS proxy API has
+        no such header and signs ``host;x-amz-date`` alone."""
         self.identities = dict(identities)
         self.regions = frozenset({region} if isinstance(region, str) else region)
         self.service = service
         self.clock = clock
+        self.target_signed = target_signed
 
     def verify(self, request: SignedRequest) -> Identity:
         """The identity that signed ``request``; raises the KMSError AWS would answer."""
@@ -301,7 +306,7 @@ class Verifier:
             raise errors.InvalidSignatureException(
                 f"'{shown}' must be a 'SignedHeader' in the AWS Authorization."
             )
-        if "x-amz-target" not in signed:
+        if self.target_signed and "x-amz-target" not in signed:
             raise errors.InvalidSignatureException(
                 "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization."
             )
