@@ -238,6 +238,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 min_age=timedelta(seconds=args.min_age),
                 deep=args.deep,
             )
+            report.token = token_profile(masters, settings)
         finally:
             store.close()
     except (hsm.TokenError, StoreError) as exc:
@@ -370,6 +371,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not server.started:
             return EXIT_FAILURE
     return 0
+
+
+def token_profile(masters: Any, settings: Settings) -> dict[str, str]:
+    from hsmkms.hsm.profile import profile
+
+    return profile(masters.token, settings) if hasattr(masters, "token") else {}
 
 
 def open_kms(settings: Settings, preload_keys: bool = True) -> Any:

@@ -100,6 +100,8 @@ class Report:
     checked: int = 0
     # Keys whose private key runs on the host (DESIGN decision 13): key id -> why.
     host_keys: dict[str, str] = field(default_factory=dict)
+    # What start-up found the token does, by the setting that names it (hsm/profile.py).
+    token: dict[str, str] = field(default_factory=dict)
 
     @property
     def drift(self) -> bool:
@@ -144,6 +146,7 @@ class Report:
             )
         for key_id, why in sorted(self.host_keys.items()):
             out.append(f"host key: key {key_id}: {why}")
+        out.extend(f"token: {name} = {value}" for name, value in self.token.items())
         if self.checked_attributes and not self.unsealed:
             out.append(
                 f"deep: {self.checked} key objects checked, all sealed (sensitive, never "
