@@ -14,11 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hsmkms import errors, model
 from hsmkms.config import Settings
 from hsmkms.identity import Caller
+
+if TYPE_CHECKING:
+    from hsmkms.service.xks import XksProxy
 
 __all__ = ["KMS", "Caller", "OperationLayer"]
 
@@ -142,6 +145,15 @@ class KMS:
 
     def close(self) -> None:
         self.service.close()
+
+    def xks_proxy(self) -> XksProxy | None:
+        """The XKS proxy API's operations over this KMS's token and store
+        (hsmkms/service/xks.py), which ``hsmkms serve`` answers under ``xks_path_prefix``;
+        None over a stand-in operation layer (a test's)."""
+        from hsmkms.service import Service
+        from hsmkms.service.xks import XksProxy
+
+        return XksProxy(self.service) if isinstance(self.service, Service) else None
 
     def as_caller(self, caller: Caller) -> KMS:
         """A view of this KMS that acts as ``caller`` (shares the token and store)."""

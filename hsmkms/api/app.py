@@ -5,6 +5,7 @@ microsecond it does not spend is one the token can use).
     GET  /health  200 {"ok": true} or 503 {"ok": false}; the full report with the operator
                   token (hsmkms/api/operator.py)
     GET  /metrics Prometheus text, with the operator token only
+    POST /xks/kms/xks/v1/...  the XKS proxy API (hsmkms/api/xks.py), under xks_path_prefix
 
 A request goes: size limit -> target -> SigV4 -> JSON -> :func:`model.from_wire` ->
 ``kms.call`` on a worker thread -> :func:`model.to_wire`. The order of the checks is AWS's: an
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from hsmkms import errors, model
 from hsmkms.api.operator import METRICS, PROMETHEUS, Answer, Metrics, Operator
 from hsmkms.api.sigv4 import SignedRequest, Verifier
+from hsmkms.api.xks import XksApi, XksBackend
 from hsmkms.config import Settings
 from hsmkms.identity import Caller, Identity
 
@@ -72,6 +74,8 @@ class KMSLike(Protocol):
     ) -> dict[str, Any] | None: ...
 
     def keypair_pool_stock(self) -> dict[str, int]: ...
+
+    def xks_proxy(self) -> XksBackend | None: ...
 
     def health(self) -> dict[str, Any]: ...
 
@@ -123,6 +127,11 @@ class App:
         self._inline_paused_until = 0.0
         self._inline_slow_at = float("-inf")
         self.operations = model.operations()  # also compiles the model before the 1st request
+        # The XKS proxy API, over the same token and store (None: a stand-in operation layer).
+        xks = kms.xks_proxy() if settings.xks_enabled else None
+        self.xks = (
+            XksApi(xks, settings, pool=self.pool, metrics=self.metrics) if xks is not None else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -154,6 +163,9 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         path = scope["path"]
+        if self.xks is not None and self.xks.routes(path):
+            await self.xks.handle(scope, receive, send)
+            return
         if path == "/health" and method in ("GET", "HEAD"):
             authorization = _headers(scope).get("authorization")
             await _answer(send, self.operator.health(await self._health(), authorization))
@@ -400,7 +412,9 @@ def create_app(
     """The ASGI app serving ``kms`` to the holders of ``identities`` (access key id -> Identity).
 
     ``threads``: worker threads for ``KMS.call`` (default 8). ``owns_kms``: start the
-    operation layer's background jobs with the server and close the KMS when it stops."""
+    operation layer's background jobs with the server and close the KMS when it stops.
+    With the ``xks_enabled`` setting, the XKS proxy API (``kms.xks_proxy()``) is served too,
+    under ``xks_path_prefix``, to the credentials file's XKS profiles."""
     return App(
         kms,
         identities,
