@@ -108,6 +108,8 @@ class Capabilities:
                 usable.append(name)
         self.wrap_mechanism = usable[0] if usable else None
         self.unwrap_mechanisms = frozenset(usable)
+        if not usable:  # it makes pairs but cannot hand a private key out wrapped: host
+            self.keypair_specs = frozenset()
 
     @staticmethod
     def _trial_gcm(session: Any, healthy: Callable[[], bool]) -> bool:

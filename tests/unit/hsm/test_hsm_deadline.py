@@ -111,3 +111,20 @@ def test_gcm_from_ecb_matches_cryptographys_aesgcm_on_a_known_key():
         sealed = gcm_ecb.encrypt(enc.update, iv, plain, aad)
         assert sealed == AESGCM(key).encrypt(iv, plain, aad)
         assert gcm_ecb.decrypt(enc.update, iv, sealed, aad) == plain
+
+
+def test_a_token_without_a_usable_wrap_makes_no_pairs_for_the_service(settings, token):
+    """token_mechanisms_off = "AES_KEY_WRAP_PAD" on SoftHSM2 (which refuses GCM wrap): what
+    p11-kit 0.24 gives by itself. Data key pairs are then made on the host."""
+    bare = open_token(
+        settings.pkcs11_module,
+        settings.token_label,
+        settings.read_pin(),
+        mechanisms_off="AES_KEY_WRAP_PAD",
+    )
+    try:
+        assert bare.wrap_mechanism is None
+        assert bare.keypair_specs == frozenset()
+        assert token.wrap_mechanism == "AES_KEY_WRAP_PAD" and token.keypair_specs
+    finally:
+        bare.close()
