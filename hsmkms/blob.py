@@ -21,6 +21,9 @@ or a different context, fails authentication.
     53      12    IV of the binding tag
     65      n     wrapped private key, as the token's C_WrapKey gave it
     65+n    16    GCM tag of an empty plaintext   AAD = bytes 0..52 || context || wrapped key
+    kind 0x03 (a key in an external key store: double encryption):
+    51      n     the external layer: the proxy's AES-GCM (service/xks_client.py pack) of a
+                  kind 0x01 blob of the same key, with AAD = bytes 0..50 || context
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ MAGIC: Final = 0x48
 VERSION: Final = 0x01
 KIND_SEALED: Final = 0x01
 KIND_WRAPPED: Final = 0x02
+KIND_EXTERNAL: Final = 0x03
 IV_LEN: Final = 12
 TAG_LEN: Final = 16
 MATERIAL_LEN: Final = 32
@@ -99,6 +103,11 @@ def sealed_header(key_id: str, material_id: bytes) -> bytes:
     return _PREFIX.pack(MAGIC, VERSION, kind, key_bytes, material_id)
 
 
+def external_header(key_id: str, material_id: bytes) -> bytes:
+    kind, key_bytes = _key_id_bytes(KIND_EXTERNAL, key_id)
+    return _PREFIX.pack(MAGIC, VERSION, kind, key_bytes, material_id)
+
+
 def wrapped_header(key_id: str, material_id: bytes, mechanism: str, spec: DataKeyPairSpec) -> bytes:
     if not spec.blob_code:
         raise ValueError(f"no blob code is assigned to {spec}")
@@ -151,6 +160,18 @@ def parse(data: bytes) -> Blob:
             header=data[:header_len],
             wrap_mechanism=WRAP_MECHANISMS[mech_code],
             spec=spec,
+        )
+    if kind == KIND_EXTERNAL:
+        if len(data) < PREFIX_LEN + 2:
+            raise MalformedBlob("too short")
+        return Blob(
+            kind=kind,
+            key_id=key_id,
+            material_id=material,
+            iv=b"",
+            body=data[PREFIX_LEN:],
+            tag=b"",
+            header=data[:PREFIX_LEN],
         )
     raise MalformedBlob("unknown blob kind")
 

@@ -51,7 +51,14 @@ def open_metadata(settings: Settings) -> Store:
 def build_service(settings: Settings, token: hsm.Token, store: Store) -> Service:
     """An operation layer over an open token and store, auditing as the settings ask."""
     audit = open_audit(settings) or NO_AUDIT
-    return Service(settings, master_keys(settings, token), store, audit=audit)
+    return Service(
+        settings,
+        master_keys(settings, token),
+        store,
+        audit=audit,
+        # A custom key store's token (AWS_CLOUDHSM), opened and logged in when it connects.
+        open_masters=lambda other: master_keys(other, open_token(other)),
+    )
 
 
 def open_service(settings: Settings, *, preload_keys: bool = True) -> Service:

@@ -75,7 +75,41 @@ def settings(home: Path, request: pytest.FixtureRequest) -> Settings:
         extra["store"] = request.getfixturevalue("postgres").database()
     s = Settings.load(home=home, env={}, **extra)
     ensure_home(s)
+    _second_token(s)
     return s
+
+
+CLUSTER_TOKEN = "hsmkms-cluster"  # a second token, the AWS_CLOUDHSM custom key store tests'
+
+
+def _second_token(s: Settings) -> None:
+    """A second SoftHSM2 token beside the session's, made before the PKCS#11 library is loaded
+    in this process (SoftHSM2 finds tokens at C_Initialize); its user PIN in <home>/cluster.pin."""
+    import secrets
+    import subprocess
+
+    pin_file = s.home / "cluster.pin"
+    if pin_file.exists():
+        return
+    pin = secrets.token_hex(12)
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            CLUSTER_TOKEN,
+            "--so-pin",
+            secrets.token_hex(12),
+            "--pin",
+            pin,
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+        env={**os.environ, "SOFTHSM2_CONF": str(s.softhsm_conf_path)},
+    )
+    pin_file.write_text(pin)
+    pin_file.chmod(0o600)
 
 
 @pytest.fixture(scope="session")

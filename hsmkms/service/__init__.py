@@ -10,8 +10,9 @@ object, a wrap in the store, or which PKCS#11 calls use it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hsmkms import blob as blobfmt
 from hsmkms import errors, hsm, keypairs, model
@@ -22,11 +23,14 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
     attestation,
     cache,
     crypto,
+    custom_key_stores,
+    external_keys,
     grants,
     host_keys,
     imports,
     kem,
     keys,
+    keystore_router,
     multiregion,
     nonces,
     policy,
@@ -37,7 +41,7 @@ from hsmkms.service import (  # noqa: F401  (register handlers)
     usage,
 )
 from hsmkms.service.audit import NO_AUDIT, AuditSink
-from hsmkms.service.core import OPERATIONS, Request, check_algorithm, check_usable
+from hsmkms.service.core import CURRENT, OPERATIONS, Request, check_algorithm, check_usable
 from hsmkms.service.faults import FAULTS, INVALID_CIPHERTEXT, translate
 from hsmkms.service.masterkeys import MasterKeys, WrappedPrivateKey
 from hsmkms.specs import SUPPORTED_PAIR_SPECS, DataKeyPairSpec, Family, KeySpec, KeyUsage
@@ -61,10 +65,15 @@ class Service:
         store: Store,
         *,
         audit: AuditSink = NO_AUDIT,
+        open_masters: Callable[[Settings], MasterKeys] | None = None,
     ) -> None:
         self.settings = settings
         self.region = settings.region
-        self.masters = masters
+        # The home's master keys, and those of the connected AWS_CLOUDHSM custom key stores,
+        # each material's calls sent to the token that holds it (service/keystore_router.py).
+        self.router = keystore_router.Router(masters)
+        self.open_masters = open_masters  # the master keys of another token, by its settings
+        self.masters = cast(MasterKeys, self.router)
         self.audit = audit
         # Key records, aliases, materials and grants from a short-lived per-process cache
         # (service/cache.py): the request path then reads no store at all.
@@ -105,6 +114,7 @@ class Service:
                 )
             raise errors.UnknownOperationException(f"Unknown operation {operation}.")
         req = Request(operation, params, caller)
+        current = CURRENT.set(req)
         # The data plane reads through the cache; every other operation reads the store itself,
         # so a client that inspects or changes a key sees what the store holds now.
         fresh = cache.FRESH.set(operation not in quick.DATA_PLANE)
@@ -126,6 +136,7 @@ class Service:
         finally:
             hsm.NO_SEARCH.reset(no_search)
             cache.FRESH.reset(fresh)
+            CURRENT.reset(current)
         self.usage.note(req)
         self.audit.record(req, None, answer)
         return answer
@@ -240,15 +251,23 @@ class Service:
     def seal(
         self, key: KeyRecord, plaintext: bytes, context: dict[str, str] | None
     ) -> tuple[bytes, str]:
-        """Encrypt under the key's current material: (blob, KeyMaterialId)."""
+        """Encrypt under the key's current material: (blob, KeyMaterialId). A key in an
+        external key store encrypts twice: under its material here, then under its external
+        key, through the store's proxy."""
         material_id = key.current_material_id
         assert material_id is not None
+        if key.custom_key_store_id:
+            quick.check_may_wait()  # a store's token or proxy: no work for the event loop
+            custom_key_stores.check_available(self, key)
         self.check_handle(material_id)
         header = blobfmt.sealed_header(key.key_id, bytes.fromhex(material_id))
         iv = self.ivs.next()
         aad = header + blobfmt.encode_context(context)
         sealed = self.masters.seal(material_id, iv, plaintext, aad)
-        return blobfmt.seal(header, iv, sealed), material_id
+        inner = blobfmt.seal(header, iv, sealed)
+        if key.xks_key_id:
+            return external_keys.external_seal(self, key, inner, context), material_id
+        return inner, material_id
 
     def unseal(
         self,
@@ -290,6 +309,11 @@ class Service:
             raise errors.DryRunOperationException(
                 "The request would have succeeded, but the DryRun option is set."
             )
+        if key.custom_key_store_id:
+            quick.check_may_wait()
+            custom_key_stores.check_available(self, key)
+        if parsed.kind == blobfmt.KIND_EXTERNAL:
+            parsed = external_keys.external_unseal(self, key, parsed, context)
         self.check_handle(material_id)
         aad = parsed.aad(context)
         if parsed.kind == blobfmt.KIND_SEALED:
@@ -335,7 +359,7 @@ class Service:
 
         Where the materials make the pair, the private key is wrapped there and never enters
         host memory."""
-        if spec not in self.masters.pair_specs:
+        if spec not in self.masters.pair_specs or key.custom_key_store_id:
             public, private = self.key_pair(spec)
             blob, sealed_under = self.seal(key, private, context)
             return public, blob, sealed_under

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,6 +47,11 @@ def operation(name: str) -> Callable[[Handler], Handler]:
         return fn
 
     return register
+
+
+# The request the operation layer is running (Service.dispatch sets it): what a call to an
+# external key store proxy names in its requestMetadata.
+CURRENT: ContextVar[Request | None] = ContextVar("hsmkms_current_request", default=None)
 
 
 def now() -> datetime:

@@ -11,7 +11,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors
-from hsmkms.service import asymmetric, imports, multiregion, policy
+from hsmkms.service import (
+    asymmetric,
+    custom_key_stores,
+    external_keys,
+    imports,
+    multiregion,
+    policy,
+)
 from hsmkms.service.core import (
     Request,
     check_grant_tokens,
@@ -25,7 +32,13 @@ from hsmkms.service.core import (
 )
 from hsmkms.service.tags import validate_tags
 from hsmkms.specs import Family, ImportState, KeyManager, KeySpec, KeyState, KeyUsage, Origin
-from hsmkms.store import KeyRecord, MaterialRecord, StateChanged, StoreError
+from hsmkms.store import (
+    CustomKeyStoreRecord,
+    KeyRecord,
+    MaterialRecord,
+    StateChanged,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from hsmkms.service import Service
@@ -52,6 +65,7 @@ def key_metadata(
     key: KeyRecord,
     current: MaterialRecord | None = None,
     family: list[KeyRecord] | None = None,
+    key_store: CustomKeyStoreRecord | None = None,
 ) -> dict[str, Any]:
     """KeyMetadata as DescribeKey answers it; ``current``: an EXTERNAL key's current
     material, whose expiry it shows; ``family``: a multi-Region key's records (primary and
@@ -86,6 +100,14 @@ def key_metadata(
         meta["PendingDeletionWindowInDays"] = key.pending_window_days
     if key.multi_region:
         meta["MultiRegionConfiguration"] = multiregion.configuration(key, family or [key])
+    if key.custom_key_store_id:
+        meta["CustomKeyStoreId"] = key.custom_key_store_id
+        if key_store is not None and key_store.cluster_id:
+            meta["CloudHsmClusterId"] = key_store.cluster_id
+        if key.xks_key_id:
+            meta["XksKeyConfiguration"] = {"Id": key.xks_key_id}
+        if key_store is not None and key_store.state != "CONNECTED":
+            meta["KeyState"], meta["Enabled"] = "Unavailable", False
     return meta
 
 
@@ -107,20 +129,28 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         )
     if usage not in spec.usages:
         raise errors.ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}.")
-    if origin not in (Origin.AWS_KMS, Origin.EXTERNAL):
+    in_store = origin in (Origin.AWS_CLOUDHSM, Origin.EXTERNAL_KEY_STORE)
+    if in_store != bool(req.get("CustomKeyStoreId")):
+        raise errors.ValidationException(
+            "A key in a custom key store needs a CustomKeyStoreId and Origin AWS_CLOUDHSM or "
+            "EXTERNAL_KEY_STORE (the store's type), and only such a key takes either."
+        )
+    if in_store and (spec != KeySpec.SYMMETRIC_DEFAULT or usage != KeyUsage.ENCRYPT_DECRYPT):
         raise errors.UnsupportedOperationException(
-            f"Origin {origin} is not supported by hsmkms: key material is generated inside "
-            f"the HSM (Origin AWS_KMS) or imported into it (Origin EXTERNAL)."
+            "Keys in custom key stores are symmetric encryption keys only (SYMMETRIC_DEFAULT, "
+            "ENCRYPT_DECRYPT), as in AWS KMS."
         )
     if origin == Origin.EXTERNAL and (reason := imports.not_importable(spec)):
         raise errors.UnsupportedOperationException(
             f"{spec} keys with Origin EXTERNAL are not supported by hsmkms: {reason}."
         )
-    if req.get("CustomKeyStoreId") or req.get("XksKeyId"):
-        raise errors.UnsupportedOperationException(
-            "Custom key stores are not supported by hsmkms: every key lives in its HSM."
-        )
+    if req.get("XksKeyId") and origin != Origin.EXTERNAL_KEY_STORE:
+        raise errors.ValidationException("XksKeyId goes with Origin EXTERNAL_KEY_STORE only.")
     multi_region = req.flag("MultiRegion")
+    if multi_region and in_store:
+        raise errors.UnsupportedOperationException(
+            "Multi-Region keys cannot be made in a custom key store (as in AWS KMS)."
+        )
     if multi_region and origin == Origin.EXTERNAL:
         raise errors.UnsupportedOperationException(
             "Multi-Region keys with imported key material (Origin EXTERNAL) are not supported "
@@ -143,11 +173,12 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
     else:
         policy_text = policy.default_policy(caller.account_id)
     tags = validate_tags(req.structures("Tags"))
+    in_key_store = external_keys.prepare_key(svc, req, key_id, origin) if in_store else {}
 
     created = now()
     material = (
         svc.new_material(key_id, created, spec=spec, usage=usage)
-        if origin == Origin.AWS_KMS
+        if origin != Origin.EXTERNAL
         else None  # imported later (service/imports.py): PendingImport until then
     )
     key = KeyRecord(
@@ -165,6 +196,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         current_material_id=material.material_id if material else None,
         multi_region=multi_region,
         primary_region=svc.region_of(caller) if multi_region else None,
+        **in_key_store,
     )
     # The token object exists before the record: a crash in between leaves an orphan
     # material (reported by `hsmkms doctor`), never a key without material.
@@ -174,7 +206,7 @@ def create_key(svc: Service, req: Request) -> dict[str, Any]:
         if material is not None:  # no key, so no orphan either (when it can tell)
             svc.discard_new_material(material)
         raise
-    return {"KeyMetadata": key_metadata(key)}
+    return {"KeyMetadata": key_metadata(key, key_store=custom_key_stores.store_of(svc, key))}
 
 
 @operation("DescribeKey")
@@ -192,7 +224,8 @@ def describe_key(svc: Service, req: Request) -> dict[str, Any]:
             None,
         )
     family = svc.store.keys_in_family(key.key_id) if key.multi_region else None
-    return {"KeyMetadata": key_metadata(key, current, family)}
+    key_store = custom_key_stores.store_of(svc, key)
+    return {"KeyMetadata": key_metadata(key, current, family, key_store)}
 
 
 def page_limit(req: Request, default: int = 100) -> int:
