@@ -138,6 +138,9 @@ class Settings:
     # and a PEM file of the CAs its TLS certificate may chain to (default: the system's).
     cloudhsm_clusters: str = ""
     xks_proxy_timeout: float = 0.25
+    # The port XKS proxies are reached on: AWS's is 443, and its XksProxyUriEndpoint takes no
+    # port (https://<host>); a proxy on another port (a lab, a test) needs this setting.
+    xks_proxy_port: int = 443
     xks_proxy_ca_file: str | None = None
     # hsmkms as an XKS proxy (docs/xks.md): the XKS proxy API v1 under xks_path_prefix
     # (https://HOST<prefix>/kms/xks/v1/...; "" for none) for the [xks] credentials of the

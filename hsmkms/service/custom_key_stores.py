@@ -85,6 +85,7 @@ def proxy(svc: Service, store: CustomKeyStoreRecord) -> xks_client.Proxy:
         region=store.region,
         timeout=svc.settings.xks_proxy_timeout,
         ca_file=svc.settings.xks_proxy_ca_file,
+        port=svc.settings.xks_proxy_port,
     )
 
 

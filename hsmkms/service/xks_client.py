@@ -98,10 +98,14 @@ class Proxy:
     region: str
     timeout: float = 0.25
     ca_file: str | None = None
+    port: int = 443  # where XksProxyUriEndpoint (which names no port) is reached
 
     def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``<path>/<operation>`` (``health`` or ``keys/<id>/<verb>``): the JSON answer."""
-        url = f"{self.endpoint.rstrip('/')}{self.path}/{operation}"
+        base = self.endpoint.rstrip("/")
+        if self.port != 443 and urlsplit(base).port is None:
+            base = f"{base}:{self.port}"  # signed as sent: the Host header names the port
+        url = f"{base}{self.path}/{operation}"
         data = json.dumps(body).encode()
         request = AWSRequest(
             method="POST", url=url, data=data, headers={"Content-Type": "application/json"}
