@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hsmkms import errors, pq
-from hsmkms.service import asymmetric, recipient
+from hsmkms.service import asymmetric, custom_key_stores, recipient
 from hsmkms.service.core import (
     Request,
     check_algorithm,
@@ -302,10 +302,9 @@ def generate_data_key_pair_without_plaintext(svc: Service, req: Request) -> dict
 
 @operation("GenerateRandom")
 def generate_random(svc: Service, req: Request) -> dict[str, Any]:
-    if req.get("CustomKeyStoreId") is not None:
-        raise errors.UnsupportedOperationException("Custom key stores are not supported by hsmkms.")
+    random = custom_key_stores.random_source(svc, req) or svc.random
     recipient.attestation(svc, req)
     count = req.number("NumberOfBytes")
     if count is None:
         raise errors.ValidationException("NumberOfBytes is required.")
-    return recipient.release(svc, req, {"Plaintext": svc.random(count)}, "Plaintext")
+    return recipient.release(svc, req, {"Plaintext": random(count)}, "Plaintext")

@@ -184,6 +184,28 @@ def check_available(svc: Service, key: KeyRecord, request_id: str = "") -> None:
             )
 
 
+def random_source(svc: Service, req: Request) -> Any:
+    """GenerateRandom with a CustomKeyStoreId: the random number generator of that store's
+    token (None without one). AWS allows only CloudHSM key stores, connected."""
+    if req.get("CustomKeyStoreId") is None:
+        return None
+    store = _own_store(svc, req)
+    if store.store_type != CLOUDHSM:
+        raise errors.UnsupportedOperationException(
+            "GenerateRandom takes the CustomKeyStoreId of an AWS_CLOUDHSM key store only."
+        )
+    if store.state != CONNECTED:
+        raise errors.CustomKeyStoreInvalidStateException(
+            f"Custom key store {store.store_id} is {store.state}: connect it first."
+        )
+    code = _connect(svc, store, req.request_id)
+    if code is not None:
+        raise errors.CustomKeyStoreInvalidStateException(
+            f"Custom key store {store.store_id} cannot reach its token ({code})."
+        )
+    return svc.router.stores()[store.store_id].random
+
+
 def effective_state(svc: Service, key: KeyRecord) -> str:
     """The KeyState DescribeKey shows: Unavailable while the key's store is not connected."""
     store = store_of(svc, key)

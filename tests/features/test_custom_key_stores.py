@@ -127,6 +127,7 @@ def test_a_cloudhsm_key_store_lives_its_aws_life(kms, anchor, pin, settings):
     with raises("ValidationException"):
         kms.create_key(CustomKeyStoreId=store_id)  # Origin must say the store's type
 
+    assert len(kms.generate_random(NumberOfBytes=24, CustomKeyStoreId=store_id)["Plaintext"]) == 24
     kms.update_custom_key_store(CustomKeyStoreId=store_id, NewCustomKeyStoreName="lab")
     with raises("CustomKeyStoreInvalidStateException"):
         kms.update_custom_key_store(CustomKeyStoreId=store_id, KeyStorePassword=pin)
@@ -142,6 +143,8 @@ def test_a_cloudhsm_key_store_lives_its_aws_life(kms, anchor, pin, settings):
         kms.decrypt(CiphertextBlob=blob)
     with raises("CustomKeyStoreHasCMKsException"):
         kms.delete_custom_key_store(CustomKeyStoreId=store_id)
+    with raises("CustomKeyStoreInvalidStateException"):
+        kms.generate_random(NumberOfBytes=8, CustomKeyStoreId=store_id)
 
     kms.connect_custom_key_store(CustomKeyStoreId=store_id)
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"in the cluster"
