@@ -108,7 +108,7 @@ class KMS:
     def call(self, operation: str, params: dict[str, Any], caller: Caller | None = None) -> dict:
         """Run one KMS operation; raise :class:`KMSError` named as AWS names it."""
         try:
-            model.validate_input(operation, params)
+            # The operation layer checks the input against the model (and audits a refusal).
             return self.service.dispatch(operation, params, caller or self.caller)
         except errors.KMSError as exc:
             if not exc.operation_name or exc.operation_name == "operation":

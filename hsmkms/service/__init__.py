@@ -105,14 +105,8 @@ class Service:
 
     # -- dispatch --------------------------------------------------------------------------
     def dispatch(self, operation: str, params: dict[str, Any], caller: Caller) -> dict:
-        """Run one operation: find its handler, run it, map faults, audit the outcome."""
-        handler = OPERATIONS.get(operation)
-        if handler is None:
-            if operation in model.operations():
-                raise errors.UnsupportedOperationException(
-                    f"{operation} is not supported by hsmkms yet."
-                )
-            raise errors.UnknownOperationException(f"Unknown operation {operation}.")
+        """Run one operation: check its input against the model, find its handler, run it,
+        map faults, audit the outcome (refusals of the input and unknown operations too)."""
         req = Request(operation, params, caller)
         current = CURRENT.set(req)
         # The data plane reads through the cache; every other operation reads the store itself,
@@ -123,6 +117,15 @@ class Service:
         no_search = hsm.NO_SEARCH.set(quick.NO_WAIT.get())
         try:
             try:
+                self.audit.admit(req)  # a required trail that cannot write: refused, not run
+                handler = OPERATIONS.get(operation)
+                if handler is None:
+                    if operation in model.operations():
+                        raise errors.UnsupportedOperationException(
+                            f"{operation} is not supported by hsmkms yet."
+                        )
+                    raise errors.UnknownOperationException(f"Unknown operation {operation}.")
+                model.validate_input(operation, params)
                 self.quotas.charge(req, None)
                 answer = self._run(handler, req)
             except FAULTS as fault:
@@ -410,6 +413,7 @@ class Service:
         self.pool.close()
         self.quotas.close()
         self.usage.close()
+        self.audit.close()
         self.store.close()
         try:
             self.masters.close()

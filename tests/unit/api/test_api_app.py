@@ -41,6 +41,9 @@ class FakeService:
         self.pool: Any = None  # a test may give it a key pair pool
 
     def dispatch(self, operation: str, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        from hsmkms import model
+
+        model.validate_input(operation, params)  # as Service.dispatch does, before anything
         self.calls.append((operation, params, caller))
         if operation == "GenerateRandom":
             return {"Plaintext": b"\x00\x01\xfe\xff", "Unmodelled": "dropped"}
