@@ -225,6 +225,7 @@ print(json.dumps({name: value.hex() for name, value in out.items()}))
 
 
 @pytest.mark.sqlite_home
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_keys_sign_in_a_new_process_on_the_same_home(library, settings, tmp_path: Path):
     before = Before(library)
     job = tmp_path / "job.json"

@@ -149,6 +149,7 @@ def test_sm2_is_china_only_and_ml_kem_512_unsupported(kms, key):
 
 
 @pytest.mark.sqlite_home
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_blobs_decrypt_after_the_process_restarts(library, settings, token_pairs_kms, tmp_path):
     """A new process on the same home decrypts blobs made here, host and token made alike."""
     key = library.create_key()["KeyMetadata"]

@@ -38,6 +38,7 @@ def test_a_consistent_home_is_clean_even_in_depth(srv: ServerProcess):
     assert text.returncode == 0 and "ok: every key material" in text.stdout
 
 
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_orphans_are_harmless_and_fix_destroys_only_the_old_ones_hsmkms_made(
     srv: ServerProcess,
 ):

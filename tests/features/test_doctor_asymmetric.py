@@ -73,6 +73,7 @@ for mid in {materials!r}:
     )
 
 
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_every_kind_of_key_is_on_the_token_and_sealed_in_depth(srv: ServerProcess):
     made = {_key(srv, spec, usage): kind for (spec, usage), kind in KINDS.items()}
     materials = {mid for _key_id, mid in made}

@@ -386,6 +386,7 @@ def test_two_servers_on_one_store_rotate_each_due_date_once(tmp_path):
             srv.stop()
 
 
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_the_server_scheduler_deletes_a_rotated_key_after_its_waiting_period(tmp_path):
     from server import ServerProcess
 

@@ -184,6 +184,7 @@ def run(script: str, home: Path, *args: str, timeout: float = 60) -> dict[str, o
 
 
 @pytest.mark.parametrize("how", ["move", "chmod"])
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_a_lost_token_is_unavailable_and_the_process_recovers_when_it_returns(
     tmp_path: Path, how: str
 ) -> None:

@@ -127,6 +127,7 @@ def test_a_grant_retired_through_one_stops_working_through_the_other_within_the_
 
 
 @pytest.mark.sqlite_home
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_the_cache_answers_past_the_ttl_while_nothing_changes(settings):
     inner = CountingStore(str(settings.store_path))
     with process(settings) as a, process(settings, store=inner) as b:
