@@ -74,6 +74,10 @@ class Settings:
     hsm: str = "softhsm2"
     pkcs11_init_args: str | None = None
     token_mechanisms_off: str = ""
+    # The most key materials hsmkms keeps on the home's token (0: no cap): a token with a small
+    # object store (a YubiHSM 2 holds 256 objects in all) then answers LimitExceededException
+    # before the device refuses (docs/hsm-vendors.md).
+    token_max_objects: int = 0
     # Seconds a token call may take before DependencyTimeoutException (0: no deadline), and
     # the same for slow work: key pair generation on the token (RSA-4096: seconds), listings.
     token_call_timeout: float = 5.0

@@ -200,6 +200,7 @@ class Service:
         """A new key material of ``spec`` for ``key_id``, made before the record that names it:
         an AES-256 master key, an HMAC key, or a private key allowed ``usage`` alone."""
         sealed = None
+        self._check_room()
         if spec.family is Family.AES:
             material_id, public = self.masters.create(key_id, created), None
         elif spec.family is Family.HMAC:
@@ -213,6 +214,16 @@ class Service:
                 f"KeySpec {spec} is not supported by hsmkms yet."
             )
         return MaterialRecord(material_id, key_id, created, rotation_type, public, sealed)
+
+    def _check_room(self) -> None:
+        """``token_max_objects``: refuse a new material once the store records that many."""
+        limit = self.settings.token_max_objects
+        if limit and len(self.store.inner.all_material_ids()) >= limit:
+            raise errors.LimitExceededException(
+                f"The HSM holds the {limit} key materials hsmkms may keep on it "
+                "(token_max_objects): delete keys you no longer need, or raise the setting if "
+                "the HSM has room."
+            )
 
     def discard_new_material(self, material: MaterialRecord) -> None:
         """Undo :meth:`new_material` after the store refused the record that names it.
