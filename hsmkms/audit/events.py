@@ -39,25 +39,7 @@ IN_PROCESS = "in-process"
 LIBRARY_AGENT = "hsmkms library"
 
 # The cryptographic operations: CloudTrail records them read-only, with no responseElements.
-CRYPTOGRAPHIC = frozenset(
-    {
-        "Decapsulate",
-        "Decrypt",
-        "DeriveSharedSecret",
-        "Encapsulate",
-        "Encrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateMac",
-        "GenerateRandom",
-        "ReEncrypt",
-        "Sign",
-        "Verify",
-        "VerifyMac",
-    }
-)
+CRYPTOGRAPHIC = model.key_use_operations() | {"GenerateRandom"}
 # Answer members CloudTrail leaves out of responseElements though they are neither blobs nor
 # sensitive in the model: a grant token lets its holder use the grant before it is consistent.
 LEFT_OUT = frozenset({"GrantToken"})

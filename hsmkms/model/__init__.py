@@ -44,12 +44,24 @@ from hsmkms.model.validation import validate_input
 from hsmkms.model.wire import from_wire, to_wire
 from hsmkms.model.wording import validation_message
 
+
+def key_use_operations() -> frozenset[str]:
+    """The successful cryptographic operations GetKeyLastUsage counts: the enum of
+    KeyLastUsage.Operation in botocore's model."""
+    shape = output_shape("GetKeyLastUsage")
+    assert shape is not None and shape.members is not None
+    last = shape.members["KeyLastUsage"]
+    assert last.members is not None
+    return last.members["Operation"].enum_set or frozenset()
+
+
 __all__ = [
     "SERVICE",
     "TARGET_PREFIX",
     "Shape",
     "from_wire",
     "input_shape",
+    "key_use_operations",
     "operation_for_method",
     "operations",
     "output_shape",

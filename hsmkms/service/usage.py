@@ -18,6 +18,7 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from hsmkms.model import key_use_operations
 from hsmkms.service.core import Request, now, operation
 from hsmkms.store import KeyUsageRecord, StoreError
 
@@ -27,26 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hsmkms.service")
 
-# The successful cryptographic operations GetKeyLastUsage counts (botocore's model, the enum of
-# KeyLastUsage.Operation); ReEncrypt counts on both of its keys.
-COUNTED = frozenset(
-    {
-        "Decrypt",
-        "DeriveSharedSecret",
-        "Encrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateMac",
-        "ReEncrypt",
-        "Sign",
-        "Verify",
-        "VerifyMac",
-        "Encapsulate",
-        "Decapsulate",
-    }
-)
+# GetKeyLastUsage's operations (botocore's model); ReEncrypt counts on both of its keys.
+COUNTED = key_use_operations()
 FLUSH_SECONDS = 3.0
 
 
