@@ -82,7 +82,17 @@ class P11KitServer:
 @contextmanager
 def served_over_p11kit(tmp_path: Path) -> Iterator[tuple[ServerProcess, P11KitServer]]:
     home = tmp_path / "home"
-    ensure_home(Settings.load(home=home, env={}))  # the SoftHSM2 token, PINs, credentials
+    # The SoftHSM2 token, PINs, credentials. ensure_home points this process's SOFTHSM2_CONF at
+    # the new home: put it back, or the session token's next C_Initialize (a re-initialisation
+    # in a later test) finds this home's token under the same label, with another PIN.
+    saved = os.environ.get("SOFTHSM2_CONF")
+    try:
+        ensure_home(Settings.load(home=home, env={}))
+    finally:
+        if saved is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = saved
     hsm = P11KitServer(home, tmp_path / "p11kit.sock")
     hsm.start()
     env = {
