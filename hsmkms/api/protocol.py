@@ -45,6 +45,15 @@ _THROTTLED = json.dumps(
     },
     separators=(",", ":"),
 ).encode()
+_XKS_PATH = "/kms/xks/v1/"
+_XKS_THROTTLED = json.dumps(
+    {
+        "errorName": "ThrottlingException",
+        "errorMessage": "Too many requests in progress on this proxy; retry later.",
+    },
+    separators=(",", ":"),
+).encode()
+_AMZ_JSON = b"application/x-amz-json-1.1"
 # Seconds a refused connection is drained before it is closed.
 _LINGER = 2.0
 _TOO_LARGE_HEAD = (
@@ -66,17 +75,20 @@ class Limits:
 
 
 async def _throttled(scope: Any, receive: Any, send: Any) -> None:
+    """The answer over the concurrency limit: the KMS API's ThrottlingException (400), or on
+    the XKS proxy API's paths (``.../kms/xks/v1/...``) the spec's (429, errorName)."""
+    xks = _XKS_PATH in str(scope.get("path", ""))
+    body, status, kind = (
+        (_XKS_THROTTLED, 429, b"application/json") if xks else (_THROTTLED, 400, _AMZ_JSON)
+    )
     await send(
         {
             "type": "http.response.start",
-            "status": 400,
-            "headers": [
-                (b"content-type", b"application/x-amz-json-1.1"),
-                (b"content-length", str(len(_THROTTLED)).encode()),
-            ],
+            "status": status,
+            "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())],
         }
     )
-    await send({"type": "http.response.body", "body": _THROTTLED})
+    await send({"type": "http.response.body", "body": body})
 
 
 def guarded(limits: Limits) -> Callable[..., GuardedHttpToolsProtocol]:
