@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from hsmkms import errors, model
+from hsmkms.api.body import read_body
 from hsmkms.api.operator import METRICS, PROMETHEUS, Answer, Metrics, Operator
 from hsmkms.api.sigv4 import SignedRequest, Verifier
 from hsmkms.api.xks import XksApi, XksBackend
@@ -272,30 +273,10 @@ class App:
         self._inline_paused_until = time.monotonic() + INLINE_PAUSE
 
     async def _read_body(self, headers: Mapping[str, list[str]], receive: Receive) -> bytes | None:
-        """The body, refused before reading when Content-Length says it is too big, and
-        counted while reading (a chunked body has no Content-Length)."""
-        length = headers.get("content-length")
-        if length:
-            try:
-                declared = int(length[0])
-            except ValueError:
-                declared = -1
-            if declared > self.max_body:
-                raise _Refused(self._too_large(), close=True)
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise _Refused(self._too_large(), close=True)
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        """The body under ``max_body_bytes`` (api/body.py)."""
+        return await read_body(
+            headers, receive, self.max_body, lambda: _Refused(self._too_large(), close=True)
+        )
 
     def _too_large(self) -> errors.KMSError:
         return errors.RequestEntityTooLargeException(

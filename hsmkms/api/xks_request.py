@@ -15,6 +15,8 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from hsmkms.api import body
+
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
@@ -157,25 +159,8 @@ def _reject_constant(name: str) -> Any:
 
 
 async def read_body(headers: Mapping[str, list[str]], receive: Receive) -> bytes | None:
-    """The body, refused unread when Content-Length says it is over MAX_BODY, and counted
-    while read (a chunked one has none)."""
-    length = headers.get("content-length")
-    if length and length[0].strip().isdigit() and int(length[0]) > MAX_BODY:
-        raise _too_large()
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _too_large()
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
+    """The body under MAX_BODY (api/body.py), over it the spec's UnsupportedOperationException."""
+    return await body.read_body(headers, receive, MAX_BODY, _too_large)
 
 
 def _too_large() -> XksError:
