@@ -5,6 +5,7 @@ processes sharing the store may flush in any order."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from hsmkms.store.base import KeyUsageRecord
 from hsmkms.store.sqlite_connections import SQLiteConnections
@@ -32,23 +33,23 @@ class SQLiteUsage(SQLiteConnections):
 
     def get_key_usage(self, key_id: str) -> KeyUsageRecord | None:
         rows = self._query("SELECT * FROM key_usage WHERE key_id = ?", (key_id,))
-        if not rows:
-            return None
-        row = rows[0]
-        return KeyUsageRecord(
-            key_id=row["key_id"],
-            operation=row["operation"],
-            used_at=datetime.fromtimestamp(row["used_at"], UTC),
-            request_id=row["request_id"],
-            event_id=row["event_id"],
-        )
+        return _usage(rows[0]) if rows else None
 
     def all_key_usage(self) -> list[KeyUsageRecord]:
-        rows = self._query("SELECT key_id FROM key_usage ORDER BY key_id")
-        return [u for u in (self.get_key_usage(r[0]) for r in rows) if u is not None]
+        return [_usage(r) for r in self._query("SELECT * FROM key_usage ORDER BY key_id")]
 
     def get_usage_tracking_start(self) -> datetime:
         rows = self._query(
             "SELECT applied_at FROM schema_migrations WHERE version = ?", (_USAGE_MIGRATION,)
         )
         return datetime.fromtimestamp(rows[0][0], UTC)
+
+
+def _usage(row: Any) -> KeyUsageRecord:
+    return KeyUsageRecord(
+        key_id=row["key_id"],
+        operation=row["operation"],
+        used_at=datetime.fromtimestamp(row["used_at"], UTC),
+        request_id=row["request_id"],
+        event_id=row["event_id"],
+    )
