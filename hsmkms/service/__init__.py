@@ -270,9 +270,10 @@ class Service:
         key, through the store's proxy."""
         material_id = key.current_material_id
         assert material_id is not None
+        key_store = None
         if key.custom_key_store_id:
             quick.check_may_wait()  # a store's token or proxy: no work for the event loop
-            custom_key_stores.check_available(self, key)
+            key_store = custom_key_stores.check_available(self, key)
         self.check_handle(material_id)
         header = blobfmt.sealed_header(key.key_id, bytes.fromhex(material_id))
         iv = self.ivs.next()
@@ -280,7 +281,8 @@ class Service:
         sealed = self.masters.seal(material_id, iv, plaintext, aad)
         inner = blobfmt.seal(header, iv, sealed)
         if key.xks_key_id:
-            return external_keys.external_seal(self, key, inner, context), material_id
+            assert key_store is not None  # check_available answered for the key's store
+            return external_keys.external_seal(self, key, key_store, inner, context), material_id
         return inner, material_id
 
     def unseal(
@@ -323,11 +325,12 @@ class Service:
             raise errors.DryRunOperationException(
                 "The request would have succeeded, but the DryRun option is set."
             )
+        key_store = None
         if key.custom_key_store_id:
             quick.check_may_wait()
-            custom_key_stores.check_available(self, key)
+            key_store = custom_key_stores.check_available(self, key)
         if parsed.kind == blobfmt.KIND_EXTERNAL:
-            parsed = external_keys.external_unseal(self, key, parsed, context)
+            parsed = external_keys.external_unseal(self, key, key_store, parsed, context)
         self.check_handle(material_id)
         aad = parsed.aad(context)
         if parsed.kind == blobfmt.KIND_SEALED:

@@ -164,12 +164,17 @@ def store_of(svc: Service, key: KeyRecord) -> CustomKeyStoreRecord | None:
     return svc.store.get_custom_key_store(key.custom_key_store_id)
 
 
-def check_available(svc: Service, key: KeyRecord, request_id: str = "") -> None:
+def check_available(
+    svc: Service, key: KeyRecord, request_id: str = ""
+) -> CustomKeyStoreRecord | None:
     """A key in a custom key store can be used only while its store is connected (in this
-    process too: a store connected by another process or before a restart connects here)."""
+    process too: a store connected by another process or before a restart connects here).
+    Its store's record (None for a key in no store), for the calls that use it next."""
+    if not key.custom_key_store_id:
+        return None
     store = store_of(svc, key)
     if store is None:
-        return
+        raise errors.KMSInvalidStateException(f"{key.arn} is in a custom key store that is gone.")
     if store.state != CONNECTED:
         raise errors.KMSInvalidStateException(
             f"{key.arn} is unavailable: its custom key store {store.store_id} is not "
@@ -182,6 +187,7 @@ def check_available(svc: Service, key: KeyRecord, request_id: str = "") -> None:
                 f"{key.arn} is unavailable: its custom key store {store.store_id} cannot reach "
                 f"its token ({code})."
             )
+    return store
 
 
 def random_source(svc: Service, req: Request) -> Any:

@@ -16,7 +16,6 @@ from hsmkms.service.custom_key_stores import (
     _connect,
     _own_store,
     proxy,
-    store_of,
 )
 from hsmkms.store import CustomKeyStoreRecord, KeyRecord
 
@@ -35,15 +34,12 @@ def _xks_meta(key: KeyRecord) -> dict[str, str]:
     return xks_client.request_metadata(principal, key.arn, operation_name, request_id)
 
 
-def _key_store(svc: Service, key: KeyRecord) -> CustomKeyStoreRecord:
-    store = store_of(svc, key)
-    if store is None:
-        raise errors.KMSInvalidStateException(f"{key.arn} is in a custom key store that is gone.")
-    return store
-
-
 def external_seal(
-    svc: Service, key: KeyRecord, inner: bytes, context: dict[str, str] | None
+    svc: Service,
+    key: KeyRecord,
+    store: CustomKeyStoreRecord,
+    inner: bytes,
+    context: dict[str, str] | None,
 ) -> bytes:
     """``inner`` (the blob made under the key's material) encrypted again under the key's
     external key by the store's proxy, bound to the key, material and context."""
@@ -53,28 +49,28 @@ def external_seal(
     aad = header + blobfmt.encode_context(context)
     assert key.xks_key_id is not None
     try:
-        packed = proxy(svc, _key_store(svc, key)).encrypt(
-            key.xks_key_id, inner, aad, _xks_meta(key)
-        )
+        packed = proxy(svc, store).encrypt(key.xks_key_id, inner, aad, _xks_meta(key))
     except xks_client.XksFailure as exc:
         raise errors.KMSInvalidStateException(exc.message) from None
     return header + packed
 
 
 def external_unseal(
-    svc: Service, key: KeyRecord, parsed: Any, context: dict[str, str] | None
+    svc: Service,
+    key: KeyRecord,
+    store: CustomKeyStoreRecord | None,
+    parsed: Any,
+    context: dict[str, str] | None,
 ) -> Any:
     """The inner blob of a kind 0x03 blob, parsed, once the store's proxy decrypted it."""
     from hsmkms import blob as blobfmt
     from hsmkms.service.faults import INVALID_CIPHERTEXT
 
-    if not key.xks_key_id:
+    if not key.xks_key_id or store is None:
         raise errors.InvalidCiphertextException(INVALID_CIPHERTEXT)
     aad = parsed.header + blobfmt.encode_context(context)
     try:
-        inner = proxy(svc, _key_store(svc, key)).decrypt(
-            key.xks_key_id, parsed.body, aad, _xks_meta(key)
-        )
+        inner = proxy(svc, store).decrypt(key.xks_key_id, parsed.body, aad, _xks_meta(key))
     except ValueError:
         raise errors.InvalidCiphertextException(INVALID_CIPHERTEXT) from None
     except xks_client.XksFailure as exc:
