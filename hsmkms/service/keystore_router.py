@@ -79,22 +79,24 @@ class Router:
         method = getattr(self.home, name)
         if not callable(method) or (name not in _BY_MATERIAL and name not in _BY_KEY):
             return method
-        table = self._materials if name in _BY_MATERIAL else self._keys
+        by_key = name in _BY_KEY
 
         def routed(first: str, *args: Any, **kwargs: Any) -> Any:
-            store_id = table.get(first)
-            if store_id is None:
+            if not self._stores:  # no store connected: the home's token holds everything
                 return method(first, *args, **kwargs)
-            target = self._stores.get(store_id)
-            if target is None:  # disconnected meanwhile: the home's token does not hold it
+            store_id = (self._keys if by_key else self._materials).get(first)
+            target = self._stores.get(store_id) if store_id is not None else None
+            if store_id is None or target is None:  # not a store's, or its store went away
                 return method(first, *args, **kwargs)
             result = getattr(target, name)(first, *args, **kwargs)
-            if name in _BY_KEY:  # a new material of the store's key: route it from now on
+            if by_key:  # a new material of the store's key: route it from now on
                 material_id = result[0] if isinstance(result, tuple) else result
                 with self._lock:
                     self._materials[material_id] = store_id
             return result
 
+        # Made once per name: later lookups find the attribute without __getattr__.
+        self.__dict__[name] = routed
         return routed
 
     def close(self) -> None:
