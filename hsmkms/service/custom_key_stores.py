@@ -200,16 +200,22 @@ def random_source(svc: Service, req: Request) -> Any:
         raise errors.UnsupportedOperationException(
             "GenerateRandom takes the CustomKeyStoreId of an AWS_CLOUDHSM key store only."
         )
+    require_connected(svc, store, req.request_id)
+    return svc.router.stores()[store.store_id].random
+
+
+def require_connected(svc: Service, store: CustomKeyStoreRecord, request_id: str) -> None:
+    """A store a request makes something in or draws from must be CONNECTED, and an
+    AWS_CLOUDHSM store's token logged in in this process too (CustomKeyStoreInvalidState-
+    Exception otherwise)."""
     if store.state != CONNECTED:
         raise errors.CustomKeyStoreInvalidStateException(
             f"Custom key store {store.store_id} is {store.state}: connect it first."
         )
-    code = _connect(svc, store, req.request_id)
-    if code is not None:
+    if store.store_type == CLOUDHSM and (code := _connect(svc, store, request_id)) is not None:
         raise errors.CustomKeyStoreInvalidStateException(
             f"Custom key store {store.store_id} cannot reach its token ({code})."
         )
-    return svc.router.stores()[store.store_id].random
 
 
 def effective_state(svc: Service, key: KeyRecord) -> str:

@@ -11,11 +11,10 @@ from hsmkms.service import xks_client
 from hsmkms.service.core import Request
 from hsmkms.service.custom_key_stores import (
     CLOUDHSM,
-    CONNECTED,
     EXTERNAL,
-    _connect,
     _own_store,
     proxy,
+    require_connected,
 )
 from hsmkms.store import CustomKeyStoreRecord, KeyRecord
 
@@ -100,17 +99,9 @@ def prepare_key(svc: Service, req: Request, key_id: str, origin: str) -> dict[st
             f"Origin {origin} does not match custom key store {store.store_id} of type "
             f"{store.store_type}: use Origin {wanted}."
         )
-    if store.state != CONNECTED:
-        raise errors.CustomKeyStoreInvalidStateException(
-            f"Custom key store {store.store_id} is {store.state}: connect it first."
-        )
+    require_connected(svc, store, req.request_id)
     fields: dict[str, Any] = {"custom_key_store_id": store.store_id}
     if store.store_type == CLOUDHSM:
-        code = _connect(svc, store, req.request_id)
-        if code is not None:
-            raise errors.CustomKeyStoreInvalidStateException(
-                f"Custom key store {store.store_id} cannot reach its token ({code})."
-            )
         svc.router.assign(key_id, store.store_id)
         return fields
     xks_key_id = req.text("XksKeyId")
