@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
@@ -457,8 +458,15 @@ class PKCS11Token:
 
         For a master key another process created that this process cannot see: SoftHSM2 can
         index another process's object file while it is half written and keep that view until
-        the token changes again. Rate-limited like recovery (TokenUnavailable when too soon)."""
+        the token changes again. Rate-limited like recovery, but a re-read made moments ago
+        (for the key before this one, in a burst of keys another process made) is waited out,
+        at most ``reinit_interval``, rather than refused: that re-read predates this object.
+        Called on a worker thread only (the event loop hands such a call over first)."""
         generation = self._library.generation
+        interval = self._calls.reinit_interval
+        wait = self._library.last_reinit + interval - time.monotonic()
+        if 0 < wait <= interval:
+            time.sleep(wait)  # recover() returns at once if another thread re-read meanwhile
         self._calls.bounded(
             "re-read the token",
             lambda: self._calls.recover(generation, "a master key the store knows is not visible"),
