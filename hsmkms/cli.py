@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--hsm", choices=("softhsm2", "nss"), help="software token of an embedded home"
     )
+    serve.add_argument(
+        "--master-keys",
+        choices=("token", "wrapped"),
+        help="where key materials live: each a token object (token, the default), or wrapped "
+        "in the store under a token-resident domain key (wrapped: for millions of keys)",
+    )
     serve.add_argument("--workers", type=int, help="server processes (default 1)")
     serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: serve HTTPS")
     serve.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
@@ -221,15 +227,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         raise ConfigError(f"no store at {store_path}: is --home right?")
     label = settings.token_label
     try:
-        masters = compose.master_keys(settings, compose.open_token(settings))
+        token = compose.open_token(settings)
     except hsm.LoginFailed:
         print(f"hsmkms doctor: token '{label}' refused the PIN (not retried)", file=sys.stderr)
         return EXIT_UNCHECKED
     except hsm.TokenError as exc:
         print(f"hsmkms doctor: cannot open token '{label}': {exc}", file=sys.stderr)
         return EXIT_UNCHECKED
+    masters = compose.master_keys(settings, token)
     try:
         store = compose.open_metadata(settings)
+        masters = compose.master_keys(settings, token, store)
         try:
             report = doctor.check(
                 store,

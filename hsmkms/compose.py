@@ -18,7 +18,7 @@ from hsmkms.audit.sinks import open_audit
 from hsmkms.config import Settings
 from hsmkms.home import ensure_home, read_credentials
 from hsmkms.identity import Caller, Identity
-from hsmkms.modes import TokenObjects
+from hsmkms.modes import TokenObjects, WrappedMaterials
 from hsmkms.service import Service
 from hsmkms.service.audit import NO_AUDIT
 from hsmkms.service.masterkeys import MasterKeys
@@ -36,12 +36,19 @@ def open_token(settings: Settings, *, preload_keys: bool = True) -> hsm.Token:
         slow_call_timeout=settings.token_slow_call_timeout,
         init_args=settings.pkcs11_init_string,
         mechanisms_off=settings.token_mechanisms_off,
+        loaded_keys=settings.loaded_keys,
     )
 
 
-def master_keys(settings: Settings, token: hsm.Token) -> MasterKeys:
-    """The master-key mode over ``token``: today every material is a token object."""
-    return TokenObjects(token, token_pairs=settings.keypair_source == "token")
+def master_keys(settings: Settings, token: hsm.Token, store: Store | None = None) -> MasterKeys:
+    """The master-key mode over ``token`` (``master_keys``): token objects, or materials
+    wrapped in ``store``. A token-mode home whose store still holds wraps (a move back to the
+    token mode not finished) serves those too; without ``store`` (a custom key store's token)
+    every material is a token object."""
+    pairs = settings.keypair_source == "token"
+    if store is not None and (settings.master_keys == "wrapped" or store.count_wraps() > 0):
+        return WrappedMaterials(token, store, token_pairs=pairs, new_materials=settings.master_keys)
+    return TokenObjects(token, token_pairs=pairs)
 
 
 def open_metadata(settings: Settings) -> Store:
@@ -53,7 +60,7 @@ def build_service(settings: Settings, token: hsm.Token, store: Store) -> Service
     audit = open_audit(settings) or NO_AUDIT
     return Service(
         settings,
-        master_keys(settings, token),
+        master_keys(settings, token, store),
         store,
         audit=audit,
         # A custom key store's token (AWS_CLOUDHSM), opened and logged in when it connects.

@@ -78,6 +78,13 @@ class Settings:
     # object store (a YubiHSM 2 holds 256 objects in all) then answers LimitExceededException
     # before the device refuses (docs/hsm-vendors.md).
     token_max_objects: int = 0
+    # Where key materials live (README, "Choosing a master-key mode"): "token" (each one a token
+    # object) or "wrapped" (each one wrapped in the store under a token-resident domain key,
+    # unwrapped into a session object on use: for more keys than the token holds), and how
+    # many unwrapped keys a process keeps (SoftHSM2: ~12 KB each; the least recently used
+    # are destroyed).
+    master_keys: str = "token"
+    loaded_keys: int = 20_000
     # Seconds a token call may take before DependencyTimeoutException (0: no deadline), and
     # the same for slow work: key pair generation on the token (RSA-4096: seconds), listings.
     token_call_timeout: float = 5.0
@@ -290,6 +297,10 @@ class Settings:
             raise ConfigError(f"regions: {settings.regions!r} is not a list of Region names")
         if settings.keypair_source not in ("host", "token"):
             raise ConfigError('keypair_source must be "host" or "token"')
+        if settings.master_keys not in ("token", "wrapped"):
+            raise ConfigError('master_keys must be "token" or "wrapped"')
+        if settings.loaded_keys < 1:
+            raise ConfigError("loaded_keys must be >= 1")
         if settings.cache_ttl < 0 or settings.rsa_pool_size < 0 or settings.rsa_pool_threads < 1:
             raise ConfigError("cache_ttl and rsa_pool_size must be >= 0, rsa_pool_threads >= 1")
         if (

@@ -24,7 +24,14 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from hsmkms.hsm.contract import ImportedKey, MasterKeyCheck, Token, TokenStatus, WrappedKey
+from hsmkms.hsm.contract import (
+    ImportedKey,
+    MasterKeyCheck,
+    Token,
+    TokenStatus,
+    Wrapped,
+    WrappedKey,
+)
 
 if TYPE_CHECKING:
     from hsmkms.hsm.token import PKCS11Token
@@ -92,6 +99,7 @@ __all__ = [
     "TokenTimeout",
     "TokenUnavailable",
     "WouldSearch",
+    "Wrapped",
     "WrappedKey",
     "WrongKeyMaterial",
     "open_token",

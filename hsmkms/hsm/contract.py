@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hsmkms.specs import DataKeyPairSpec, KeySpec
+
+if TYPE_CHECKING:
+    from hsmkms.hsm.wrapping import Wrapping
 
 MATERIAL_ID_BYTES = 32
 IV_BYTES = 12  # the GCM IV: 96 bits (NIST SP 800-38D section 8.2)
@@ -39,6 +42,17 @@ class WrappedKey:
     mechanism: str
     spec: DataKeyPairSpec
     data: bytes
+
+
+@dataclass(frozen=True)
+class Wrapped:
+    """A KMS key material wrapped under a domain key (the wrapped mode, hsm/wrapping.py): how
+    (``"AES_KEY_WRAP_PAD"``, or ``"AES_GCM"``: then ``data`` is iv || ciphertext || tag), the
+    wrapped bytes, and an asymmetric key's SubjectPublicKeyInfo DER."""
+
+    mechanism: str
+    data: bytes
+    public_key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +298,11 @@ class Token(Protocol):
     @property
     def label(self) -> str:
         """The token's CKA_LABEL, as configured (``token_label``)."""
+        ...
+
+    @property
+    def wrapping(self) -> Wrapping:
+        """The wrapped mode's verbs: domain keys, and materials wrapped under them."""
         ...
 
     @property

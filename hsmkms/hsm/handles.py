@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -108,11 +109,16 @@ class HandleCache:
     """CKA_ID -> python-pkcs11 key object. Read and written under the request lock
     (``login.lock``); filled by one search at a time, outside it."""
 
-    def __init__(self, calls: Owner, search: Search) -> None:
+    def __init__(self, calls: Owner, search: Search, *, loaded_capacity: int = 20_000) -> None:
         self._calls = calls
         self._login = calls.login
         self._search = search  # the token's, so that tests can spy on it
         self.keys: dict[bytes, Any] = {}
+        # Session objects unwrapped from the store (the wrapped mode, hsm/wrapping.py), least
+        # recently used first: no search finds them, so a fill leaves them alone; an object
+        # pushed out is destroyed (SoftHSM2 holds one in ~12 KB).
+        self.loaded: OrderedDict[bytes, Any] = OrderedDict()
+        self.loaded_capacity = max(1, loaded_capacity)
         self.filled = False  # whether keys holds every key (a search since the last connect)
         # The session of the search that found the objects in keys (python-pkcs11 binds an
         # object to its session): open while they are cached; closed when the next replaces it.
@@ -128,11 +134,12 @@ class HandleCache:
 
     def cached(self, mid: bytes) -> bool:
         """Whether a call on ``mid`` would find its handle: no token call, no lock."""
-        return self.keys.get(mid) is not None and self._login.current()
+        return (self.keys.get(mid) is not None or mid in self.loaded) and self._login.current()
 
     def clear(self) -> None:
         """Forget every handle (the caller forgets the session with them)."""
         self.keys = {}
+        self.loaded = OrderedDict()
         self.filled = False
         self._found_on = None
 
@@ -148,7 +155,10 @@ class HandleCache:
         searches outside the lock and runs the call again."""
         obj = self.keys.get(mid)
         if obj is None:
-            raise Miss(mid)
+            obj = self.loaded.get(mid)
+            if obj is None:
+                raise Miss(mid)
+            self.loaded.move_to_end(mid)
         return obj
 
     def with_master(self, mid: bytes, fn: Callable[[Any], T]) -> T:
@@ -173,8 +183,27 @@ class HandleCache:
 
     def drop(self, mid: bytes) -> None:
         self.keys.pop(mid, None)
+        self.loaded.pop(mid, None)
         if self._changed is not None:
             self._changed[mid] = None
+
+    def load(self, mid: bytes, obj: Any) -> None:
+        """Keep an unwrapped session object, destroying the least recently used beyond the
+        capacity (under the lock: no call is using it)."""
+        old = self.loaded.pop(mid, None)
+        self.loaded[mid] = obj
+        if old is not None:
+            _destroy_quietly(old)
+        while len(self.loaded) > self.loaded_capacity:
+            _mid, evicted = self.loaded.popitem(last=False)
+            _destroy_quietly(evicted)
+
+    def unload(self, mid: bytes) -> bool:
+        """Destroy the session object unwrapped for ``mid``; whether there was one."""
+        obj = self.loaded.pop(mid, None)
+        if obj is not None:
+            _destroy_quietly(obj)
+        return obj is not None
 
     # -- after a miss, outside the lock ----------------------------------------------------
 
@@ -277,3 +306,9 @@ class HandleCache:
         if mid is None:
             return TokenError(f"could not read the master keys of {label!r}")
         return KeyNotFound(f"no master key with material id {mid.hex()} on {label!r}")
+
+
+def _destroy_quietly(obj: Any) -> None:
+    """C_DestroyObject of a session object that may already be gone with its session."""
+    with contextlib.suppress(errors.PKCS11Error):
+        obj.destroy()

@@ -303,4 +303,6 @@ def _spki(spec: KeySpec, public: Any) -> bytes:
         raise TokenError(f"the token made a broken {spec} public key: {exc}") from None
 
 
-__all__ = ["USES", "KeyObjects", "digest_info"]
+spki_of = _spki  # the public key's SubjectPublicKeyInfo, for hsm/wrapping.py too
+
+__all__ = ["USES", "KeyObjects", "digest_info", "spki_of"]

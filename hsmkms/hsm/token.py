@@ -57,6 +57,7 @@ from hsmkms.hsm.keyobjects import KeyObjects
 from hsmkms.hsm.library import Library
 from hsmkms.hsm.pairs import KeyPairs
 from hsmkms.hsm.session import Login, destroy
+from hsmkms.hsm.wrapping import Wrapping
 from hsmkms.specs import DataKeyPairSpec, KeySpec
 
 log = logging.getLogger("hsmkms.hsm")
@@ -77,12 +78,13 @@ class Options:
     slow_call_timeout: float = 60.0  # for key pair generation and other side work
     init_args: str | None = None  # CK_C_INITIALIZE_ARGS.pReserved: the module's parameters
     mechanisms_off: str = ""  # CKM_ names not to use though offered (capabilities.py)
+    loaded_keys: int = 20_000  # unwrapped keys of the wrapped mode kept (hsm/wrapping.py)
 
     @classmethod
     def parse(cls, options: dict[str, object]) -> Options:
         numbers = ("reinit_interval", "call_timeout", "slow_call_timeout")
         texts = ("init_args", "mechanisms_off")
-        unknown = set(options) - {*numbers, *texts, "os_locking", "preload"}
+        unknown = set(options) - {*numbers, *texts, "os_locking", "preload", "loaded_keys"}
         if unknown:
             raise TypeError(f"unknown token option(s): {', '.join(sorted(unknown))}")
         seconds = {name: options.get(name, getattr(cls, name)) for name in numbers}
@@ -96,6 +98,7 @@ class Options:
             preload=bool(options.get("preload", cls.preload)),
             init_args=None if init_args is None else str(init_args),
             mechanisms_off=str(options.get("mechanisms_off") or ""),
+            loaded_keys=int(options.get("loaded_keys", cls.loaded_keys)),  # type: ignore[call-overload]
         )
 
 
@@ -116,6 +119,8 @@ class PKCS11Token:
             slow_call_timeout=options.slow_call_timeout,
         )
         self._handles = self._calls.handles
+        self._handles.loaded_capacity = max(1, options.loaded_keys)
+        self.wrapping = Wrapping(self._calls)  # the wrapped mode's verbs
         self._pairs = KeyPairs(self._calls)
         self._objects = KeyObjects(self._calls)
         self._imports = Imports(self._calls)

@@ -10,6 +10,7 @@ creation whose record is being written right now. Every verb is one call of the 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,7 @@ from hsmkms.specs import (
 )
 
 MATERIAL_BYTES = 32
+DOMAIN_LABEL = "hsmkms-domain:"  # CKA_LABEL prefix of the wrapped mode's domain keys
 # A wrapping key's CKA_ID: a marker byte and 32 random bytes (33: never taken for a material).
 _WRAPPING_MARKER = b"W"
 # How each WrappingAlgorithm wraps: the token layer's scheme and the OAEP hash.
@@ -225,6 +227,8 @@ class TokenObjects:
     def inventory(self) -> dict[str, HeldMaterial]:
         held = {}
         for mid, label in self.token.list_master_keys():
+            if label.startswith(DOMAIN_LABEL):
+                continue  # a domain key of the wrapped mode: it holds no KMS key's material
             parsed = parse_material_label(label, mid)
             held[mid.hex()] = HeldMaterial(
                 mid.hex(),
@@ -272,6 +276,9 @@ class TokenObjects:
             if bad
         ]
         return reasons or ["not sealed"]
+
+    def maintain(self, still: Callable[[], bool]) -> None:
+        """Nothing: a token object needs no background work."""
 
     def close(self) -> None:
         self.token.close()

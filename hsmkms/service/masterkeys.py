@@ -14,6 +14,7 @@ material, it is the HSM that fails, and :mod:`hsmkms.service.faults` maps them t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -195,6 +196,11 @@ class MasterKeys(Protocol):
         came out when asked, a size other than 256 bits); empty when it is sealed.
         ``imported``: material unwrapped into the HSM, which PKCS#11 never calls
         always-sensitive or never-extractable (it was outside once, by its nature)."""
+        ...
+
+    def maintain(self, still: Callable[[], bool]) -> None:
+        """The holder's own background work, a bounded batch at a time while ``still()``
+        (the server's scheduler calls it each round: the wrapped mode's domain-key rotation)."""
         ...
 
     def close(self) -> None: ...

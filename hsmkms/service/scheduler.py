@@ -109,6 +109,8 @@ class Scheduler:
         rotated = rotation.rotate_due(self.svc, at, self.holder, renew)
         deleted = keys.sweep(self.svc, at) if renew() else []
         expired = imports.sweep(self.svc, at) if renew() else []
+        if renew():
+            self.svc.masters.maintain(renew)  # e.g. rewraps of a domain-key rotation
         return Round(rotated, deleted, expired)
 
     # -- the thread ------------------------------------------------------------------------

@@ -132,9 +132,10 @@ from hsmkms.store.records import (  # noqa: E402  (re-exported: the records of t
     KeyUsageRecord,
     LeaseRecord,
 )
+from hsmkms.store.wraps import WrapStore  # noqa: E402
 
 
-class Store(ABC):
+class Store(WrapStore, ABC):
     """What the operation layer needs from a metadata store. Every write is durable on return."""
 
     # keys

@@ -201,4 +201,25 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE keys ADD COLUMN xks_key_id TEXT",
         "CREATE INDEX keys_by_custom_key_store ON keys (custom_key_store_id)",
     ],
+    # the wrapped master-key mode: domain keys (token objects; their state here) and each key
+    # material wrapped under one (store/wraps.py). Never an unwrapped material.
+    [
+        """CREATE TABLE domain_keys (
+            domain_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE wrapped_materials (
+            material_id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            key_use TEXT,
+            domain_id TEXT NOT NULL,
+            mechanism TEXT NOT NULL,
+            wrapped BLOB NOT NULL,
+            public_key BLOB,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX wrapped_materials_by_domain ON wrapped_materials (domain_id, material_id)",
+    ],
 ]

@@ -41,13 +41,20 @@ from hsmkms.store.sqlite_rows import (
     bare_key_id,
 )
 from hsmkms.store.sqlite_usage import SQLiteUsage
+from hsmkms.store.sqlite_wraps import SQLiteWraps
 
 # A multi-Region key's primary record among its records (a single-Region key's one record).
 _PRIMARY = "(primary_region IS NULL OR region = primary_region)"
 
 
 class SQLiteStore(
-    SQLiteGrants, SQLiteKeyStores, SQLiteUsage, SQLiteImports, SQLiteConnections, Store
+    SQLiteGrants,
+    SQLiteKeyStores,
+    SQLiteUsage,
+    SQLiteImports,
+    SQLiteWraps,
+    SQLiteConnections,
+    Store,
 ):
     """The embedded :class:`~hsmkms.store.base.Store`, on one SQLite file (and the last uses
     of keys on a second one beside it, :meth:`usage_store`)."""
