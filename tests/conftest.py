@@ -27,6 +27,22 @@ from hsmkms.home import ensure_home
 
 # The server launcher and the SigV4 signer the tests share with the benchmark live in bench/
 # at the repository's root, which is not installed (tests/server.py imports from there).
+# ``HSMKMS_TEST_MASTER_KEYS=wrapped`` runs the suite in the wrapped master-key mode (a CI
+# leg): every home the tests make, in this process (Settings.load, even with an explicit env)
+# and in the servers they start (the environment), keeps its materials wrapped in the store.
+# A test's own config file or override still wins.
+MASTER_KEYS = os.environ.get("HSMKMS_TEST_MASTER_KEYS", "token")
+if MASTER_KEYS != "token":
+    os.environ["HSMKMS_MASTER_KEYS"] = MASTER_KEYS
+    _load = Settings.load.__func__  # type: ignore[attr-defined]
+
+    def _load_in_mode(cls, config_file=None, env=None, **overrides):  # type: ignore[no-untyped-def]
+        if env is not None:
+            env = {"HSMKMS_MASTER_KEYS": MASTER_KEYS, **env}
+        return _load(cls, config_file, env, **overrides)
+
+    Settings.load = classmethod(_load_in_mode)  # type: ignore[method-assign,assignment]
+
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -42,6 +58,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = item.path.resolve().relative_to(tests).parts[0]
         if group in SLOW_GROUPS:
             item.add_marker(pytest.mark.slow)
+        if MASTER_KEYS != "token" and item.get_closest_marker("token_objects"):
+            item.add_marker(
+                pytest.mark.skip(reason="checks the token mode's token objects themselves")
+            )
         if on_postgres and item.get_closest_marker("sqlite_home"):
             item.add_marker(
                 pytest.mark.skip(
