@@ -194,6 +194,10 @@ class HandleCache:
         self.loaded[mid] = obj
         if old is not None:
             _destroy_quietly(old)
+        self.trim()
+
+    def trim(self) -> None:
+        """Destroy the least recently used loaded objects beyond the capacity."""
         while len(self.loaded) > self.loaded_capacity:
             _mid, evicted = self.loaded.popitem(last=False)
             _destroy_quietly(evicted)

@@ -63,6 +63,12 @@ class Wrapping:
         """How many unwrapped keys this process keeps (``loaded_keys``)."""
         return self._handles.loaded_capacity
 
+    @capacity.setter
+    def capacity(self, n: int) -> None:
+        """Fewer pushes the least recently used out now (destroyed)."""
+        self._handles.loaded_capacity = max(1, int(n))
+        self._calls.run("destroy unwrapped keys", self._handles.trim)
+
     def loaded(self) -> int:
         return len(self._handles.loaded)
 
