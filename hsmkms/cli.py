@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-EXIT_DRIFT = 1
+EXIT_DRIFT = 1  # doctor's (hsmkms/cli_doctor.py)
 EXIT_UNCHECKED = 3
 
 
@@ -288,12 +288,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not server.started:
             return EXIT_FAILURE
     return 0
-
-
-def token_profile(masters: Any, settings: Settings) -> dict[str, str]:
-    from hsmkms.hsm.profile import profile
-
-    return profile(masters.token, settings) if hasattr(masters, "token") else {}
 
 
 def open_kms(settings: Settings, preload_keys: bool = True) -> Any:

@@ -10,8 +10,15 @@ import os
 import sys
 from typing import Any
 
-from hsmkms.cli import EXIT_DRIFT, EXIT_UNCHECKED, token_profile
 from hsmkms.config import ConfigError, Settings
+
+EXIT_DRIFT, EXIT_UNCHECKED = 1, 3  # as hsmkms/cli.py says
+
+
+def token_profile(masters: Any, settings: Settings) -> dict[str, str]:
+    from hsmkms.hsm.profile import profile
+
+    return profile(masters.token, settings) if hasattr(masters, "token") else {}
 
 
 def register(commands: Any) -> None:

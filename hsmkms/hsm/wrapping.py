@@ -332,7 +332,7 @@ def _unwrap(
         template.update(
             {Attribute.ENCRYPT: DEFAULT, Attribute.VERIFY: DEFAULT, Attribute.WRAP: DEFAULT}
         )
-        template[Attribute.UNWRAP] = DEFAULT
+        template[Attribute.UNWRAP] = False  # SoftHSM2 would allow it: beyond the key's use
     template.update(extra)
     # CKA_ID and CKA_LABEL as python-pkcs11's id and label, which it puts first: SoftHSM2
     # applies a template in order and refuses them after CKA_MODIFIABLE false.

@@ -31,6 +31,7 @@ def material_of(kms, key_id: str) -> bytes:
 # -- what CreateKey leaves on the token --------------------------------------------------------
 
 
+@pytest.mark.token_objects  # the wrapped mode's own: tests/features/test_wrapped_mode.py
 @pytest.mark.parametrize(
     "spec,usage,use,kind,bits",
     [

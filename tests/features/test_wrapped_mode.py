@@ -202,3 +202,31 @@ def test_the_mode_is_a_setting_its_flag_and_its_variable():
     with pytest.raises(ConfigError, match="master_keys"):
         Settings.load(env={"HSMKMS_MASTER_KEYS": "tokens"})
     assert os.environ.get("HSMKMS_PIN") is None
+
+
+def test_a_create_key_the_store_refused_leaves_no_wrap(wrapped, token, monkeypatch):
+    from hsmkms import errors
+    from hsmkms.store import StoreFull
+
+    store = wrapped.service.store
+    wraps, loaded = store.count_wraps(), token.wrapping.loaded()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise StoreFull("could not commit: the disk is full")
+
+    monkeypatch.setattr(store, "create_key", full)
+    with pytest.raises(errors.KMSInternalException, match="out of disk space"):
+        wrapped.create_key()
+    monkeypatch.undo()
+    assert store.count_wraps() == wraps and token.wrapping.loaded() == loaded
+
+
+def test_a_material_whose_wrap_is_gone_is_key_unavailable(wrapped, token):
+    from hsmkms import errors
+
+    key_id = wrapped.create_key()["KeyMetadata"]["KeyId"]
+    material = wrapped.service.store.get_key(key_id).current_material_id
+    assert wrapped.service.store.delete_wrap(material)
+    token.wrapping.unload(bytes.fromhex(material))
+    with pytest.raises(errors.KeyUnavailableException):
+        wrapped.generate_data_key(KeyId=key_id, KeySpec="AES_256")

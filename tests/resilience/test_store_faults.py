@@ -145,6 +145,7 @@ def test_a_locked_store_answers_dependency_timeout(library, monkeypatch: pytest.
         library.create_alias(AliasName="alias/busy-store", TargetKeyId=key_id)
 
 
+@pytest.mark.token_objects  # the wrapped mode's own: tests/features/test_wrapped_mode.py
 def test_a_create_key_the_store_refused_leaves_no_master_key(
     library, monkeypatch: pytest.MonkeyPatch
 ):

@@ -192,6 +192,7 @@ def test_a_miss_the_check_did_not_foresee_still_never_searches_inline(settings):
         assert Optimist.searches == 1
 
 
+@pytest.mark.token_objects  # the wrapped mode's own: tests/features/test_wrapped_mode.py
 def test_a_key_unknown_to_the_token_is_still_key_unavailable(two):
     a, b = two
     key = a.create_key()["KeyMetadata"]["KeyId"]
