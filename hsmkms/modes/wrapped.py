@@ -345,7 +345,10 @@ class WrappedMaterials:
         )
 
     def holds(self, material_id: str) -> bool:
-        return self.store.get_wrap(material_id) is not None or self.objects.holds(material_id)
+        wrap = self.store.get_wrap(material_id)
+        if wrap is None:
+            return self.objects.holds(material_id)
+        return self.token.has_master_key(bytes.fromhex(wrap.domain_id))
 
     def ready(self, material_id: str) -> bool:
         return self.token.has_master(bytes.fromhex(material_id))
@@ -364,12 +367,20 @@ class WrappedMaterials:
         }
 
     def inventory(self) -> dict[str, HeldMaterial]:
+        """Token objects, and the wraps whose domain key is on the token (a wrap under a
+        domain key the token lacks holds nothing anybody can use: doctor finds it missing)."""
         held = self.objects.inventory()
+        present: dict[str, bool] = {}
         after = ""
         while page := self.store.wraps(after=after, limit=5000):
             for w in page:
-                label = f"wrapped under domain key {w.domain_id[:16]}"
-                held[w.material_id] = HeldMaterial(w.material_id, label, w.key_id, w.created_at)
+                if w.domain_id not in present:
+                    present[w.domain_id] = self.token.has_master_key(bytes.fromhex(w.domain_id))
+                if present[w.domain_id]:
+                    label = f"wrapped under domain key {w.domain_id[:16]}"
+                    held[w.material_id] = HeldMaterial(
+                        w.material_id, label, w.key_id, w.created_at, wrapped_under=w.domain_id
+                    )
             after = page[-1].material_id
         return held
 

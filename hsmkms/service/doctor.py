@@ -90,6 +90,8 @@ class Report:
     keys: int = 0
     materials: int = 0
     master_keys: int = 0
+    wrapped: int = 0  # of them, materials wrapped in the store (the wrapped mode)
+    domain_keys: int = 0  # the domain keys those are wrapped under
     missing: list[Missing] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
     unsealed: list[Unsealed] = field(default_factory=list)
@@ -118,7 +120,12 @@ class Report:
         out = [
             f"store: {self.keys} keys, {self.materials} key materials"
             + (f" ({kinds})" if kinds else "")
-            + f"; token: {self.master_keys} key objects"
+            + f"; token: {self.master_keys - self.wrapped} key objects"
+            + (
+                f"; wrapped: {self.wrapped} key materials under {self.domain_keys} domain keys"
+                if self.wrapped
+                else ""
+            )
         ]
         for m in self.missing:
             if m.deletion_in_progress:
@@ -182,6 +189,8 @@ def check(
     held = masters.inventory()
     report.materials = len(recorded)
     report.master_keys = len(held)
+    under = [h.wrapped_under for h in held.values() if h.wrapped_under]
+    report.wrapped, report.domain_keys = len(under), len(set(under))
     keys: dict[str, KeyRecord | None] = {}
     for material in recorded:
         if material.key_id not in keys:

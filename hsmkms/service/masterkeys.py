@@ -61,12 +61,14 @@ def import_context(key_id: str) -> bytes:
 @dataclass(frozen=True)
 class HeldMaterial:
     """A material as its holder lists it for ``hsmkms doctor``: whose it says it is, since
-    when, and the holder's own name for it (a token object's CKA_LABEL)."""
+    when, the holder's own name for it (a token object's CKA_LABEL), and the domain key it is
+    wrapped under (the wrapped mode; None: a token object)."""
 
     material_id: str
     label: str
     key_id: str | None  # None: not one hsmkms named (or a name it cannot read)
     created: datetime | None
+    wrapped_under: str | None = None
 
 
 class MasterKeys(Protocol):

@@ -166,6 +166,7 @@ def test_doctor_checks_each_wrap_against_its_domain_key(wrapped):
     store, masters = wrapped.service.store, _masters(wrapped)
     report = doctor.check(store, masters, deep=True)
     assert not report.drift and report.checked >= 1
+    assert report.wrapped >= 1 and report.domain_keys >= 1 and "wrapped:" in report.lines()[0]
     material = store.get_key(key_id).current_material_id
     wrap = store.get_wrap(material)
     tampered = bytes([wrap.wrapped[0] ^ 1]) + wrap.wrapped[1:]
@@ -179,6 +180,14 @@ def test_doctor_checks_each_wrap_against_its_domain_key(wrapped):
             [Rewrap(material, wrap.domain_id, wrap.domain_id, wrap.mechanism, wrap.wrapped)]
         )
     assert not doctor.check(store, masters, deep=True).drift
+    # Under a domain key the token lacks, the wrap holds nothing usable: MISSING, drift.
+    absent = os.urandom(32).hex()
+    store.rewrap([Rewrap(material, wrap.domain_id, absent, wrap.mechanism, wrap.wrapped)])
+    try:
+        report = doctor.check(store, masters)
+        assert report.drift and [m.material_id for m in report.missing] == [material]
+    finally:
+        store.rewrap([Rewrap(material, absent, wrap.domain_id, wrap.mechanism, wrap.wrapped)])
 
 
 def test_a_destroyed_material_is_gone_from_store_and_cache(wrapped, token):
