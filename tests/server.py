@@ -14,6 +14,7 @@ raises with that log in the message.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -67,6 +68,15 @@ class Response:
         return f"Response({self.status}, {self.body[:300]!r})"
 
 
+# The master-key mode of the suite's run (HSMKMS_TEST_MASTER_KEYS, tests/conftest.py): servers
+# get the test process's environment less its HSMKMS_* variables, so it is passed on here.
+_MODE = (
+    {"HSMKMS_MASTER_KEYS": os.environ["HSMKMS_TEST_MASTER_KEYS"]}
+    if os.environ.get("HSMKMS_TEST_MASTER_KEYS", "token") != "token"
+    else {}
+)
+
+
 class ServerProcess(HsmkmsServer):
     """``hsmkms serve`` on ``home`` serving ``region``, ``extra_args`` passed on, ``env`` added
     (HSMKMS_* and SOFTHSM2_* of the test process are not)."""
@@ -89,7 +99,7 @@ class ServerProcess(HsmkmsServer):
             home,
             workers=workers,
             args=extra_args,
-            env={**(env or {}), "HSMKMS_REGION": region},
+            env={**_MODE, **(env or {}), "HSMKMS_REGION": region},
             tls=tls,
             operator=operator,
         )

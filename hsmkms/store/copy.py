@@ -26,6 +26,8 @@ TABLES = (
     "grants",
     "import_parameters",
     "custom_key_stores",
+    "domain_keys",  # the wrapped mode: the domain keys' states, and every material's wrap
+    "wrapped_materials",
 )
 
 
