@@ -48,7 +48,9 @@ class Options:
     pool_size: int = 16
     only: str | None = None
     quick: bool = False
-    keys: int = 0
+    keys: int = 0  # the largest of key_counts (0: no key-count run)
+    key_counts: tuple[int, ...] = ()  # --keys: one N (token mode), or several (wrapped mode)
+    master_keys: str = "token"  # --master-keys: the mode of the key-count run's server
     with_ceilings: bool = True  # the generator's, the framework's, the in-process ones, the stages
     output: Path | None = DOC
 

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from bench import footprint
 from bench.load import Connection, Endpoint, on_uvloop
 from bench.servers import Hsmkms
 from bench.workloads import AES_256, prepare
@@ -58,12 +59,22 @@ def key_count(bench: Bench) -> dict[str, Any]:
             seconds=opt.seconds * 2,
         )
         fx.key_ids = all_ids
+        out["rss_mb"] = footprint.worker_rss(ours)
     restarted = Hsmkms(home, bench.work, opt.workers, {})
     with restarted:
         out["restart_seconds"] = restarted.started_in
         began = time.monotonic()
         on_uvloop(prepare_check(restarted.endpoint(), all_ids[-1]))
         out["first_request_seconds"] = time.monotonic() - began
+    # What the home weighs and holds (issue 22's columns, for the token mode beside them).
+    store = footprint.store_files(home)
+    out["store_bytes"] = sum(v for k, v in store.items() if k.startswith("hsmkms.sqlite3"))
+    out["token_objects"] = footprint.token_objects(home)
+    print(
+        f"store {out['store_bytes'] / 2**20:.1f} MiB, token objects {out['token_objects']}, "
+        "RSS MiB " + ", ".join(f"{k} {v:.0f}" for k, v in out["rss_mb"].items()),
+        flush=True,
+    )
     print(
         f"start-up with {len(all_ids)} keys: healthy in {out['restart_seconds']:.2f} s, "
         f"first GenerateDataKey {out['first_request_seconds'] * 1000:.0f} ms later",

@@ -5,6 +5,10 @@ in-process ceilings, a table on stdout and in docs/benchmarks.md.
     scripts/bench --quick          # a smoke test of every cell (~2 minutes), writes nothing
     scripts/bench --keys 10000     # cost in the number of keys (~4.5 minutes, most of it
                                    # creating 10,000 token keys)
+    scripts/bench --master-keys wrapped --keys 10,10000,100000,1000000
+                                   # the same in the wrapped mode (issue 22), one home grown
+                                   # N by N, the keys past 1,000 made by bench/bulk.py
+                                   # (~25 minutes, ~10 of them making a million keys)
     scripts/bench --only import    # the import cells (issue 16) after the ceilings and the
                                    # stages (~4.5 minutes), printed only
     scripts/bench --only region --no-ceilings
@@ -28,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import keys, multiregion, nodes
+from bench import keys, multiregion, nodes, wrapped_keys
 from bench.cells import Bench, Options
 from bench.report import (
     DOC,
@@ -105,14 +109,25 @@ def parse(argv: list[str] | None) -> Options:
     )
     p.add_argument(
         "--keys",
-        type=int,
-        default=0,
-        help="instead: GenerateDataKey with 10 keys vs this many, and start-up time",
+        default="",
+        help="instead: GenerateDataKey with 10 keys vs this many, and start-up time; with "
+        "--master-keys wrapped a comma-separated list of N (e.g. 10,10000,100000,1000000)",
+    )
+    p.add_argument(
+        "--master-keys",
+        choices=("token", "wrapped"),
+        default="token",
+        help="the master-key mode of the --keys run's server (HSMKMS_MASTER_KEYS; default token)",
     )
     p.add_argument("--output", type=Path, default=DOC, help="markdown file to update")
     p.add_argument("--no-write", action="store_true", help="print only")
     a = p.parse_args(argv)
     quick = bool(a.quick)
+    counts = tuple(int(k) for k in str(a.keys).split(",") if k.strip())
+    if len(counts) > 1 and a.master_keys != "wrapped":
+        p.error("several --keys values go with --master-keys wrapped only")
+    if any(k < 10 for k in counts):
+        p.error("--keys: at least 10 keys")
     return Options(
         seconds=a.seconds if a.seconds is not None else (0.4 if quick else 3.0),
         warmup=a.warmup if a.warmup is not None else (0.2 if quick else 0.5),
@@ -121,7 +136,9 @@ def parse(argv: list[str] | None) -> Options:
         pool_size=a.pool_size,
         only=a.only,
         quick=quick,
-        keys=a.keys,
+        keys=max(counts, default=0),
+        key_counts=counts,
+        master_keys=a.master_keys,
         with_ceilings=not a.no_ceilings,
         output=None if (a.no_write or quick or a.only or a.no_ceilings) else a.output,
     )
@@ -132,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hsmkms-bench-") as tmp:
         bench = Bench(opt, Path(tmp))
+        if opt.keys and opt.master_keys == "wrapped":
+            steps = wrapped_keys.run(bench)
+            body = wrapped_keys.markdown(steps, opt, (load_before, os.getloadavg()[0]))
+            print("\n".join(body), flush=True)
+            if opt.output:
+                write_doc(opt.output, "keys-wrapped", "\n".join(body))
+            return 0
         if opt.keys:
             result = keys.key_count(bench)
             body = [
@@ -145,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result['restart_seconds']:.2f} s (< 10 s: "
                 f"{'met' if result['restart_seconds'] < 10 else '**not met**'}), first "
                 f"GenerateDataKey {result['first_request_seconds'] * 1000:.0f} ms later",
+                f"- store (hsmkms.sqlite3 + WAL) {result['store_bytes'] / 2**20:.1f} MiB; "
+                f"token objects {result['token_objects']['listed']} (a PKCS#11 listing; "
+                f"{result['token_objects']['files']} SoftHSM2 object files); worker RSS after "
+                "the cells "
+                + ", ".join(
+                    f"{v:.0f} MiB" for k, v in result["rss_mb"].items() if k.startswith("worker")
+                ),
             ]
             if opt.output:
                 write_doc(opt.output, "keys", "\n".join(body))
