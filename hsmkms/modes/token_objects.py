@@ -277,6 +277,12 @@ class TokenObjects:
         ]
         return reasons or ["not sealed"]
 
+    def objects_for(self, spec: KeySpec) -> int:
+        return 1
+
+    def token_materials(self, recorded: int) -> int:
+        return recorded
+
     def maintain(self, still: Callable[[], bool]) -> None:
         """Nothing: a token object needs no background work."""
 

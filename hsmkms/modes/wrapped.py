@@ -414,5 +414,13 @@ class WrappedMaterials:
                 reasons.append(name)
         return reasons
 
+    def objects_for(self, spec: KeySpec) -> int:
+        if not self.new_wrapped or spec in self._token_only:
+            return 1
+        return 0  # Ed25519 before the first one found out: counted when it falls back
+
+    def token_materials(self, recorded: int) -> int:
+        return recorded - self.store.count_wraps()
+
     def close(self) -> None:
         self.objects.close()

@@ -200,7 +200,7 @@ class Service:
         """A new key material of ``spec`` for ``key_id``, made before the record that names it:
         an AES-256 master key, an HMAC key, or a private key allowed ``usage`` alone."""
         sealed = None
-        self._check_room()
+        self._check_room(KeySpec.SYMMETRIC_DEFAULT if spec.family in host_keys.FAMILIES else spec)
         if spec.family is Family.AES:
             material_id, public = self.masters.create(key_id, created), None
         elif spec.family is Family.HMAC:
@@ -215,10 +215,13 @@ class Service:
             )
         return MaterialRecord(material_id, key_id, created, rotation_type, public, sealed)
 
-    def _check_room(self) -> None:
-        """``token_max_objects``: refuse a new material once the store records that many."""
+    def _check_room(self, spec: KeySpec) -> None:
+        """``token_max_objects``: refuse a new token object once the token holds that many
+        materials, as the store records them (a wrapped material takes no token object)."""
         limit = self.settings.token_max_objects
-        if limit and len(self.store.inner.all_material_ids()) >= limit:
+        if not limit or not self.masters.objects_for(spec):
+            return
+        if self.masters.token_materials(len(self.store.inner.all_material_ids())) >= limit:
             raise errors.LimitExceededException(
                 f"The HSM holds the {limit} key materials hsmkms may keep on it "
                 "(token_max_objects): delete keys you no longer need, or raise the setting if "

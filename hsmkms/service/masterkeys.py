@@ -200,6 +200,15 @@ class MasterKeys(Protocol):
         always-sensitive or never-extractable (it was outside once, by its nature)."""
         ...
 
+    def objects_for(self, spec: KeySpec) -> int:
+        """How many objects on the home's token a new material of ``spec`` takes (what
+        ``token_max_objects`` counts): 1 for a token object, 0 for a wrap in the store."""
+        ...
+
+    def token_materials(self, recorded: int) -> int:
+        """Of the ``recorded`` materials the store records, how many are token objects."""
+        ...
+
     def maintain(self, still: Callable[[], bool]) -> None:
         """The holder's own background work, a bounded batch at a time while ``still()``
         (the server's scheduler calls it each round: the wrapped mode's domain-key rotation)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from helpers import raises
 
 
+@pytest.mark.token_objects  # the wrapped mode's: tests/features/test_wrapped_mode.py
 def test_token_max_objects_refuses_a_key_before_the_hsm_would(settings, token, service):
     """A small HSM's quirk (a YubiHSM 2 holds 256 objects): the cap answers AWS's
     LimitExceededException, and nothing is made on the token."""

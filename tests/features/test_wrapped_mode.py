@@ -239,3 +239,19 @@ def test_a_material_whose_wrap_is_gone_is_key_unavailable(wrapped, token):
     token.wrapping.unload(bytes.fromhex(material))
     with pytest.raises(errors.KeyUnavailableException):
         wrapped.generate_data_key(KeyId=key_id, KeySpec="AES_256")
+
+
+def test_token_max_objects_does_not_count_wrapped_materials(wrapped, settings, token):
+    """A small HSM (a YubiHSM 2 holds 256 objects) with many keys: the wrapped mode's reason."""
+    from hsmkms.compose import build_service
+    from hsmkms.kms import KMS
+
+    store = wrapped.service.store
+    svc = build_service(settings.replace(master_keys="wrapped", token_max_objects=1), token, store)
+    try:
+        kms = KMS.from_service(svc)
+        for _ in range(3):
+            kms.create_key()
+            kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
+    finally:
+        svc.pool.close()
