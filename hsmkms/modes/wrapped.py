@@ -38,7 +38,6 @@ from hsmkms.service.masterkeys import HeldMaterial, ImportedMaterial, WrappedPri
 from hsmkms.specs import (
     DataKeyPairSpec,
     EncryptionAlgorithm,
-    Family,
     KeySpec,
     KeyUsage,
     MacAlgorithm,
@@ -119,10 +118,9 @@ class WrappedMaterials:
         try:
             mid, public = self._make(key_id, created, spec, _USES[usage])
         except (hsm.MechanismUnsupported, hsm.IntegrityError) as exc:
-            if spec.family is not Family.EDWARDS:
-                raise
-            # SoftHSM2 2.6.1 wraps an Ed25519 key but cannot unwrap it (CKR_FUNCTION_FAILED):
-            # such keys stay token objects, as in the token mode (doctor counts them).
+            # A token that cannot wrap or unwrap a kind of private key (SoftHSM2 2.6.1:
+            # Ed25519, CKR_KEY_NOT_WRAPPABLE; NSS: EC keys, CKR_TEMPLATE_INCOMPLETE): such
+            # keys stay token objects, as in the token mode (doctor counts them).
             log.warning("%s keys stay token objects: the token cannot unwrap them (%s)", spec, exc)
             self._token_only.add(spec)
             return self.objects.create_private_key(key_id, created, spec, usage)
