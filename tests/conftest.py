@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if MASTER_KEYS != "token" and item.get_closest_marker("token_objects"):
             item.add_marker(
-                pytest.mark.skip(reason="checks the token mode's token objects themselves")
+                pytest.mark.skip(reason="the token mode's own: checks token objects themselves")
             )
         if on_postgres and item.get_closest_marker("sqlite_home"):
             item.add_marker(

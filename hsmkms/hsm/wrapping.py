@@ -239,6 +239,12 @@ class Wrapping:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    @property
+    def mechanism(self) -> str:
+        """How this token wraps (``"AES_KEY_WRAP_PAD"``, else ``"AES_GCM"``);
+        MechanismUnsupported when it can do neither: no wrapped mode on it."""
+        return self._calls.run("read the wrap mechanisms", self._mechanism)
+
     def _mechanism(self) -> str:
         mechanisms = self._capabilities.unwrap_mechanisms
         if KWP in mechanisms:

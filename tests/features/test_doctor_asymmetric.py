@@ -29,6 +29,11 @@ KINDS = {
 }
 
 
+# The token mode's asymmetric and HMAC token objects; the wrapped mode's doctor checks are in
+# tests/features/test_wrapped_mode.py.
+pytestmark = pytest.mark.token_objects
+
+
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory):
     # A quick scheduler: a key whose deletion is due is swept within a fraction of a second.

@@ -327,6 +327,7 @@ def _automatic_rotations(store_path: Path) -> dict[str, list[tuple[float, float]
     return out
 
 
+@pytest.mark.token_objects  # lists the servers' token objects in a process of its own
 @pytest.mark.slow  # two servers and a run of rotation days: ~5 s
 def test_two_servers_on_one_store_rotate_each_due_date_once(tmp_path):
     from server import ServerProcess
@@ -392,6 +393,7 @@ def test_two_servers_on_one_store_rotate_each_due_date_once(tmp_path):
             srv.stop()
 
 
+@pytest.mark.token_objects  # lists the servers' token objects in a process of its own
 @pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_the_server_scheduler_deletes_a_rotated_key_after_its_waiting_period(tmp_path):
     from server import ServerProcess

@@ -170,6 +170,9 @@ def _healthy(srv: ServerProcess) -> bool:
     return srv.get("/health").status == 200
 
 
+# p11-kit 0.24 carries no CKM_AES_KEY_WRAP_PAD or GCM parameters: the wrapped mode cannot run
+# through it (it refuses to start, docs/master-keys.md), so this runs in the token mode only.
+@pytest.mark.token_objects
 def test_a_killed_network_hsm_is_a_5xx_at_once_and_hsmkms_recovers_when_it_returns(tmp_path):
     with served_over_p11kit(tmp_path) as (srv, hsm):
         mix = Mix(srv)
@@ -208,6 +211,9 @@ def test_a_killed_network_hsm_is_a_5xx_at_once_and_hsmkms_recovers_when_it_retur
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+# p11-kit 0.24 carries no CKM_AES_KEY_WRAP_PAD or GCM parameters: the wrapped mode cannot run
+# through it (it refuses to start, docs/master-keys.md), so this runs in the token mode only.
+@pytest.mark.token_objects
 def test_a_hung_network_hsm_is_dependency_timeout_while_health_and_metadata_answer(tmp_path):
     with served_over_p11kit(tmp_path) as (srv, hsm):
         mix = Mix(srv)

@@ -273,7 +273,11 @@ def test_a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns(
 
         answer = srv.post("CreateKey", {})
         assert answer.status == 500 and answer.error[0] == "KMSInternalException", answer
-        assert "no room to store a new key" in answer.error[1]
+        # The token's files are full (token mode), or the store is (a wrap goes there first).
+        assert any(
+            why in answer.error[1]
+            for why in ("no room to store a new key", "store is out of disk space")
+        ), answer
         acked = ["alias/before"]
         refused = 0
         for i in range(20):
