@@ -72,7 +72,7 @@ class ToToken:
     had to be made again: half made by a run killed in the middle); key materials that were
     token objects before; domain keys destroyed; wraps whose material was deleted while it
     moved (its new token object is an orphan: ``hsmkms doctor --fix``); the wraps that could
-    not move, and why; wraps still in the store."""
+    not move, and why; wraps and domain keys (not destroyed) still in the store."""
 
     to_move: int = 0
     moved: int = 0
@@ -83,7 +83,6 @@ class ToToken:
     deleted_meanwhile: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     left: int = 0
-    # Domain keys still in the store (not destroyed) at the end.
     domain_keys_left: int = 0
 
 
@@ -365,6 +364,11 @@ def to_wrapped(
 ) -> ToWrapped:
     """An active domain key for the home (made if it has none), a rotation left unfinished
     finished, and the token-object materials that stay token objects counted by reason."""
+    if masters.token.wrap_mechanism is None:
+        raise MigrationRefused(
+            f"token '{masters.token.label}' wraps with neither CKM_AES_KEY_WRAP_PAD nor "
+            "CKM_AES_GCM: it cannot keep key materials wrapped. Nothing was done"
+        )
     had = any(k.state == ACTIVE for k in store.domain_keys())
     domain = masters.active_domain()
     rotation = None

@@ -396,6 +396,12 @@ def test_the_commands_on_a_home_their_output_and_exit_codes(tmp_path):
     assert "no domain key" in _cli(home, "domain-key", "status").stdout
     refused = _cli(home, "domain-key", "rotate")
     assert refused.returncode == 1 and "has no domain key" in refused.stderr
+    unable = _cli(
+        home, "migrate", "--master-keys", "wrapped",
+        HSMKMS_TOKEN_MECHANISMS_OFF="AES_KEY_WRAP_PAD,AES_GCM",
+    )  # fmt: skip
+    assert unable.returncode == 1 and "cannot keep key materials wrapped" in unable.stderr
+    assert "no domain key" in _cli(home, "domain-key", "status").stdout
     back = _cli(home, "migrate", "--master-keys", "wrapped")
     assert back.returncode == 0 and "6 made as token objects (the token mode)" in back.stdout
     after = _library(home, "wrapped", _CHECK, stdin=json.dumps(blobs))
