@@ -53,7 +53,9 @@ def register(commands: Any) -> None:
     _batch(migrate)
     migrate.set_defaults(handler=cmd_migrate)
 
-    domain = commands.add_parser("domain-key", help="the wrapped mode's domain key: rotate it")
+    domain = commands.add_parser(
+        "domain-key", help="the wrapped mode's domain key: rotate it, or show its state"
+    )
     verbs = domain.add_subparsers(dest="domain_command", metavar="VERB", required=True)
     rotate = verbs.add_parser(
         "rotate",
