@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pkcs11.constants import DEFAULT
 
-from hsmkms.hsm import IntegrityError, MasterKeyCheck, MechanismUnsupported, errors, inspection
+from hsmkms.hsm import (
+    IntegrityError,
+    KeyNotFound,
+    MasterKeyCheck,
+    MechanismUnsupported,
+    errors,
+    inspection,
+)
 from hsmkms.hsm.capabilities import wrap_params
 from hsmkms.hsm.contract import GCM, IV_BYTES, KWP, TAG_BYTES, Wrapped
 from hsmkms.hsm.handles import Miss, check_material_id
@@ -57,6 +64,25 @@ class Wrapping:
         self._login = calls.login
         self._handles = calls.handles
         self._capabilities = calls.capabilities
+        # Domain key id -> (request session, its object there): see _domain.
+        self._domains: dict[bytes, tuple[Any, Any]] = {}
+
+    def _domain(self, domain_id: bytes) -> Any:
+        """The domain key's object *on the request session* (under the lock). C_UnwrapKey
+        makes its object on the unwrapping key's session, and a session object dies with its
+        session: the handle cache's objects belong to its last search's session, which the
+        next search closes (with every key loaded under them). The request session lasts as
+        long as the login. One C_FindObjects per domain key and session (few objects on a
+        wrapped home's token)."""
+        session = self._login.session
+        hit = self._domains.get(domain_id)
+        if hit is not None and hit[0] is session:
+            return hit[1]
+        template = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.ID: domain_id}
+        for obj in session.get_objects(template):
+            self._domains[domain_id] = (session, obj)
+            return obj
+        raise KeyNotFound(f"no domain key {domain_id.hex()[:16]}... on {self._login.label!r}")
 
     @property
     def capacity(self) -> int:
@@ -146,9 +172,12 @@ class Wrapping:
         self._check_wrap(wrapped)
 
         def op() -> None:
-            obj = self._handles.with_master(
-                did, lambda dk: _unwrap(dk, wrapped, kind, use, {Attribute.ID: mid})
-            )
+            template = {Attribute.ID: mid}
+            try:
+                obj = _unwrap(self._domain(did), wrapped, kind, use, template)
+            except errors.HANDLE:  # destroyed by another process, or the session went
+                self._domains.pop(did, None)
+                obj = _unwrap(self._domain(did), wrapped, kind, use, template)
             self._handles.load(mid, obj)
 
         self._calls.run("unwrap a key", op, integrity=errors.UNWRAP_INTEGRITY)

@@ -255,3 +255,22 @@ def test_token_max_objects_does_not_count_wrapped_materials(wrapped, settings, t
             kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
     finally:
         svc.pool.close()
+
+
+def test_a_search_of_the_token_leaves_the_loaded_keys_alone(wrapped, token):
+    """Found by the migration's server tests: keys unwrapped under a domain key object of a
+    search's session died when the next search closed it (the library was re-initialised and
+    requests in flight answered KeyUnavailableException)."""
+    key_id = wrapped.create_key()["KeyMetadata"]["KeyId"]
+    domain = bytes.fromhex(_masters(wrapped).active_domain())
+    token._calls.handles.drop(domain)  # as if another process had made the domain key:
+    assert token.has_master_key(domain)  # a search finds it, on a session of the search's...
+    blob = wrapped.encrypt(KeyId=key_id, Plaintext=b"kept")["CiphertextBlob"]
+    material = bytes.fromhex(wrapped.service.store.get_key(key_id).current_material_id)
+    assert token.wrapping.unload(material)
+    assert wrapped.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"  # loaded again
+    generation = token._library.generation
+    assert not token.has_master_key(os.urandom(32))  # ...the next search closes
+    assert wrapped.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
+    assert token._library.generation == generation  # no re-initialisation
+    assert token.wrapping.is_loaded(material)
