@@ -187,7 +187,7 @@ def _move(
 ) -> None:
     """One material onto the token, then its wrap out of the store (in that order)."""
     mid = bytes.fromhex(wrap.material_id)
-    label = material_label(wrap.key_id, mid, wrap.created_at)
+    label = material_label(wrap.key_id, mid, wrap.created_at, moved=True)
     made = remade = False
     current: WrappedMaterialRecord | None = wrap
     for _ in range(4):

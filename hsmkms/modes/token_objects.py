@@ -54,19 +54,22 @@ _USES = {
 
 _LABEL = re.compile(
     r"^hsmkms:(?P<key>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r":(?P<mid>[0-9a-f]{16})(?::(?P<created>\d{1,12}))?$"
+    r":(?P<mid>[0-9a-f]{16})(?::(?P<created>\d{1,12}))?(?P<moved>:moved)?$"
 )
 
 
-def material_label(key_id: str, material_id: bytes, created: datetime) -> str:
-    """CKA_LABEL of a master key: ``hsmkms:<key id>:<material id prefix>:<unix seconds>``."""
-    return f"hsmkms:{key_id}:{material_id.hex()[:16]}:{int(created.timestamp())}"
+def material_label(key_id: str, material_id: bytes, created: datetime, moved: bool = False) -> str:
+    """CKA_LABEL of a master key: ``hsmkms:<key id>:<material id prefix>:<unix seconds>``,
+    and ``:moved`` for one unwrapped onto the token from the wrapped mode (``hsmkms migrate``)."""
+    label = f"hsmkms:{key_id}:{material_id.hex()[:16]}:{int(created.timestamp())}"
+    return label + ":moved" if moved else label
 
 
 @dataclass(frozen=True)
 class Label:
     key_id: str
     created: datetime | None  # None on labels written before the time was part of them
+    moved: bool = False  # unwrapped onto the token from a wrap
 
 
 def parse_material_label(label: str, material_id: bytes) -> Label | None:
@@ -75,7 +78,8 @@ def parse_material_label(label: str, material_id: bytes) -> Label | None:
     if m is None or m["mid"] != material_id.hex()[:16]:
         return None
     created = m["created"]
-    return Label(m["key"], datetime.fromtimestamp(int(created), UTC) if created else None)
+    when = datetime.fromtimestamp(int(created), UTC) if created else None
+    return Label(m["key"], when, moved=bool(m["moved"]))
 
 
 class TokenObjects:
@@ -240,9 +244,11 @@ class TokenObjects:
 
     def unsound(self, material_id: str, *, imported: bool = False) -> list[str]:
         check = self.token.check_master_key(bytes.fromhex(material_id))
-        if imported:
-            # Unwrapped: CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE are false by PKCS#11,
-            # and SoftHSM2 leaves CKA_VALUE_LEN 0 (the import measured it: hsm/imports.py).
+        label = parse_material_label(check.label, bytes.fromhex(material_id))
+        if imported or (label is not None and label.moved):
+            # Unwrapped (an import, or a move from the wrapped mode): CKA_ALWAYS_SENSITIVE and
+            # CKA_NEVER_EXTRACTABLE are false by PKCS#11, and SoftHSM2 leaves CKA_VALUE_LEN 0
+            # (the import measured it: hsm/imports.py).
             bits = 256 if check.kind == "AES" and check.bits == 0 else check.bits
             check = replace(check, always_sensitive=True, never_extractable=True, bits=bits)
         right_size = check.bits == 256 or check.kind != "AES"  # other kinds: their spec's

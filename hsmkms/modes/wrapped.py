@@ -98,6 +98,7 @@ class WrappedMaterials:
         self._domain: str | None = None  # the active domain key, as last read
         self._token_only: set[KeySpec] = set()  # kinds this token could not unwrap
         self._domain_checks: dict[str, list[str]] = {}  # doctor: each domain key's, once
+        self._stuck: set[str] = set()  # materials whose wrap would not rewrap (logged once)
 
     @property
     def pair_specs(self) -> frozenset[DataKeyPairSpec]:
@@ -217,13 +218,30 @@ class WrappedMaterials:
         return RotationProgress(moved, left, destroyed)
 
     def _rewrap_batch(self, old: str, new: str, batch: int) -> int:
-        moves = []
-        for w in self.store.wraps(domain_id=old, limit=batch):
-            again = self.wrapping.rewrap(
-                bytes.fromhex(old), bytes.fromhex(new), hsm.Wrapped(w.mechanism, w.wrapped),
-                w.spec, w.use,
-            )  # fmt: skip
-            moves.append(Rewrap(w.material_id, old, new, again.mechanism, again.data))
+        """Up to ``batch`` wraps under ``old`` moved under ``new``. A wrap that does not open
+        (damaged, or not a key of its spec) is left where it is and named in the log once:
+        the old domain key then stays (it is all that could open it, were it repaired), the
+        rotation moves the rest, and ``doctor --deep`` reports that one."""
+        moves: list[Rewrap] = []
+        after = ""
+        while len(moves) < batch and (page := self.store.wraps(domain_id=old, after=after)):
+            for w in page:
+                if w.material_id in self._stuck or len(moves) >= batch:
+                    continue
+                try:
+                    again = self.wrapping.rewrap(
+                        bytes.fromhex(old), bytes.fromhex(new),
+                        hsm.Wrapped(w.mechanism, w.wrapped), w.spec, w.use,
+                    )  # fmt: skip
+                except (hsm.IntegrityError, hsm.MechanismUnsupported, ValueError) as exc:
+                    self._stuck.add(w.material_id)
+                    log.error(
+                        "key material %s of key %s does not rewrap (%s): it stays under domain "
+                        "key %s, which stays too", w.material_id, w.key_id, exc, old[:16],
+                    )  # fmt: skip
+                    continue
+                moves.append(Rewrap(w.material_id, old, new, again.mechanism, again.data))
+            after = page[-1].material_id
         return self.store.rewrap(moves)
 
     def _destroy_domain_key(self, domain_id: str) -> int:

@@ -208,12 +208,6 @@ def test_a_move_that_would_overfill_the_token_is_refused_up_front(own):
     assert migrate.to_token(masters, own.store, max_objects=room).moved == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="doctor --deep checks a material moved from its wrap as one generated on the token "
-    "(CKA_ALWAYS_SENSITIVE/NEVER_EXTRACTABLE are false and SoftHSM2's CKA_VALUE_LEN 0 for any "
-    "unwrapped object): modes/token_objects.py unsound needs the imported check for them",
-)
 def test_doctor_in_depth_finds_the_moved_materials_sealed(own, token):
     from hsmkms.compose import master_keys
     from hsmkms.service import doctor

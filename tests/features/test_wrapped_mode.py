@@ -274,3 +274,29 @@ def test_a_search_of_the_token_leaves_the_loaded_keys_alone(wrapped, token):
     assert wrapped.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
     assert token._library.generation == generation  # no re-initialisation
     assert token.wrapping.is_loaded(material)
+
+
+def test_a_wrap_that_does_not_open_holds_its_domain_key_not_the_rotation(wrapped, token, settings):
+    from hsmkms.compose import master_keys
+    from hsmkms.store.wraps import Rewrap
+
+    store, masters = wrapped.service.store, _masters(wrapped)
+    keys = [wrapped.create_key()["KeyMetadata"]["KeyId"] for _ in range(3)]
+    blobs = {k: wrapped.encrypt(KeyId=k, Plaintext=b"r")["CiphertextBlob"] for k in keys}
+    bad = store.get_wrap(store.get_key(keys[0]).current_material_id)
+    old = masters.active_domain()
+    token.wrapping.unload(bytes.fromhex(bad.material_id))
+    damaged = bytes([bad.wrapped[0] ^ 1]) + bad.wrapped[1:]
+    store.rewrap([Rewrap(bad.material_id, old, old, bad.mechanism, damaged)])
+    masters.rotate_domain_key()
+    masters.maintain()  # moves every wrap it can, then stops
+    assert store.count_wraps(old) == 1 and token.has_master_key(bytes.fromhex(old))
+    assert {k.domain_id: k.state for k in store.domain_keys()}[old] == "retiring"
+    for key_id in keys[1:]:
+        assert wrapped.decrypt(CiphertextBlob=blobs[key_id])["Plaintext"] == b"r"
+    # Repaired (say, from a backup of the store), it moves, and the old domain key goes.
+    store.rewrap([Rewrap(bad.material_id, old, old, bad.mechanism, bad.wrapped)])
+    fresh = master_keys(settings.replace(master_keys="wrapped"), token, store)
+    fresh.maintain()
+    assert store.count_wraps(old) == 0 and not token.has_master_key(bytes.fromhex(old))
+    assert wrapped.decrypt(CiphertextBlob=blobs[keys[0]])["Plaintext"] == b"r"

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from faults import clean_env, doctor, wait_for
 from server import REPO, ServerProcess
 
@@ -265,18 +264,6 @@ def _throughout(srv: ServerProcess, blobs: dict[str, bytes], work: Callable[[], 
     assert not reading.errors, reading.errors[:5]
 
 
-# A server's search of the token after a miss (a domain key or a token object another process
-# just made) closes the previous search's session, and with it every key the process had
-# unwrapped under a domain key that search found (C_UnwrapKey makes the new object on the
-# unwrapping key's session): their next use answers SessionHandleInvalid, taken for token loss,
-# and the library's re-initialisation fails requests in flight (KeyUnavailableException).
-# hsm/handles.py, HandleCache._fill; not strict: it depends on timing.
-SEARCH_SESSION_BUG = pytest.mark.xfail(
-    reason="hsm/handles.py closes a search's session while loaded keys live on it", strict=False
-)
-
-
-@SEARCH_SESSION_BUG
 def test_a_wrapped_server_decrypts_old_ciphertexts_throughout_domain_key_rotations(tmp_path):
     home = tmp_path / "home"
     with _server(home, "wrapped") as srv:
@@ -304,7 +291,6 @@ def test_a_wrapped_server_decrypts_old_ciphertexts_throughout_domain_key_rotatio
     assert doctor(home, "--deep").returncode == 0
 
 
-@SEARCH_SESSION_BUG
 def test_a_token_mode_server_serves_throughout_a_move_of_the_wraps_onto_the_token(tmp_path):
     home = tmp_path / "home"
     with _server(home, "wrapped") as srv:
