@@ -5,10 +5,13 @@
                  [--tls-cert F --tls-key F] [--log-level LEVEL] [--access-log]
                  [--limit-concurrency N] [--header-timeout S] [--body-timeout S]
                  [--keep-alive-timeout S] [--operator-token-file FILE] [--seed FILE]
-                 [--quotas aws|Name=rate,...]
+                 [--quotas aws|Name=rate,...] [--master-keys token|wrapped]
                  [--audit-file FILE] [--audit-stdout] [--audit-required] ...
     hsmkms doctor [--home DIR] [--config FILE] [--fix [--min-age SECONDS]] [--deep] [--json]
     hsmkms audit verify [FILE|DIR ...] [--key-file FILE] [--partial]   (hsmkms/audit/command.py)
+    hsmkms migrate --master-keys token|wrapped [--home DIR] [--batch N] (hsmkms/cli_masterkeys.py)
+    hsmkms domain-key rotate [--background] | status [--json]
+    hsmkms store copy --from LOCATION --to LOCATION                   (hsmkms/cli_store.py)
 
 ``serve`` loads the settings (defaults < TOML file < ``HSMKMS_*`` < flags), creates the embedded
 home if needed, opens the token once in this process so that a wrong PIN or a missing token or
