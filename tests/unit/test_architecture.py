@@ -111,6 +111,11 @@ def test_a_layer_does_not_import_what_lies_above_or_beside_it(unit, forbidden):
     assert not imported & forbidden, sorted(imported & forbidden)
 
 
+# The benchmark's count of a token's objects is independent of hsmkms's token layer on purpose:
+# it checks that layer's claim (token objects flat in the number of keys, issue 22).
+INDEPENDENT = {"bench/token_count.py"}
+
+
 def test_only_the_token_layer_imports_pkcs11():
     offenders = []
     for base in ("hsmkms", "tests", "scripts", "bench"):
@@ -126,7 +131,7 @@ def test_only_the_token_layer_imports_pkcs11():
                 )  # fmt: skip
                 if any(n == "pkcs11" or n.startswith("pkcs11.") for n in names):
                     offenders.append(str(path.relative_to(ROOT)))
-    assert not offenders
+    assert not set(offenders) - INDEPENDENT
 
 
 def test_no_file_of_the_package_is_longer_than_500_lines():
