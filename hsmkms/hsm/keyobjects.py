@@ -97,23 +97,9 @@ class KeyObjects:
             raise MechanismUnsupported(f"no {kind} private keys on a PKCS#11 token")
         private = {**_SEALED, Attribute.ID: mid, Attribute.LABEL: label}
         private.update({_USE[u]: u == use for u in USES})
-        public = {Attribute.TOKEN: False, Attribute.VERIFY: False, Attribute.ENCRYPT: False}
-        public.update({Attribute.WRAP: False, Attribute.DERIVE: False})
 
         def generate(session: Any) -> tuple[Any, Any]:
-            if kind.family is Family.RSA:
-                return session.generate_keypair(  # type: ignore[no-any-return]
-                    KeyType.RSA, kind.bits, store=True, capabilities=0,
-                    public_template=public, private_template=private,
-                )  # fmt: skip
-            assert kind.curve is not None
-            key_type = KeyType.EC_EDWARDS if kind.family is Family.EDWARDS else KeyType.EC
-            params = session.create_domain_parameters(
-                key_type, {Attribute.EC_PARAMS: kind.curve.oid_der}, local=True
-            )
-            return params.generate_keypair(  # type: ignore[no-any-return]
-                store=True, capabilities=0, public_template=public, private_template=private
-            )
+            return generate_pair(session, kind, private, store=True)
 
         if kind.family is Family.RSA:
 
@@ -303,6 +289,29 @@ def _spki(spec: KeySpec, public: Any) -> bytes:
         raise TokenError(f"the token made a broken {spec} public key: {exc}") from None
 
 
+def generate_pair(
+    session: Any, kind: KeySpec, private: dict[Any, Any], *, store: bool
+) -> tuple[Any, Any]:
+    """A key pair of ``kind`` (RSA, EC, Ed25519) on ``session``: the private key as
+    ``private`` says, the public key a session object that does nothing (its SPKI is read,
+    then it is destroyed; public-key operations run on the host)."""
+    public = {Attribute.TOKEN: False, Attribute.VERIFY: False, Attribute.ENCRYPT: False}
+    public.update({Attribute.WRAP: False, Attribute.DERIVE: False})
+    if kind.family is Family.RSA:
+        return session.generate_keypair(  # type: ignore[no-any-return]
+            KeyType.RSA, kind.bits, store=store, capabilities=0,
+            public_template=public, private_template=private,
+        )  # fmt: skip
+    assert kind.curve is not None
+    key_type = KeyType.EC_EDWARDS if kind.family is Family.EDWARDS else KeyType.EC
+    params = session.create_domain_parameters(
+        key_type, {Attribute.EC_PARAMS: kind.curve.oid_der}, local=True
+    )
+    return params.generate_keypair(  # type: ignore[no-any-return]
+        store=store, capabilities=0, public_template=public, private_template=private
+    )
+
+
 spki_of = _spki  # the public key's SubjectPublicKeyInfo, for hsm/wrapping.py too
 
-__all__ = ["USES", "KeyObjects", "digest_info", "spki_of"]
+__all__ = ["USES", "KeyObjects", "digest_info", "generate_pair", "spki_of"]

@@ -38,7 +38,7 @@ from hsmkms.hsm import (
 from hsmkms.hsm.capabilities import wrap_params
 from hsmkms.hsm.contract import GCM, IV_BYTES, KWP, TAG_BYTES, Wrapped
 from hsmkms.hsm.handles import Miss, check_material_id
-from hsmkms.hsm.keyobjects import USES, spki_of
+from hsmkms.hsm.keyobjects import USES, generate_pair, spki_of
 from hsmkms.hsm.session import destroy
 from hsmkms.specs import Family, KeySpec
 
@@ -53,6 +53,8 @@ _SECRET = {
     Attribute.EXTRACTABLE: False,
     Attribute.MODIFIABLE: False,
 }
+# A key generated to be wrapped: sensitive, extractable for the one C_WrapKey, no usage.
+_TO_WRAP = {**_SECRET, Attribute.EXTRACTABLE: True}
 _USE_ATTRIBUTE = {"sign": Attribute.SIGN, "decrypt": Attribute.DECRYPT, "derive": Attribute.DERIVE}
 
 
@@ -140,7 +142,7 @@ class Wrapping:
                 with login.lock:
                     handles.master(did)  # KeyNotFound now, not after the generation
                 with login.side_session() as session:
-                    public, private = _generate_pair(session, kind, use)
+                    public, private = generate_pair(session, kind, _TO_WRAP, store=False)
                     try:
                         spki = spki_of(kind, public)
                         with login.lock:  # the domain key's object lives on the main session
@@ -307,32 +309,12 @@ def _check_use(kind: KeySpec, use: str | None) -> None:
 
 
 def _generate_secret(session: Any, kind: KeySpec) -> Any:
-    """A session secret key that exists to be wrapped: sensitive, extractable, no usage."""
-    template = {**_SECRET, Attribute.EXTRACTABLE: True}
+    """A session secret key that exists to be wrapped (:data:`_TO_WRAP`)."""
     if kind.family is Family.HMAC:
         return session.generate_key(
-            KeyType.GENERIC_SECRET, kind.bits, store=False, capabilities=0, template=template
+            KeyType.GENERIC_SECRET, kind.bits, store=False, capabilities=0, template=_TO_WRAP
         )
-    return session.generate_key(KeyType.AES, 256, store=False, capabilities=0, template=template)
-
-
-def _generate_pair(session: Any, kind: KeySpec, use: str | None) -> tuple[Any, Any]:
-    private = {**_SECRET, Attribute.EXTRACTABLE: True}
-    public = {Attribute.TOKEN: False, Attribute.VERIFY: False, Attribute.ENCRYPT: False}
-    public.update({Attribute.WRAP: False, Attribute.DERIVE: False})
-    if kind.family is Family.RSA:
-        return session.generate_keypair(  # type: ignore[no-any-return]
-            KeyType.RSA, kind.bits, store=False, capabilities=0,
-            public_template=public, private_template=private,
-        )  # fmt: skip
-    assert kind.curve is not None
-    key_type = KeyType.EC_EDWARDS if kind.family is Family.EDWARDS else KeyType.EC
-    params = session.create_domain_parameters(
-        key_type, {Attribute.EC_PARAMS: kind.curve.oid_der}, local=True
-    )
-    return params.generate_keypair(  # type: ignore[no-any-return]
-        store=False, capabilities=0, public_template=public, private_template=private
-    )
+    return session.generate_key(KeyType.AES, 256, store=False, capabilities=0, template=_TO_WRAP)
 
 
 def _unwrap(
