@@ -21,6 +21,36 @@ def token_profile(masters: Any, settings: Settings) -> dict[str, str]:
     return profile(masters.token, settings) if hasattr(masters, "token") else {}
 
 
+def add_home_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a command on an existing home (doctor, migrate, domain-key)."""
+    parser.add_argument("--home", help="state directory (default $HSMKMS_HOME or ./var)")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--store", metavar="LOCATION", help="the metadata store, as serve's")
+    parser.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
+    parser.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
+    parser.add_argument("--hsm", choices=("softhsm2", "nss"), help="the home's software token")
+
+
+def existing_home(args: argparse.Namespace) -> Settings:
+    """The settings :func:`add_home_arguments` name, of a home whose store exists."""
+    from hsmkms.home import use_home
+
+    settings = use_home(
+        Settings.load(
+            args.config,
+            home=args.home,
+            store=args.store,
+            pkcs11_module=args.pkcs11_module,
+            token_label=args.token_label,
+            hsm=args.hsm,
+        )
+    )
+    store_path = settings.store_path
+    if "://" not in store_path and not os.path.exists(store_path):
+        raise ConfigError(f"no store at {store_path}: is --home right?")
+    return settings
+
+
 def register(commands: Any) -> None:
     doctor = commands.add_parser(
         "doctor",
@@ -29,12 +59,7 @@ def register(commands: Any) -> None:
         "1 on drift (key material missing from the token, or extractable), 3 when the check "
         "could not run. Safe beside a running server.",
     )
-    doctor.add_argument("--home", help="state directory (default $HSMKMS_HOME or ./var)")
-    doctor.add_argument("--config", metavar="FILE", help="TOML settings file")
-    doctor.add_argument("--store", metavar="LOCATION", help="the metadata store, as serve's")
-    doctor.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
-    doctor.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
-    doctor.add_argument("--hsm", choices=("softhsm2", "nss"), help="the home's software token")
+    add_home_arguments(doctor)
     doctor.add_argument(
         "--fix",
         action="store_true",
@@ -63,25 +88,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from hsmkms import compose, hsm
-    from hsmkms.home import use_home
     from hsmkms.service import doctor
     from hsmkms.store import StoreError
 
-    settings = use_home(
-        Settings.load(
-            args.config,
-            home=args.home,
-            store=args.store,
-            pkcs11_module=args.pkcs11_module,
-            token_label=args.token_label,
-            hsm=args.hsm,
-        )
-    )
     if args.min_age < 0:
         raise ConfigError("--min-age must be >= 0 seconds")
-    store_path = settings.store_path
-    if "://" not in store_path and not os.path.exists(store_path):
-        raise ConfigError(f"no store at {store_path}: is --home right?")
+    settings = existing_home(args)
     label = settings.token_label
     try:
         token = compose.open_token(settings)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from hsmkms.cli_doctor import add_home_arguments, existing_home
 from hsmkms.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def register(commands: Any) -> None:
         "home an active domain key; new materials are then wrapped, existing token objects "
         "stay (never extractable: nothing can wrap them out). Safe to interrupt and run again.",
     )
-    _common(migrate)
+    add_home_arguments(migrate)
     migrate.add_argument(
         "--master-keys",
         dest="target",
@@ -65,7 +66,7 @@ def register(commands: Any) -> None:
         "ciphertexts decrypt throughout. Run again while a rotation is unfinished, it resumes "
         "that one and makes no key.",
     )
-    _common(rotate)
+    add_home_arguments(rotate)
     _batch(rotate)
     rotate.add_argument(
         "--background",
@@ -77,18 +78,9 @@ def register(commands: Any) -> None:
     status = verbs.add_parser(
         "status", help="the domain keys: state, wraps under each, whether the token holds it"
     )
-    _common(status)
+    add_home_arguments(status)
     status.add_argument("--json", action="store_true", help="print the list as JSON")
     status.set_defaults(handler=cmd_status)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", help="state directory (default $HSMKMS_HOME or ./var)")
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
-    parser.add_argument("--store", metavar="LOCATION", help="the metadata store, as serve's")
-    parser.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 library to load")
-    parser.add_argument("--token-label", metavar="LABEL", help="label of the token to use")
-    parser.add_argument("--hsm", choices=("softhsm2", "nss"), help="the home's software token")
 
 
 def _batch(parser: argparse.ArgumentParser) -> None:
@@ -118,21 +110,12 @@ def _opened(
 ) -> Iterator[tuple[Settings, WrappedMaterials, Store]]:
     """The home's settings, its token and store as the wrapped mode's, under the home's lock."""
     from hsmkms import compose, hsm
-    from hsmkms.home import use_home
     from hsmkms.modes.wrapped import WrappedMaterials
     from hsmkms.store import StoreError
 
     if getattr(args, "batch", 1) < 1:
         raise ConfigError("--batch must be at least 1")
-    settings = use_home(
-        Settings.load(
-            args.config, home=args.home, store=args.store, pkcs11_module=args.pkcs11_module,
-            token_label=args.token_label, hsm=args.hsm,
-        )
-    )  # fmt: skip
-    store_path = settings.store_path
-    if "://" not in store_path and not os.path.exists(store_path):
-        raise ConfigError(f"no store at {store_path}: is --home right?")
+    settings = existing_home(args)
     with contextlib.ExitStack() as stack:
         if lock:
             stack.enter_context(_home_lock(settings))
