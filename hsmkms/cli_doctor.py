@@ -103,11 +103,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except hsm.TokenError as exc:
         print(f"hsmkms doctor: cannot open token '{label}': {exc}", file=sys.stderr)
         return EXIT_UNCHECKED
-    masters = compose.master_keys(settings, token)
     try:
         store = compose.open_metadata(settings)
-        masters = compose.master_keys(settings, token, store)
         try:
+            masters = compose.master_keys(settings, token, store)
             report = doctor.check(
                 store,
                 masters,
@@ -122,7 +121,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"hsmkms doctor: the check could not finish: {exc}", file=sys.stderr)
         return EXIT_UNCHECKED
     finally:
-        masters.close()
+        token.close()  # what closing either mode's master keys does
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
