@@ -70,6 +70,27 @@ def on_token(home: Path, code: str, timeout: float = 60) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+_LIBRARY_PRELUDE = r"""
+import json, sys
+from hsmkms.kms import KMS
+kms = KMS(home=sys.argv[1], master_keys=sys.argv[2])
+"""
+
+
+def in_library(
+    home: Path, mode: str, code: str, *args: str, stdin: str = "", timeout: float = 120
+) -> Any:
+    """Run ``code`` with ``kms`` (the library on ``home`` in master-key ``mode``; ``args``
+    follow in sys.argv) in a process of its own; its last line of output, as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LIBRARY_PRELUDE + code, str(home), mode, *args],
+        input=stdin, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env(),
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def token_dir(home: Path) -> Path:
     [found] = (home / "tokens").iterdir()
     return found

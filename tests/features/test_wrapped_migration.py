@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from faults import clean_env
+from faults import clean_env, in_library
 from helpers import offline_verify
 from server import REPO
 
@@ -326,11 +326,6 @@ def _cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-_PRELUDE = r"""
-import json, sys
-from hsmkms.kms import KMS
-kms = KMS(home=sys.argv[1], master_keys=sys.argv[2])
-"""
 _MAKE = r"""
 out = {}
 for i in range(int(sys.argv[3])):
@@ -349,13 +344,7 @@ print(json.dumps({"wraps": store.count_wraps(), "domain_keys": len(store.domain_
 
 
 def _library(home: Path, mode: str, code: str, *args: str, stdin: str = "") -> Any:
-    done = subprocess.run(
-        [sys.executable, "-c", _PRELUDE + code, str(home), mode, *args],
-        input=stdin, capture_output=True, text=True, timeout=120, cwd=REPO, env=clean_env(),
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return in_library(home, mode, code, *args, stdin=stdin)
 
 
 @pytest.mark.slow  # processes on a fresh home: seconds

@@ -22,17 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from faults import clean_env, doctor, wait_for
+from faults import clean_env, doctor, in_library, wait_for
 from server import REPO, ServerProcess
 
 SYMMETRIC = 240
 
 _PRELUDE = r"""
-import json, sys
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hsmkms.kms import KMS
-kms = KMS(home=sys.argv[1], master_keys=sys.argv[2])
 """
 # Keys of every kind the wrapped mode wraps, and what each made.
 _MAKE = r"""
@@ -89,13 +86,7 @@ print(json.dumps({"wraps": store.count_wraps(),
 
 
 def _library(home: Path, mode: str, code: str, *args: str, stdin: str = "") -> Any:
-    done = subprocess.run(
-        [sys.executable, "-c", _PRELUDE + code, str(home), mode, *args],
-        input=stdin, capture_output=True, text=True, timeout=300, cwd=REPO, env=clean_env(),
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return in_library(home, mode, _PRELUDE + code, *args, stdin=stdin, timeout=300)
 
 
 def _check(home: Path, mode: str, made: dict[str, Any]) -> dict[str, Any]:
