@@ -160,8 +160,12 @@ def _tampered(ca: Authority, enclave: Enclave) -> dict[str, bytes]:
     good = enclave.document(ca)
     tag = cbor2.loads(good)
     protected, unprotected, payload, signature = tag.value
-    flipped = bytearray(payload)
-    flipped[len(flipped) // 2] ^= 1
+
+    def flip(data: bytes) -> bytes:  # a real change, never a no-op
+        changed = bytearray(data)
+        changed[len(changed) // 2] ^= 1
+        return bytes(changed)
+
     other = Authority()  # a chain that is sound but not trusted
     now = datetime.now(UTC)
     expired_leaf = certificate("old host", ca.leaf_key, ("test zone", ca.mid_key), ca=False,
@@ -171,10 +175,10 @@ def _tampered(ca: Authority, enclave: Enclave) -> dict[str, bytes]:
     rogue_mid = certificate("test zone", rogue_key, ("rogue", rogue_key))  # not by the root
     return {
         "a payload byte": cbor2.dumps(
-            cbor2.CBORTag(18, [protected, unprotected, bytes(flipped), signature])
+            cbor2.CBORTag(18, [protected, unprotected, flip(payload), signature])
         ),  # fmt: skip
         "the signature": cbor2.dumps(
-            cbor2.CBORTag(18, [protected, unprotected, payload, signature[:-1] + b"\0"])
+            cbor2.CBORTag(18, [protected, unprotected, payload, flip(signature)])
         ),
         "the root": enclave.document(other, leaf=other.leaf, leaf_key=other.leaf_key),
         "the chain": enclave.document(ca, bundle=[ca.root, rogue_mid]),

@@ -303,7 +303,10 @@ def test_a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns(
             assert kms.describe_key(KeyId=name)["KeyMetadata"]["KeyId"] in (key_id, new_key)
         log = srv.log()
     assert "Traceback" not in log
-    assert "is full" in log and "has no room" in log
+    assert "is full" in log
+    # The token mode's CreateKey met the token's full disk; the wrapped mode's writes its wrap
+    # to the store first and never stores on the token.
+    assert "has no room" in log or os.environ.get("HSMKMS_TEST_MASTER_KEYS") == "wrapped"
     assert _integrity(home / "hsmkms.sqlite3") == "ok"
     code, report = doctor_report(home)
     assert code == 0 and report["missing"] == [], report
