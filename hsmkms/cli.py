@@ -198,6 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         operator_token_file=args.operator_token_file,
         seed=args.seed,
         quotas=args.quotas,
+        master_keys=args.master_keys,
         **audit_command.serve_overrides(args),
     )
     settings.read_operator_token()  # a bad token file stops the start here, with its reason

@@ -46,6 +46,10 @@ def master_keys(settings: Settings, token: hsm.Token, store: Store | None = None
     token mode not finished) serves those too; without ``store`` (a custom key store's token)
     every material is a token object."""
     pairs = settings.keypair_source == "token"
+    if store is not None and settings.master_keys == "wrapped":
+        # MechanismUnsupported now, at start, not on the first CreateKey: a token that wraps
+        # with neither KWP nor GCM (p11-kit 0.24's remoting carries neither's parameters).
+        token.wrapping.mechanism  # noqa: B018
     if store is not None and (settings.master_keys == "wrapped" or store.count_wraps() > 0):
         return WrappedMaterials(token, store, token_pairs=pairs, new_materials=settings.master_keys)
     return TokenObjects(token, token_pairs=pairs)

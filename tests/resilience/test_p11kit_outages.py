@@ -23,6 +23,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from pathlib import Path
 import pytest
 from faults import doctor, wait_for
 from loadgen import Client, Load, b64, plaintext, unb64
-from server import ServerProcess
+from server import REPO, ServerProcess
 
 from hsmkms.config import Settings
 from hsmkms.home import ensure_home
@@ -267,3 +268,32 @@ def test_a_hung_network_hsm_is_dependency_timeout_while_health_and_metadata_answ
             f"{max(h[1] for h in health):.3f} s; 200 again {healthy:.2f} s after SIGCONT; "
             f"{len(mix.created)} keys created, all there"
         )
+
+
+def test_the_wrapped_mode_refuses_to_start_on_a_token_that_cannot_wrap(tmp_path: Path):
+    """p11-kit 0.24 carries neither CKM_AES_KEY_WRAP_PAD's nor CKM_AES_GCM's parameters: a
+    server in the wrapped mode says so at start, not on its first CreateKey."""
+    home = tmp_path / "home"
+    saved = os.environ.get("SOFTHSM2_CONF")  # as served_over_p11kit: keep the session's token
+    try:
+        ensure_home(Settings.load(home=home, env={}))
+    finally:
+        if saved is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = saved
+    hsm = P11KitServer(home, tmp_path / "p11kit.sock")
+    hsm.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
+        done = subprocess.run(
+            [sys.executable, "-m", "hsmkms", "serve", "--home", str(home), "--port", "0",
+             "--master-keys", "wrapped"],
+            env={**env, "HSMKMS_PKCS11_MODULE": CLIENT,
+                 "P11_KIT_SERVER_ADDRESS": f"unix:path={hsm.socket}"},
+            capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+        )  # fmt: skip
+    finally:
+        hsm.kill()
+    assert done.returncode != 0, done.stdout
+    assert "CKM_AES_KEY_WRAP_PAD" in done.stderr and "Traceback" not in done.stderr, done.stderr
