@@ -84,7 +84,7 @@ def create(
 ) -> float:
     """``n`` keys made on ``home`` by ``processes`` children of ``python -m bench.bulk``; the
     seconds it took. The first key is made alone (a fresh wrapped home makes its domain key
-    then, and two processes must not race to make one each)."""
+    then: the processes would agree on one, but the loser's would be made and destroyed)."""
     from bench.footprint import environment
     from bench.servers import ROOT
 

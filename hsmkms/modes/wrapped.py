@@ -27,6 +27,7 @@ under a key destroyed meanwhile reads it again.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -99,6 +100,7 @@ class WrappedMaterials:
         self._token_only: set[KeySpec] = set()  # kinds this token could not unwrap
         self._domain_checks: dict[str, list[str]] = {}  # doctor: each domain key's, once
         self._stuck: set[str] = set()  # materials whose wrap would not rewrap (logged once)
+        self._first_lock = threading.Lock()  # one first domain key per process, not one each
 
     @property
     def pair_specs(self) -> frozenset[DataKeyPairSpec]:
@@ -173,22 +175,49 @@ class WrappedMaterials:
         """The active domain key's id (made now if the home has none yet)."""
         if self._domain is not None:
             return self._domain
-        active = [k for k in self.store.domain_keys() if k.state == ACTIVE]
-        if active:
-            self._domain = active[-1].domain_id
-            return self._domain
-        return self.rotate_domain_key()
+        with self._first_lock:
+            for _ in range(2):
+                active = [k for k in self.store.domain_keys() if k.state == ACTIVE]
+                if active:
+                    self._domain = active[-1].domain_id
+                    return self._domain
+                # The home's first: made once, whatever the number of processes and requests
+                # that ask at once (another process's may win; ours is destroyed then).
+                made = self._new_domain_key(first=True)
+                if made is not None:
+                    return made
+        raise hsm.TokenError("no domain key became active")
 
     def rotate_domain_key(self) -> str:
         """A new domain key on the token, active from now on; the one before retires (its
         materials move by :meth:`maintain`). The id of the new one."""
+        made = self._new_domain_key(first=False)
+        assert made is not None
+        return made
+
+    def _new_domain_key(self, *, first: bool) -> str | None:
         created = datetime.now(UTC)
         new = self.token.random(MATERIAL_BYTES)
         self.wrapping.create_domain_key(new, domain_label(created))
-        self.store.add_domain_key(new.hex(), created)
+        try:
+            added = self.store.add_domain_key(new.hex(), created, first=first)
+        except BaseException:
+            self._destroy_unrecorded(new)
+            raise
+        if not added:
+            self._destroy_unrecorded(new)
+            return None
         log.info("domain key %s is active", new.hex()[:16])
         self._domain = new.hex()
         return self._domain
+
+    def _destroy_unrecorded(self, domain_id: bytes) -> None:
+        try:
+            self.token.destroy_master_key(domain_id)
+        except hsm.TokenError:
+            log.warning("domain key %s was never recorded and is left on the token (label "
+                        "%s..., nothing is wrapped under it)", domain_id.hex()[:16],
+                        DOMAIN_LABEL)  # fmt: skip
 
     def maintain(self, still: Callable[[], bool] = lambda: True, *, batch: int = 256) -> None:
         """The background part of a domain-key rotation (called by the server's scheduler):

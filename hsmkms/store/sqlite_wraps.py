@@ -49,13 +49,20 @@ class SQLiteWraps(SQLiteConnections):
             for r in rows
         ]
 
-    def add_domain_key(self, domain_id: str, created_at: datetime) -> None:
+    def add_domain_key(self, domain_id: str, created_at: datetime, *, first: bool = False) -> bool:
         with self._tx() as conn:
+            if first:
+                active = conn.execute(
+                    "SELECT 1 FROM domain_keys WHERE state = ? LIMIT 1", (ACTIVE,)
+                ).fetchone()
+                if active is not None:
+                    return False
             conn.execute("UPDATE domain_keys SET state = ? WHERE state = ?", (RETIRING, ACTIVE))
             conn.execute(
                 "INSERT INTO domain_keys (domain_id, state, created_at) VALUES (?, ?, ?)",
                 (domain_id, ACTIVE, created_at.timestamp()),
             )
+        return True
 
     def set_domain_key_state(self, domain_id: str, state: str) -> None:
         with self._tx() as conn:

@@ -66,8 +66,10 @@ class WrapStore(ABC):
         """Every domain key not destroyed, oldest first."""
 
     @abstractmethod
-    def add_domain_key(self, domain_id: str, created_at: datetime) -> None:
-        """``domain_id`` becomes the active domain key; the one active before is retiring."""
+    def add_domain_key(self, domain_id: str, created_at: datetime, *, first: bool = False) -> bool:
+        """``domain_id`` becomes the active domain key; the one active before is retiring.
+        ``first``: only if no domain key is active (in one transaction; False when one is:
+        concurrent first CreateKeys on a fresh home agree on one domain key)."""
 
     @abstractmethod
     def set_domain_key_state(self, domain_id: str, state: str) -> None: ...

@@ -300,3 +300,56 @@ def test_a_wrap_that_does_not_open_holds_its_domain_key_not_the_rotation(wrapped
     fresh.maintain()
     assert store.count_wraps(old) == 0 and not token.has_master_key(bytes.fromhex(old))
     assert wrapped.decrypt(CiphertextBlob=blobs[keys[0]])["Plaintext"] == b"r"
+
+
+def test_concurrent_first_create_keys_on_a_fresh_home_make_one_domain_key(
+    settings, token, tmp_path
+):
+    """Two services on one fresh store (two processes, or two nodes), four requests each at
+    once: one domain key for the home, the others' destroyed, every key usable."""
+    import threading
+
+    from hsmkms.compose import build_service
+    from hsmkms.kms import KMS
+    from hsmkms.modes.token_objects import DOMAIN_LABEL
+    from hsmkms.store import open_store
+
+    def domain_objects() -> set[bytes]:
+        return {mid for mid, label in token.list_master_keys() if label.startswith(DOMAIN_LABEL)}
+
+    before = domain_objects()
+    path = str(tmp_path / "fresh.sqlite3")
+    services = [build_service(settings.replace(master_keys="wrapped"), token, open_store(path))
+                for _ in range(2)]  # fmt: skip
+    made: list[str] = []
+    failed: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def create(kms: KMS) -> None:
+        start.wait()
+        try:
+            made.append(kms.create_key()["KeyMetadata"]["KeyId"])
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=create, args=(KMS.from_service(services[i % 2]),))
+               for i in range(8)]  # fmt: skip
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not failed and len(made) == 8, failed
+        [domain] = services[0].store.domain_keys()
+        assert domain.state == "active"
+        assert domain_objects() - before == {bytes.fromhex(domain.domain_id)}
+        for i, key_id in enumerate(made):
+            kms = KMS.from_service(services[(i + 1) % 2])
+            blob = kms.encrypt(KeyId=key_id, Plaintext=b"one domain key")["CiphertextBlob"]
+            assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"one domain key"
+    finally:
+        for svc in services:
+            svc.pool.close()
+            svc.store.close()
+        for mid in domain_objects() - before:
+            token.destroy_master_key(mid)

@@ -51,6 +51,15 @@ def test_wraps_go_under_the_active_domain_key_only(store):
     assert store.get_wrap(m1).wrapped and store.count_wraps(d1) == 1
 
 
+def test_a_first_domain_key_is_added_only_where_none_is_active(store):
+    d1, d2 = _id(), _id()
+    assert store.add_domain_key(d1, datetime.now(UTC), first=True)
+    assert not store.add_domain_key(d2, datetime.now(UTC), first=True)  # another won
+    assert {k.domain_id: k.state for k in store.domain_keys()} == {d1: "active"}
+    assert store.add_domain_key(d2, datetime.now(UTC))  # a rotation adds whatever is active
+    assert {k.domain_id: k.state for k in store.domain_keys()} == {d1: "retiring", d2: "active"}
+
+
 def test_a_retiring_key_retires_once_nothing_is_under_it(store):
     d1, d2 = _id(), _id()
     store.add_domain_key(d1, datetime.now(UTC))
