@@ -80,8 +80,8 @@ class P11KitServer:
             self.proc.wait()
 
 
-@contextmanager
-def served_over_p11kit(tmp_path: Path) -> Iterator[tuple[ServerProcess, P11KitServer]]:
+def home_behind_p11kit(tmp_path: Path) -> tuple[Path, P11KitServer]:
+    """A new home whose token a p11-kit server (started) serves on a socket."""
     home = tmp_path / "home"
     # The SoftHSM2 token, PINs, credentials. ensure_home points this process's SOFTHSM2_CONF at
     # the new home: put it back, or the session token's next C_Initialize (a re-initialisation
@@ -96,6 +96,12 @@ def served_over_p11kit(tmp_path: Path) -> Iterator[tuple[ServerProcess, P11KitSe
             os.environ["SOFTHSM2_CONF"] = saved
     hsm = P11KitServer(home, tmp_path / "p11kit.sock")
     hsm.start()
+    return home, hsm
+
+
+@contextmanager
+def served_over_p11kit(tmp_path: Path) -> Iterator[tuple[ServerProcess, P11KitServer]]:
+    home, hsm = home_behind_p11kit(tmp_path)
     env = {
         "HSMKMS_PKCS11_MODULE": CLIENT,
         "P11_KIT_SERVER_ADDRESS": f"unix:path={hsm.socket}",
@@ -273,17 +279,7 @@ def test_a_hung_network_hsm_is_dependency_timeout_while_health_and_metadata_answ
 def test_the_wrapped_mode_refuses_to_start_on_a_token_that_cannot_wrap(tmp_path: Path):
     """p11-kit 0.24 carries neither CKM_AES_KEY_WRAP_PAD's nor CKM_AES_GCM's parameters: a
     server in the wrapped mode says so at start, not on its first CreateKey."""
-    home = tmp_path / "home"
-    saved = os.environ.get("SOFTHSM2_CONF")  # as served_over_p11kit: keep the session's token
-    try:
-        ensure_home(Settings.load(home=home, env={}))
-    finally:
-        if saved is None:
-            os.environ.pop("SOFTHSM2_CONF", None)
-        else:
-            os.environ["SOFTHSM2_CONF"] = saved
-    hsm = P11KitServer(home, tmp_path / "p11kit.sock")
-    hsm.start()
+    home, hsm = home_behind_p11kit(tmp_path)
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
         done = subprocess.run(
