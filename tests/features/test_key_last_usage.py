@@ -148,9 +148,9 @@ def test_an_unused_key_a_failure_and_a_management_call_leave_no_use(kms):
     with raises("DryRunOperationException"):
         kms.encrypt(KeyId=key_id, Plaintext=b"x", DryRun=True)
     assert kms.get_key_last_usage(KeyId=key_id)["KeyLastUsage"] == {}
-    first = kms.encrypt(KeyId=key_id, Plaintext=b"x")
-    with raises("InvalidCiphertextException"):
-        kms.decrypt(CiphertextBlob=first["CiphertextBlob"][:-1] + b"\0", KeyId=key_id)
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
+    with raises("InvalidCiphertextException"):  # the tag's last bit flipped: never a no-op
+        kms.decrypt(CiphertextBlob=blob[:-1] + bytes([blob[-1] ^ 1]), KeyId=key_id)
     assert kms.get_key_last_usage(KeyId=key_id)["KeyLastUsage"]["Operation"] == "Encrypt"
     with raises("NotFoundException"):
         kms.get_key_last_usage(KeyId="alias/aws-alias-is-not-a-key-id")
