@@ -92,6 +92,7 @@ for name, mid in {made!r}.items():
     on_token(srv.home, f"tok.destroy_master_key(bytes.fromhex({made['foreign']!r}))")
 
 
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_a_deletion_interrupted_after_destroying_the_material_is_not_drift(srv: ServerProcess):
     kms = srv.client()
     key_id, material = _key(srv)
@@ -107,6 +108,7 @@ def test_a_deletion_interrupted_after_destroying_the_material_is_not_drift(srv: 
     assert "deletion in progress" in doctor(srv.home).stdout
 
 
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 def test_no_token_is_no_check_and_never_a_new_token(srv: ServerProcess, tmp_path: Path):
     assert doctor(tmp_path / "nowhere").returncode == 2
     directory = token_dir(srv.home)
@@ -123,6 +125,7 @@ def test_no_token_is_no_check_and_never_a_new_token(srv: ServerProcess, tmp_path
 
 # In the wrapped mode a server keeps its unwrapped copy of a lost wrap until it is evicted:
 # tests/features/test_wrapped_mode.py has that mode's missing material.
+@pytest.mark.slow  # seconds of a process or a token: kept out of the fast subset
 @pytest.mark.token_objects
 def test_missing_material_is_drift_and_the_key_is_unavailable_not_a_bad_ciphertext(
     srv: ServerProcess,

@@ -29,6 +29,10 @@ KEYS = [
 ]
 
 
+# Two worker processes serve each test here: seconds, kept out of the fast subset.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path_factory.mktemp("hsmkms-two-workers-asym"), workers=2) as srv:
