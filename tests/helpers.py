@@ -19,6 +19,13 @@ from hsmkms.specs import SUPPORTED_PAIR_SPECS
 KEY_PAIR_SPECS = [spec.value for spec in SUPPORTED_PAIR_SPECS]
 # The pre-quantum ones: what clients whose crypto predates ML-KEM (Node 20) can read.
 CLASSICAL_PAIR_SPECS = [s for s in KEY_PAIR_SPECS if not s.startswith("ML_KEM_")]
+# RSA-3072 and RSA-4096 pairs take 0.3-1.5 s each to generate on SoftHSM2.
+SLOW_TO_GENERATE = frozenset({"RSA_3072", "RSA_4096"})
+
+
+def generation_params(specs: list[str]) -> list[Any]:
+    """``specs`` for ``parametrize``, those slow to generate marked ``slow``."""
+    return [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_TO_GENERATE else s for s in specs]
 
 
 @contextmanager

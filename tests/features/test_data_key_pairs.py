@@ -14,7 +14,7 @@ from asn1crypto import core
 from asn1crypto import keys as asn1_keys
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, rsa
-from helpers import KEY_PAIR_SPECS, raises
+from helpers import KEY_PAIR_SPECS, generation_params, raises
 
 CONTEXT = {"document": "42"}
 CURVES = {
@@ -73,14 +73,7 @@ def check_pair(spec: str, public_der: bytes, private_der: bytes) -> None:
     assert isinstance(public, type(private.public_key())) or True
 
 
-# RSA-3072/4096 generation on SoftHSM2 takes 0.3-1.5 s a pair: those two are slow tests.
-_TOKEN_SPECS = [
-    pytest.param(s, marks=pytest.mark.slow) if s in ("RSA_3072", "RSA_4096") else s
-    for s in KEY_PAIR_SPECS
-]
-
-
-@pytest.mark.parametrize("spec", _TOKEN_SPECS)
+@pytest.mark.parametrize("spec", generation_params(KEY_PAIR_SPECS))
 def test_generate_data_key_pair(kms, key, spec):
     out = kms.generate_data_key_pair(
         KeyId=key["KeyId"], KeyPairSpec=spec, EncryptionContext=CONTEXT
@@ -96,7 +89,7 @@ def test_generate_data_key_pair(kms, key, spec):
         kms.decrypt(CiphertextBlob=out["PrivateKeyCiphertextBlob"])
 
 
-@pytest.mark.parametrize("spec", _TOKEN_SPECS)
+@pytest.mark.parametrize("spec", generation_params(KEY_PAIR_SPECS))
 def test_generate_data_key_pair_without_plaintext(kms, key, spec):
     out = kms.generate_data_key_pair_without_plaintext(
         KeyId=key["Arn"], KeyPairSpec=spec, EncryptionContext=CONTEXT
@@ -109,7 +102,7 @@ def test_generate_data_key_pair_without_plaintext(kms, key, spec):
         kms.decrypt(CiphertextBlob=out["PrivateKeyCiphertextBlob"], EncryptionContext={"a": "b"})
 
 
-@pytest.mark.parametrize("spec", _TOKEN_SPECS)
+@pytest.mark.parametrize("spec", generation_params(KEY_PAIR_SPECS))
 def test_pairs_made_on_the_token(token_pairs_kms, spec):
     kms = token_pairs_kms
     key = kms.create_key()["KeyMetadata"]

@@ -11,6 +11,7 @@ from asn1crypto import keys as asn1_keys
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
+from helpers import generation_params
 
 from hsmkms.hsm import IntegrityError, KeyNotFound, MechanismUnsupported, WrappedKey
 from hsmkms.hsm.testing import key_pair_objects
@@ -96,11 +97,7 @@ def test_a_wrapped_private_key_unwraps_to_standard_pkcs8_matching_its_public_key
     assert_standard(spec, spki, pkcs8)
 
 
-@pytest.mark.parametrize(
-    "spec",  # RSA-3072 generation takes 0.3-1.5 s on SoftHSM2 (RSA-4096 is never generated here)
-    [pytest.param(s, marks=pytest.mark.slow) if s == "RSA_3072" else s
-     for s in ALL_SPECS if s != "RSA_4096"],
-)  # fmt: skip
+@pytest.mark.parametrize("spec", generation_params([s for s in ALL_SPECS if s != "RSA_4096"]))
 def test_a_generated_key_pair_is_standard_and_matches(token, spec: str) -> None:
     spki, pkcs8 = token.generate_key_pair(spec)
     assert_standard(spec, spki, pkcs8)
